@@ -1,1 +1,27 @@
-//! vhost-user virtio-net port.
+//! A vhost-user virtio-net port.
+//!
+//! One [`NetPort`] is one virtio-net device as seen by one guest, served over a vhost-user
+//! socket in either role, across any number of frontend connections. Frames the guest
+//! transmits are handed to a [`TxSink`] in batches without being copied out of guest memory;
+//! anyone holding a [`PortHandle`] can write frames into the guest's RX ring
+//! ([`rx::RxRing::writer`]), copying each frame once, straight from the source guest's memory.
+//!
+//! This crate knows nothing about channels or switching.
+
+#![deny(missing_docs)]
+
+mod backend;
+pub mod config_space;
+mod error;
+pub mod features;
+pub mod memory;
+mod port;
+pub mod rx;
+pub mod stats;
+pub mod tx;
+
+pub use error::PortError;
+pub use port::{NetPort, PortConfig, PortHandle, SocketRole, TxSink};
+pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
+pub use stats::{PortStats, PortStatsSnapshot};
+pub use tx::{FrameRef, NetHdr, TxBatch};

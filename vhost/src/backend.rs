@@ -1,0 +1,257 @@
+//! The `VhostUserBackend` of one frontend connection.
+//!
+//! A fresh backend (and daemon, rings and worker thread) serves each connection: the
+//! vhost-user-backend handler keeps its ownership and ring state for the life of the daemon, so
+//! starting over per connection is what makes a rebooted or reconnected frontend start clean.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use log::{debug, warn};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VringT};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::config_space::{config_space, read_window};
+use crate::features::{offered_features, offered_protocol_features, Negotiated};
+use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
+use crate::port::PortShared;
+use crate::rx::RxRing;
+use crate::stats::PortStats;
+use crate::tx::{parse_chain, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
+
+/// Queue index of the first RX queue and TX queue (virtio-net: even RX, odd TX).
+pub(crate) const RX_QUEUE: usize = 0;
+
+/// Device event id of the "publish your rings" event, beyond the queue and exit events.
+pub(crate) fn capture_event_id(num_queues: usize) -> u16 {
+    (num_queues + 1) as u16
+}
+
+struct Inner {
+    port: Arc<PortShared>,
+    mem: GuestMemoryAtomic,
+    acked: Arc<AtomicU64>,
+    event_idx: AtomicBool,
+    scratch: Mutex<TxScratch>,
+    published: AtomicBool,
+    capture: EventFd,
+}
+
+/// The virtio-net device of one connection.
+#[derive(Clone)]
+pub struct NetBackend(Arc<Inner>);
+
+impl NetBackend {
+    pub(crate) fn new(port: Arc<PortShared>, mem: GuestMemoryAtomic) -> io::Result<Self> {
+        let capture = EventFd::new(EFD_NONBLOCK)?;
+        Ok(NetBackend(Arc::new(Inner {
+            port,
+            mem,
+            acked: Arc::new(AtomicU64::new(0)),
+            event_idx: AtomicBool::new(false),
+            scratch: Mutex::new(TxScratch::default()),
+            published: AtomicBool::new(false),
+            capture,
+        })))
+    }
+
+    /// The eventfd that, once written, makes the worker publish its rings (see `port.rs`).
+    pub(crate) fn capture_fd(&self) -> &EventFd {
+        &self.0.capture
+    }
+
+    fn num_queues_inner(&self) -> usize {
+        usize::from(self.0.port.cfg.queue_pairs) * 2
+    }
+
+    /// Publishes this connection's RX ring to the port, so other threads can deliver into it.
+    fn publish_rings(&self, vrings: &[Vring]) {
+        if self.0.published.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(rx) = vrings.get(RX_QUEUE) else {
+            return;
+        };
+        self.0.port.rx.publish(Some(Arc::new(RxRing {
+            vring: rx.clone(),
+            mem: self.0.mem.clone(),
+            features: self.0.acked.clone(),
+            stats: self.0.port.stats.clone(),
+        })));
+        debug!("{}: rx ring published", self.0.port.cfg.name);
+    }
+
+    /// Drains a TX ring: batches of chains are validated, handed to the sink, then returned to
+    /// the guest, with one notification per batch when the guest wants one.
+    pub(crate) fn process_tx(&self, vring: &Vring) {
+        let inner = &self.0;
+        let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
+        let max_frame = inner.port.cfg.max_frame_len();
+        // The scratch is only ever used by this connection's worker: never contended.
+        let mut scratch = match inner.scratch.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        loop {
+            if neg.event_idx {
+                let _ = vring.disable_notification();
+            }
+            while self.tx_batch(vring, &neg, max_frame, &mut scratch) {}
+            if !neg.event_idx {
+                break;
+            }
+            // Re-arm; if the guest added chains meanwhile, go round again.
+            match vring.enable_notification() {
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+    }
+
+    /// Handles one batch; returns true if the ring may hold more.
+    fn tx_batch(
+        &self,
+        vring: &Vring,
+        neg: &Negotiated,
+        max_frame: usize,
+        scratch: &mut TxScratch,
+    ) -> bool {
+        let inner = &self.0;
+        let mem = inner.mem.memory();
+        let mem: &GuestMemory = &mem;
+        let mut state = vring.get_mut();
+        if !state.get_queue().ready() || !state.get_queue().is_valid(mem) {
+            return false;
+        }
+        scratch.clear();
+        let mut counts = TxBatchCounts::default();
+        {
+            let queue = state.get_queue_mut();
+            let Ok(iter) = queue.iter(mem) else {
+                return false;
+            };
+            for chain in iter.take(MAX_BATCH) {
+                scratch.heads.push(chain.head_index());
+                let r = parse_chain(mem, chain, neg.hdr_len, max_frame, &mut scratch.segs);
+                counts.count(&r);
+                if let Ok(f) = r {
+                    scratch.frames.push(f);
+                }
+            }
+        }
+        if scratch.heads.is_empty() {
+            return false;
+        }
+        if !scratch.frames.is_empty() {
+            inner.port.sink.on_tx(&TxBatch::new(mem, scratch));
+        }
+        let queue = state.get_queue_mut();
+        for &head in &scratch.heads {
+            if let Err(e) = queue.add_used(mem, head, 0) {
+                warn!("{}: tx add_used: {e}", inner.port.cfg.name);
+            }
+        }
+        let notify = queue.needs_notification(mem).unwrap_or(true);
+        if notify && state.signal_used_queue().is_ok() {
+            PortStats::add(&inner.port.stats.notifications, 1);
+        }
+        let stats = &inner.port.stats;
+        PortStats::add(&stats.from_guest_frames, counts.frames);
+        PortStats::add(&stats.from_guest_bytes, counts.bytes);
+        PortStats::add(&stats.tx_bad_descriptor, counts.bad_descriptor);
+        PortStats::add(&stats.tx_oversize, counts.oversize);
+        PortStats::add(&stats.tx_runt, counts.runt);
+        scratch.heads.len() == MAX_BATCH
+    }
+}
+
+impl VhostUserBackend for NetBackend {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        self.num_queues_inner()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.0.port.cfg.max_queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        let cfg = &self.0.port.cfg;
+        offered_features(cfg.mac.is_some(), cfg.queue_pairs)
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.0.acked.store(features, Ordering::Release);
+        debug!("{}: acked features {features:#x}", self.0.port.cfg.name);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        offered_protocol_features()
+    }
+
+    fn reset_device(&self) {
+        self.0.acked.store(0, Ordering::Release);
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.0.event_idx.store(enabled, Ordering::Release);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let cfg = &self.0.port.cfg;
+        read_window(
+            &config_space(cfg.mac, cfg.queue_pairs, cfg.mtu),
+            offset,
+            size,
+        )
+    }
+
+    fn update_memory(&self, _mem: GuestMemoryAtomic) -> io::Result<()> {
+        // The handler swaps the shared GuestMemoryAtomic we hold; nothing else to do.
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!("unexpected event set {evset:?}")));
+        }
+        let num_queues = self.num_queues_inner();
+        if device_event == capture_event_id(num_queues) {
+            let _ = self.0.capture.read();
+            self.publish_rings(vrings);
+            return Ok(());
+        }
+        self.publish_rings(vrings);
+        let q = usize::from(device_event);
+        if q >= num_queues {
+            return Ok(());
+        }
+        if q % 2 == 1 {
+            if let Some(vring) = vrings.get(q) {
+                self.process_tx(vring);
+            }
+        }
+        // RX kicks only say the guest posted buffers; deliveries pick them up as they come.
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! Errors of the port crate.
+
+use std::path::PathBuf;
+
+/// Why a port could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The socket's directory does not exist.
+    #[error(
+        "cannot create socket {0}: its directory does not exist; create it or choose another path"
+    )]
+    SocketDir(PathBuf),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on socket {0}: {1}; check the path is writable and not in use")]
+    Bind(PathBuf, vhost::vhost_user::Error),
+    /// Queue pair count out of range.
+    #[error("queue pairs {0} out of range: use 1..=16")]
+    QueuePairs(u16),
+    /// Queue size not a power of two in range.
+    #[error("max queue size {0} invalid: use a power of two in 256..=32768")]
+    QueueSize(u16),
+    /// A thread or eventfd could not be created.
+    #[error("cannot start port thread or eventfd: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The vhost-user daemon could not be created.
+    #[error("cannot create vhost-user daemon: {0}")]
+    Daemon(String),
+}

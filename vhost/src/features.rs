@@ -1,0 +1,99 @@
+//! The virtio-net and vhost-user features this port offers, and what they imply.
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
+    VIRTIO_NET_F_STATUS,
+};
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+
+/// Size of `virtio_net_hdr_v1` (with `num_buffers`): used whenever VERSION_1 or MRG_RXBUF is
+/// negotiated.
+pub const NET_HDR_V1_LEN: usize = 12;
+/// Size of the legacy `virtio_net_hdr` (no `num_buffers`).
+pub const NET_HDR_LEGACY_LEN: usize = 10;
+
+/// Virtio feature bits offered to the frontend.
+///
+/// VIRTIO_F_NOTIFY_ON_EMPTY is deliberately not offered: it is a legacy (pre-1.0) feature that
+/// modern drivers do not negotiate, and it would defeat EVENT_IDX interrupt suppression.
+pub fn offered_features(has_mac: bool, queue_pairs: u16) -> u64 {
+    let mut f = (1u64 << VIRTIO_F_VERSION_1)
+        | (1u64 << VIRTIO_NET_F_MTU)
+        | (1u64 << VIRTIO_NET_F_STATUS)
+        | (1u64 << VIRTIO_NET_F_MRG_RXBUF)
+        | (1u64 << VIRTIO_RING_F_EVENT_IDX)
+        | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
+        | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    if has_mac {
+        f |= 1u64 << VIRTIO_NET_F_MAC;
+    }
+    if queue_pairs > 1 {
+        f |= 1u64 << VIRTIO_NET_F_MQ;
+    }
+    f
+}
+
+/// vhost-user protocol features offered to the frontend.
+pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::CONFIG
+        | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+}
+
+/// What the negotiated features mean for the datapath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Length of the virtio-net header in front of every frame, both directions.
+    pub hdr_len: usize,
+    /// Mergeable RX buffers: a frame may span several RX chains (`num_buffers`).
+    pub mrg_rxbuf: bool,
+    /// EVENT_IDX notification suppression.
+    pub event_idx: bool,
+}
+
+impl Negotiated {
+    /// Interprets an acked feature set.
+    pub fn from_features(acked: u64) -> Self {
+        let has = |bit: u32| acked & (1u64 << bit) != 0;
+        let mrg_rxbuf = has(VIRTIO_NET_F_MRG_RXBUF);
+        let hdr_len = if has(VIRTIO_F_VERSION_1) || mrg_rxbuf {
+            NET_HDR_V1_LEN
+        } else {
+            NET_HDR_LEGACY_LEN
+        };
+        Negotiated {
+            hdr_len,
+            mrg_rxbuf,
+            event_idx: has(VIRTIO_RING_F_EVENT_IDX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_length_follows_features() {
+        assert_eq!(Negotiated::from_features(0).hdr_len, NET_HDR_LEGACY_LEN);
+        let v1 = 1u64 << VIRTIO_F_VERSION_1;
+        assert_eq!(Negotiated::from_features(v1).hdr_len, NET_HDR_V1_LEN);
+        let mrg = 1u64 << VIRTIO_NET_F_MRG_RXBUF;
+        let n = Negotiated::from_features(mrg);
+        assert!(n.mrg_rxbuf);
+        assert_eq!(n.hdr_len, NET_HDR_V1_LEN);
+    }
+
+    #[test]
+    fn mac_and_mq_only_when_meaningful() {
+        let f = offered_features(false, 1);
+        assert_eq!(f & (1 << VIRTIO_NET_F_MAC), 0);
+        assert_eq!(f & (1 << VIRTIO_NET_F_MQ), 0);
+        let f = offered_features(true, 2);
+        assert_ne!(f & (1 << VIRTIO_NET_F_MAC), 0);
+        assert_ne!(f & (1 << VIRTIO_NET_F_MQ), 0);
+    }
+}

@@ -1,0 +1,329 @@
+//! A port: one vhost-user socket that outlives its frontends.
+//!
+//! `listen` role: the port creates the socket and serves one frontend at a time, accepting the
+//! next one when it goes away (QEMU's default, Cloud Hypervisor's `vhost_mode=client`).
+//! `connect` role: the frontend created the socket; the port connects, and reconnects with
+//! backoff whenever the frontend goes away (QEMU `server=on`, Cloud Hypervisor
+//! `vhost_mode=server`). Each connection gets a fresh daemon, rings and worker thread.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
+use vm_memory::GuestMemoryAtomic as Gma;
+use vmm_sys_util::epoll::EventSet;
+
+use crate::backend::{capture_event_id, NetBackend};
+use crate::error::PortError;
+use crate::memory::{GuestMemory, GuestMemoryAtomic};
+use crate::rx::RxQueue;
+use crate::stats::{PortStats, PortStatsSnapshot};
+use crate::tx::TxBatch;
+
+/// Who creates the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketRole {
+    /// The port creates the socket and the frontend connects.
+    #[default]
+    Listen,
+    /// The frontend created the socket; the port connects and reconnects.
+    Connect,
+}
+
+/// Static configuration of a port.
+#[derive(Debug, Clone)]
+pub struct PortConfig {
+    /// Name, used in logs and thread names.
+    pub name: String,
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// Socket role.
+    pub role: SocketRole,
+    /// MAC address offered in the config space (VIRTIO_NET_F_MAC), if any.
+    pub mac: Option<[u8; 6]>,
+    /// MTU offered in the config space.
+    pub mtu: u16,
+    /// Queue pairs (RX/TX). Only pair 0 carries traffic for now.
+    pub queue_pairs: u16,
+    /// Largest ring the frontend may configure.
+    pub max_queue_size: u16,
+}
+
+impl PortConfig {
+    /// A port with defaults: no MAC, MTU 1500, one queue pair, rings up to 32768.
+    pub fn new(name: impl Into<String>, socket: impl Into<PathBuf>, role: SocketRole) -> Self {
+        PortConfig {
+            name: name.into(),
+            socket: socket.into(),
+            role,
+            mac: None,
+            mtu: 1500,
+            queue_pairs: 1,
+            max_queue_size: 32768,
+        }
+    }
+
+    /// Longest frame accepted from the guest: MTU plus Ethernet header plus two VLAN tags
+    /// (a guest's own tags are payload to the switch).
+    pub fn max_frame_len(&self) -> usize {
+        usize::from(self.mtu) + 14 + 8
+    }
+}
+
+/// What the port does with frames its guest transmits. Called on the port's worker thread with
+/// one batch at a time; the frames live in guest memory for the duration of the call only.
+pub trait TxSink: Send + Sync {
+    /// Consumes a batch (typically: switch each frame and copy it into destination rings).
+    fn on_tx(&self, batch: &TxBatch<'_>);
+}
+
+pub(crate) struct PortShared {
+    pub(crate) cfg: PortConfig,
+    pub(crate) rx: RxQueue,
+    pub(crate) stats: Arc<PortStats>,
+    pub(crate) sink: Arc<dyn TxSink>,
+    stop: AtomicBool,
+    connected: AtomicBool,
+    conn: Mutex<Option<ShutdownHandle>>,
+}
+
+/// A cheap, cloneable reference to a port: its RX queue, counters and state.
+#[derive(Clone)]
+pub struct PortHandle(Arc<PortShared>);
+
+impl PortHandle {
+    /// The port's RX queue: deliver frames into its guest.
+    pub fn rx(&self) -> &RxQueue {
+        &self.0.rx
+    }
+    /// Port name.
+    pub fn name(&self) -> &str {
+        &self.0.cfg.name
+    }
+    /// Static configuration.
+    pub fn config(&self) -> &PortConfig {
+        &self.0.cfg
+    }
+    /// Counters.
+    pub fn stats(&self) -> PortStatsSnapshot {
+        self.0.stats.snapshot()
+    }
+    /// The live counters (for adding switch-level drops that concern this port).
+    pub fn stats_ref(&self) -> &PortStats {
+        &self.0.stats
+    }
+    /// True while a frontend is connected.
+    pub fn is_connected(&self) -> bool {
+        self.0.connected.load(Ordering::Acquire)
+    }
+}
+
+/// A running port. Dropping it stops it.
+pub struct NetPort {
+    shared: Arc<PortShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NetPort {
+    /// Starts a port: in the listen role the socket exists when this returns.
+    pub fn start(cfg: PortConfig, sink: Arc<dyn TxSink>) -> Result<NetPort, PortError> {
+        if cfg.queue_pairs == 0 || cfg.queue_pairs > 16 {
+            return Err(PortError::QueuePairs(cfg.queue_pairs));
+        }
+        if !(256..=32768).contains(&cfg.max_queue_size) || !cfg.max_queue_size.is_power_of_two() {
+            return Err(PortError::QueueSize(cfg.max_queue_size));
+        }
+        let listener = match cfg.role {
+            SocketRole::Listen => Some(bind(&cfg.socket)?),
+            SocketRole::Connect => None,
+        };
+        let shared = Arc::new(PortShared {
+            cfg,
+            rx: RxQueue::default(),
+            stats: Arc::new(PortStats::default()),
+            sink,
+            stop: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            conn: Mutex::new(None),
+        });
+        let s = shared.clone();
+        let thread = thread::Builder::new()
+            .name(format!("port-{}", shared.cfg.name))
+            .spawn(move || match listener {
+                Some(l) => listen_loop(&s, l),
+                None => connect_loop(&s),
+            })
+            .map_err(PortError::Thread)?;
+        Ok(NetPort {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle to this port.
+    pub fn handle(&self) -> PortHandle {
+        PortHandle(self.shared.clone())
+    }
+
+    /// Stops serving: closes the current connection, removes the socket (listen role) and
+    /// waits for the port thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Ok(g) = self.shared.conn.lock() {
+            if let Some(h) = g.as_ref() {
+                h.shutdown();
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if self.shared.cfg.role == SocketRole::Listen {
+            let _ = std::fs::remove_file(&self.shared.cfg.socket);
+        }
+    }
+}
+
+impl Drop for NetPort {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_inner();
+        }
+    }
+}
+
+fn bind(path: &Path) -> Result<Listener, PortError> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            return Err(PortError::SocketDir(path.to_path_buf()));
+        }
+    }
+    Listener::new(path, true).map_err(|e| PortError::Bind(path.to_path_buf(), e))
+}
+
+/// Waits until the listener has a connection pending, or the port is stopped.
+fn wait_readable(shared: &PortShared, fd: i32) -> bool {
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if r > 0 {
+            return true;
+        }
+    }
+}
+
+type Daemon = VhostUserDaemon<NetBackend>;
+
+fn new_daemon(shared: &Arc<PortShared>) -> Result<(Daemon, NetBackend), PortError> {
+    let mem: GuestMemoryAtomic = Gma::new(GuestMemory::new());
+    let backend = NetBackend::new(shared.clone(), mem.clone()).map_err(PortError::Thread)?;
+    let daemon = VhostUserDaemon::new(shared.cfg.name.clone(), backend.clone(), mem)
+        .map_err(|e| PortError::Daemon(e.to_string()))?;
+    // Ask the worker to publish its rings now, before any kick: a frontend may never kick its
+    // RX queue (DPDK does not), yet others must be able to deliver into it.
+    let id = capture_event_id(usize::from(shared.cfg.queue_pairs) * 2);
+    if let Some(h) = daemon.get_epoll_handlers().first() {
+        h.register_listener(
+            backend.capture_fd().as_raw_fd(),
+            EventSet::IN,
+            u64::from(id),
+        )
+        .map_err(PortError::Thread)?;
+        backend.capture_fd().write(1).map_err(PortError::Thread)?;
+    }
+    Ok((daemon, backend))
+}
+
+/// Serves one connection until it ends, then retires its worker thread.
+fn serve_connection(shared: &PortShared, daemon: &mut Daemon) {
+    shared.connected.store(true, Ordering::Release);
+    PortStats::add(&shared.stats.connections, 1);
+    if let Ok(mut g) = shared.conn.lock() {
+        *g = daemon.shutdown_handle();
+    }
+    info!("{}: frontend connected", shared.cfg.name);
+    if let Err(e) = daemon.wait() {
+        debug!("{}: connection ended: {e}", shared.cfg.name);
+    }
+    info!("{}: frontend disconnected", shared.cfg.name);
+    if let Ok(mut g) = shared.conn.lock() {
+        *g = None;
+    }
+    shared.rx.publish(None);
+    shared.connected.store(false, Ordering::Release);
+    for h in daemon.get_epoll_handlers() {
+        h.send_exit_event();
+    }
+}
+
+fn listen_loop(shared: &Arc<PortShared>, mut listener: Listener) {
+    let fd = listener.as_raw_fd();
+    while wait_readable(shared, fd) {
+        let (mut daemon, _backend) = match new_daemon(shared) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("{}: cannot create daemon: {e}", shared.cfg.name);
+                thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        match daemon.start(&mut listener) {
+            Ok(()) => serve_connection(shared, &mut daemon),
+            Err(e) => warn!("{}: accept failed: {e}", shared.cfg.name),
+        }
+    }
+}
+
+fn connect_loop(shared: &Arc<PortShared>) {
+    let path = shared.cfg.socket.to_string_lossy().into_owned();
+    let mut backoff = Duration::from_millis(50);
+    let mut current: Option<Daemon> = None;
+    while !shared.stop.load(Ordering::Acquire) {
+        let mut daemon = match current.take() {
+            Some(d) => d,
+            None => match new_daemon(shared) {
+                Ok((d, _)) => d,
+                Err(e) => {
+                    warn!("{}: cannot create daemon: {e}", shared.cfg.name);
+                    thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        match daemon.start_client(&path) {
+            Ok(()) => {
+                backoff = Duration::from_millis(50);
+                serve_connection(shared, &mut daemon);
+            }
+            Err(e) => {
+                debug!("{}: connect to {path}: {e}", shared.cfg.name);
+                // The daemon never started: keep it for the next attempt.
+                current = Some(daemon);
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    if let Some(d) = current {
+        for h in d.get_epoll_handlers() {
+            h.send_exit_event();
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! The guest's receive side: writing frames into its RX ring.
+//!
+//! Any thread may deliver into a port: it takes the port's RX ring once per batch
+//! ([`RxQueue::writer`]), delivers frames one by one, and the writer marks the buffers used and
+//! notifies the guest once, honouring EVENT_IDX, when it is dropped. A guest without buffers
+//! costs the frame (counted), never blocks the caller. The guest's RX buffers are hostile input
+//! like everything else in its memory: a malformed chain costs that frame and a counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
+
+use arc_swap::ArcSwapOption;
+use vhost_user_backend::{VringState, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryLoadGuard,
+};
+
+use crate::features::Negotiated;
+use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
+use crate::stats::PortStats;
+use crate::tx::FrameRef;
+
+/// Most RX chains one frame may take (mergeable buffers).
+const MAX_BUFFERS_PER_FRAME: usize = 256;
+
+/// Why a frame was not written into a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxDrop {
+    /// No (or not enough) RX buffers, or the ring is not running.
+    NoBuffer,
+    /// The guest's RX chain is malformed.
+    BadDescriptor,
+    /// The frame does not fit the guest's buffers (no mergeable buffers negotiated).
+    Oversize,
+}
+
+/// The RX ring of the current connection, as published by the port's backend.
+pub struct RxRing {
+    pub(crate) vring: Vring,
+    pub(crate) mem: GuestMemoryAtomic,
+    pub(crate) features: Arc<AtomicU64>,
+    pub(crate) stats: Arc<PortStats>,
+}
+
+/// Where other threads find a port's RX ring. Empty while no frontend is connected.
+#[derive(Default)]
+pub struct RxQueue {
+    ring: ArcSwapOption<RxRing>,
+}
+
+impl RxQueue {
+    pub(crate) fn publish(&self, ring: Option<Arc<RxRing>>) {
+        self.ring.store(ring);
+    }
+
+    /// The current ring, if a frontend is connected. Hold it for one batch.
+    pub fn ring(&self) -> Option<Arc<RxRing>> {
+        self.ring.load_full()
+    }
+
+    /// True while a frontend's RX ring is published.
+    pub fn is_attached(&self) -> bool {
+        self.ring.load().is_some()
+    }
+}
+
+impl RxRing {
+    /// Locks the ring for one batch of deliveries. Returns `None` while the ring is not running
+    /// (not started, disabled, stopped, or its addresses are not valid in guest memory).
+    pub fn writer(&self) -> Option<RxWriter<'_>> {
+        let state = self.vring.get_mut();
+        let mem = self.mem.memory();
+        let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
+        let q = state.get_queue();
+        if !q.ready() || !state.is_enabled() || !q.is_valid(&*mem) {
+            return None;
+        }
+        Some(RxWriter {
+            ring: self,
+            state,
+            mem,
+            neg,
+            used: 0,
+            frames: 0,
+            bytes: 0,
+            no_buffer: 0,
+            bad_descriptor: 0,
+            oversize: 0,
+        })
+    }
+
+    /// Counts frames that could not even be offered to this ring (ring not running).
+    pub fn count_not_running(&self, frames: u64) {
+        PortStats::add(&self.stats.rx_no_buffer, frames);
+    }
+}
+
+/// A locked RX ring: deliver frames, then drop it to publish them and notify the guest once.
+pub struct RxWriter<'r> {
+    ring: &'r RxRing,
+    state: MutexGuard<'r, VringState<GuestMemoryAtomic>>,
+    mem: GuestMemoryLoadGuard<GuestMemory>,
+    neg: Negotiated,
+    used: u32,
+    frames: u64,
+    bytes: u64,
+    no_buffer: u64,
+    bad_descriptor: u64,
+    oversize: u64,
+}
+
+/// A chain taken from the avail ring for the frame being written.
+#[derive(Clone, Copy, Default)]
+struct Taken {
+    head: u16,
+    written: u32,
+}
+
+/// The writer's position in the source frame.
+struct SrcCursor<'a> {
+    frame: FrameRef<'a>,
+    seg: usize,
+    off: usize,
+}
+
+impl SrcCursor<'_> {
+    fn remaining_in_seg(&self) -> usize {
+        self.frame
+            .segs
+            .get(self.seg)
+            .map_or(0, |s| s.len as usize - self.off)
+    }
+
+    fn done(&self) -> bool {
+        self.seg >= self.frame.segs.len()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.off += n;
+        if let Some(s) = self.frame.segs.get(self.seg) {
+            if self.off >= s.len as usize {
+                self.seg += 1;
+                self.off = 0;
+            }
+        }
+    }
+}
+
+impl RxWriter<'_> {
+    /// Writes one frame (copied once, straight from the source guest's memory) with its
+    /// virtio-net header. On error nothing is published for this frame and the reason is
+    /// counted on this port.
+    pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
+        match self.try_deliver(frame) {
+            Ok(()) => {
+                self.frames += 1;
+                self.bytes += frame.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                match e {
+                    RxDrop::NoBuffer => self.no_buffer += 1,
+                    RxDrop::BadDescriptor => self.bad_descriptor += 1,
+                    RxDrop::Oversize => self.oversize += 1,
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn try_deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
+        let hdr_len = self.neg.hdr_len;
+        let max_chains = if self.neg.mrg_rxbuf {
+            MAX_BUFFERS_PER_FRAME
+        } else {
+            1
+        };
+        let mem: &GuestMemory = &self.mem;
+        let queue = self.state.get_queue_mut();
+        let saved_next_avail = queue.next_avail();
+
+        let mut taken = [Taken::default(); MAX_BUFFERS_PER_FRAME];
+        let mut ntaken = 0usize;
+        let mut hdr_addr: Option<GuestAddress> = None;
+        let mut src = SrcCursor {
+            frame,
+            seg: 0,
+            off: 0,
+        };
+        let mut hdr_left = hdr_len;
+
+        let outcome: Result<(), RxDrop> = loop {
+            if src.done() && hdr_left == 0 {
+                break Ok(());
+            }
+            if ntaken == max_chains {
+                // Without mergeable buffers one chain must hold the whole frame.
+                break Err(RxDrop::Oversize);
+            }
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break Err(RxDrop::NoBuffer);
+            };
+            let head = chain.head_index();
+            taken[ntaken] = Taken { head, written: 0 };
+            ntaken += 1;
+
+            let mut ended = false;
+            let mut count = 0usize;
+            let mut bad = false;
+            for desc in chain {
+                count += 1;
+                ended = !desc.has_next();
+                if !desc.is_write_only() || desc.len() == 0 {
+                    bad = true;
+                    break;
+                }
+                let mut addr = desc.addr();
+                let mut room = desc.len() as usize;
+                if hdr_left > 0 {
+                    // The header must sit in the first descriptor of the first chain (every
+                    // driver does this); it is written last, once num_buffers is known.
+                    if room < hdr_len || !mem.check_range(addr, hdr_len) {
+                        bad = true;
+                        break;
+                    }
+                    hdr_addr = Some(addr);
+                    hdr_left = 0;
+                    room -= hdr_len;
+                    addr = match addr.checked_add(hdr_len as u64) {
+                        Some(a) => a,
+                        None => {
+                            bad = true;
+                            break;
+                        }
+                    };
+                    taken[ntaken - 1].written += hdr_len as u32;
+                }
+                if room == 0 || src.done() {
+                    continue;
+                }
+                match copy_into(mem, addr, room, &mut src) {
+                    Ok(n) => taken[ntaken - 1].written += n as u32,
+                    Err(()) => {
+                        bad = true;
+                        break;
+                    }
+                }
+            }
+            if bad || count == 0 || !ended {
+                break Err(RxDrop::BadDescriptor);
+            }
+        };
+
+        match outcome {
+            Ok(()) => {
+                let Some(hdr_at) = hdr_addr else {
+                    return Err(RxDrop::BadDescriptor);
+                };
+                let mut hdr = [0u8; 12];
+                hdr[10..12].copy_from_slice(&(ntaken as u16).to_le_bytes());
+                if mem.write_slice(&hdr[..hdr_len], hdr_at).is_err() {
+                    return Err(RxDrop::BadDescriptor);
+                }
+                for t in &taken[..ntaken] {
+                    if queue.add_used(mem, t.head, t.written).is_err() {
+                        return Err(RxDrop::BadDescriptor);
+                    }
+                }
+                self.used += ntaken as u32;
+                Ok(())
+            }
+            Err(RxDrop::BadDescriptor) => {
+                // The guest posted a malformed buffer: give back every chain this frame took
+                // (as empty) so a bad chain cannot wedge the ring.
+                for t in &taken[..ntaken] {
+                    let _ = queue.add_used(mem, t.head, 0);
+                }
+                self.used += ntaken as u32;
+                Err(RxDrop::BadDescriptor)
+            }
+            Err(e) => {
+                // Not enough room: nothing was published; the chains stay available.
+                queue.set_next_avail(saved_next_avail);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Copies from the source cursor into `[addr, addr + room)` of the destination guest's memory.
+/// Returns the bytes written; `Err` if the destination range is not guest memory.
+fn copy_into(
+    mem: &GuestMemory,
+    addr: GuestAddress,
+    room: usize,
+    src: &mut SrcCursor<'_>,
+) -> Result<usize, ()> {
+    let mut written = 0usize;
+    for dst in mem.get_slices(addr, room) {
+        let dst = dst.map_err(|_| ())?;
+        let mut doff = 0usize;
+        while doff < dst.len() && !src.done() {
+            let seg = src.frame.segs[src.seg];
+            let n = src.remaining_in_seg().min(dst.len() - doff);
+            let from = seg
+                .addr
+                .checked_add(src.off as u64)
+                .ok_or(())
+                .and_then(|a| src.frame.mem.get_slice(a, n).map_err(|_| ()))?;
+            let to = dst.subslice(doff, n).map_err(|_| ())?;
+            from.copy_to_volatile_slice(to);
+            doff += n;
+            src.advance(n);
+        }
+        written += doff;
+        if src.done() {
+            break;
+        }
+    }
+    Ok(written)
+}
+
+impl Drop for RxWriter<'_> {
+    fn drop(&mut self) {
+        let stats = &self.ring.stats;
+        PortStats::add(&stats.to_guest_frames, self.frames);
+        PortStats::add(&stats.to_guest_bytes, self.bytes);
+        PortStats::add(&stats.rx_no_buffer, self.no_buffer);
+        PortStats::add(&stats.rx_bad_descriptor, self.bad_descriptor);
+        PortStats::add(&stats.rx_oversize, self.oversize);
+        if self.used == 0 {
+            return;
+        }
+        let mem: &GuestMemory = &self.mem;
+        let notify = self
+            .state
+            .get_queue_mut()
+            .needs_notification(mem)
+            .unwrap_or(true);
+        if notify {
+            match self.state.signal_used_queue() {
+                Ok(()) => PortStats::add(&stats.notifications, 1),
+                Err(e) => log::debug!("rx notify failed: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The guest's transmit side: turning TX descriptor chains into frames that stay in guest memory.
+//!
+//! Every chain is hostile input. A chain is accepted only when every descriptor is
+//! device-readable, non-empty and lies inside guest memory, the chain ends properly (no loop,
+//! no index beyond the queue, no broken indirect table), the total stays within the port's
+//! maximum, and it holds at least a virtio-net header and an Ethernet header. Anything else
+//! costs that one chain and a counter.
+
+use virtio_queue::DescriptorChain;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+
+use crate::memory::GuestMemory;
+
+/// Most chains taken from a TX ring in one batch.
+pub const MAX_BATCH: usize = 64;
+/// Most guest-memory segments one frame may be made of.
+pub const MAX_SEGS_PER_FRAME: usize = 64;
+/// How many leading frame bytes are copied beside the frame for parsing (MACs, tags,
+/// ethertype). This is a parse buffer, not a copy of the frame.
+pub const PREFIX_LEN: usize = 32;
+/// Shortest acceptable frame: an Ethernet header.
+pub const MIN_FRAME_LEN: usize = 14;
+
+/// A contiguous piece of a frame in guest memory (never crosses a memory region).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest physical address.
+    pub addr: GuestAddress,
+    /// Length in bytes (non-zero).
+    pub len: u32,
+}
+
+/// Why a TX chain was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxChainError {
+    /// A descriptor is write-only, empty, outside guest memory, or the chain is broken
+    /// (loop, index out of range, bad indirect table, too many segments).
+    BadDescriptor,
+    /// The frame is longer than the port accepts.
+    Oversize,
+    /// The chain is shorter than a virtio-net header plus an Ethernet header.
+    Runt,
+}
+
+/// The virtio-net header fields a consumer may care about (offload metadata).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetHdr {
+    /// `flags` (NEEDS_CSUM, DATA_VALID).
+    pub flags: u8,
+    /// `gso_type`.
+    pub gso_type: u8,
+    /// `hdr_len`.
+    pub hdr_len: u16,
+    /// `gso_size`.
+    pub gso_size: u16,
+    /// `csum_start`.
+    pub csum_start: u16,
+    /// `csum_offset`.
+    pub csum_offset: u16,
+}
+
+impl NetHdr {
+    fn parse(b: &[u8; 12]) -> Self {
+        NetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16::from_le_bytes([b[2], b[3]]),
+            gso_size: u16::from_le_bytes([b[4], b[5]]),
+            csum_start: u16::from_le_bytes([b[6], b[7]]),
+            csum_offset: u16::from_le_bytes([b[8], b[9]]),
+        }
+    }
+}
+
+/// One accepted TX frame: where it lies in guest memory, plus its first bytes for parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct TxFrame {
+    seg_start: u32,
+    seg_end: u32,
+    len: u32,
+    prefix: [u8; PREFIX_LEN],
+    hdr: NetHdr,
+}
+
+/// Reusable storage for one batch: allocated once per port, cleared per batch.
+#[derive(Debug)]
+pub struct TxScratch {
+    pub(crate) heads: Vec<u16>,
+    pub(crate) frames: Vec<TxFrame>,
+    pub(crate) segs: Vec<Segment>,
+}
+
+impl Default for TxScratch {
+    fn default() -> Self {
+        TxScratch {
+            heads: Vec::with_capacity(MAX_BATCH),
+            frames: Vec::with_capacity(MAX_BATCH),
+            segs: Vec::with_capacity(MAX_BATCH * 4),
+        }
+    }
+}
+
+impl TxScratch {
+    pub(crate) fn clear(&mut self) {
+        self.heads.clear();
+        self.frames.clear();
+        self.segs.clear();
+    }
+}
+
+/// A batch of frames a guest transmitted, still in its memory. Valid only for the duration of
+/// the [`crate::TxSink::on_tx`] call that receives it.
+pub struct TxBatch<'a> {
+    pub(crate) mem: &'a GuestMemory,
+    pub(crate) frames: &'a [TxFrame],
+    pub(crate) segs: &'a [Segment],
+}
+
+impl<'a> TxBatch<'a> {
+    /// Builds a batch view (used by the port, and by benchmarks that drive a sink directly).
+    pub fn new(mem: &'a GuestMemory, scratch: &'a TxScratch) -> Self {
+        TxBatch {
+            mem,
+            frames: &scratch.frames,
+            segs: &scratch.segs,
+        }
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when the batch holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The `i`-th frame. Panics if `i >= len()` (an index the caller controls, not the guest).
+    pub fn frame(&self, i: usize) -> FrameRef<'a> {
+        let f = &self.frames[i];
+        FrameRef {
+            mem: self.mem,
+            segs: &self.segs[f.seg_start as usize..f.seg_end as usize],
+            len: f.len,
+            prefix: &self.frames[i].prefix,
+            hdr: f.hdr,
+        }
+    }
+
+    /// Iterates over the frames.
+    pub fn iter(&self) -> impl Iterator<Item = FrameRef<'a>> + '_ {
+        (0..self.len()).map(move |i| self.frame(i))
+    }
+}
+
+/// A frame that lies in some guest's memory: the source of a copy into another guest.
+#[derive(Clone, Copy)]
+pub struct FrameRef<'a> {
+    pub(crate) mem: &'a GuestMemory,
+    pub(crate) segs: &'a [Segment],
+    pub(crate) len: u32,
+    pub(crate) prefix: &'a [u8; PREFIX_LEN],
+    pub(crate) hdr: NetHdr,
+}
+
+impl<'a> FrameRef<'a> {
+    /// Frame length in bytes (no virtio header).
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Frames are never empty (runts are refused); provided for API completeness.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `min(len, PREFIX_LEN)` bytes of the frame.
+    pub fn prefix(&self) -> &'a [u8] {
+        &self.prefix[..self.len().min(PREFIX_LEN)]
+    }
+
+    /// Destination MAC address.
+    pub fn dst_mac(&self) -> [u8; 6] {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.prefix[0..6]);
+        m
+    }
+
+    /// Source MAC address.
+    pub fn src_mac(&self) -> [u8; 6] {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.prefix[6..12]);
+        m
+    }
+
+    /// The virtio-net header the guest sent with the frame.
+    pub fn net_hdr(&self) -> NetHdr {
+        self.hdr
+    }
+
+    /// The frame's pieces in guest memory.
+    pub fn segments(&self) -> &'a [Segment] {
+        self.segs
+    }
+
+    /// Copies the frame into `out` (captures and tests; the datapath copies guest to guest).
+    /// Returns the bytes copied, `min(len, out.len())`.
+    pub fn copy_to(&self, out: &mut [u8]) -> usize {
+        let mut done = 0;
+        for s in self.segs {
+            if done >= out.len() {
+                break;
+            }
+            let n = (s.len as usize).min(out.len() - done);
+            if self
+                .mem
+                .read_slice(&mut out[done..done + n], s.addr)
+                .is_err()
+            {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
+}
+
+/// Walks one TX chain, validating it and recording its segments (header stripped) in `segs`.
+pub(crate) fn parse_chain(
+    mem: &GuestMemory,
+    chain: DescriptorChain<&GuestMemory>,
+    hdr_len: usize,
+    max_frame: usize,
+    segs: &mut Vec<Segment>,
+) -> Result<TxFrame, TxChainError> {
+    let start = segs.len();
+    let result = walk_chain(mem, chain, hdr_len, max_frame, segs);
+    if result.is_err() {
+        segs.truncate(start);
+    }
+    result
+}
+
+fn walk_chain(
+    mem: &GuestMemory,
+    chain: DescriptorChain<&GuestMemory>,
+    hdr_len: usize,
+    max_frame: usize,
+    segs: &mut Vec<Segment>,
+) -> Result<TxFrame, TxChainError> {
+    let start = segs.len();
+    let mut hdr = [0u8; 12];
+    let mut hdr_got = 0usize;
+    let mut frame_len = 0usize;
+    let mut count = 0usize;
+    let mut ended = false;
+
+    for desc in chain {
+        count += 1;
+        ended = !desc.has_next();
+        let len = desc.len() as usize;
+        if desc.is_write_only() || len == 0 {
+            return Err(TxChainError::BadDescriptor);
+        }
+        let mut addr = desc.addr();
+        let mut left = len;
+        if hdr_got < hdr_len {
+            let take = left.min(hdr_len - hdr_got);
+            mem.read_slice(&mut hdr[hdr_got..hdr_got + take], addr)
+                .map_err(|_| TxChainError::BadDescriptor)?;
+            hdr_got += take;
+            left -= take;
+            addr = addr
+                .checked_add(take as u64)
+                .ok_or(TxChainError::BadDescriptor)?;
+        }
+        if left == 0 {
+            continue;
+        }
+        frame_len += left;
+        if frame_len > max_frame {
+            return Err(TxChainError::Oversize);
+        }
+        // Split at memory-region boundaries so that every segment maps to one host range.
+        let mut cur = addr;
+        for slice in mem.get_slices(addr, left) {
+            let slice = slice.map_err(|_| TxChainError::BadDescriptor)?;
+            if segs.len() - start >= MAX_SEGS_PER_FRAME {
+                return Err(TxChainError::BadDescriptor);
+            }
+            let n = slice.len();
+            segs.push(Segment {
+                addr: cur,
+                len: n as u32,
+            });
+            cur = cur
+                .checked_add(n as u64)
+                .ok_or(TxChainError::BadDescriptor)?;
+        }
+    }
+    // The iterator stops silently on a loop, an index beyond the queue, an unreadable
+    // descriptor or a broken indirect table: then the last descriptor still claims a next one.
+    if count == 0 || !ended {
+        return Err(TxChainError::BadDescriptor);
+    }
+    if hdr_got < hdr_len || frame_len < MIN_FRAME_LEN {
+        return Err(TxChainError::Runt);
+    }
+
+    let mut prefix = [0u8; PREFIX_LEN];
+    let want = frame_len.min(PREFIX_LEN);
+    let mut got = 0;
+    for s in &segs[start..] {
+        if got == want {
+            break;
+        }
+        let n = (s.len as usize).min(want - got);
+        mem.read_slice(&mut prefix[got..got + n], s.addr)
+            .map_err(|_| TxChainError::BadDescriptor)?;
+        got += n;
+    }
+
+    Ok(TxFrame {
+        seg_start: start as u32,
+        seg_end: segs.len() as u32,
+        len: frame_len as u32,
+        prefix,
+        hdr: NetHdr::parse(&hdr),
+    })
+}
+
+/// Outcome counters of one drain, added to the port's stats once per batch.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TxBatchCounts {
+    /// Frames accepted.
+    pub frames: u64,
+    /// Bytes accepted.
+    pub bytes: u64,
+    /// Chains refused as malformed.
+    pub bad_descriptor: u64,
+    /// Frames refused as too long.
+    pub oversize: u64,
+    /// Chains refused as too short.
+    pub runt: u64,
+}
+
+impl TxBatchCounts {
+    pub(crate) fn count(&mut self, r: &Result<TxFrame, TxChainError>) {
+        match r {
+            Ok(f) => {
+                self.frames += 1;
+                self.bytes += u64::from(f.len);
+            }
+            Err(TxChainError::BadDescriptor) => self.bad_descriptor += 1,
+            Err(TxChainError::Oversize) => self.oversize += 1,
+            Err(TxChainError::Runt) => self.runt += 1,
+        }
+    }
+}
