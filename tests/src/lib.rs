@@ -1,1 +1,23 @@
 //! Integration test harness.
+//!
+//! - [`qemu`]: real QEMU guests (TCG) attached over vhost-user, driven through their serial
+//!   console ([`QemuGuest`]), booted from the assets `ci/build-guest.sh` makes ([`guest_assets`]).
+//! - [`testpmd`]: DPDK testpmd as a reference vhost-user forwarder ([`Testpmd`]).
+//! - [`util`]: scratch directories, binary lookup, waiting helpers.
+//!
+//! Environment knobs (all optional):
+//! - `VSW_GUEST_CONSOLE=1`: copy every guest's serial console to stderr as it arrives.
+//! - `VSW_KEEP_SCRATCH=1`: keep scratch directories (console logs, sockets) after a test.
+//! - `VSW_GUEST_KERNEL` + `VSW_GUEST_INITRD`: boot these instead of building with
+//!   `ci/build-guest.sh`.
+//! - `VSW_QEMU`, `VSW_TESTPMD`: paths of `qemu-system-x86_64` and `dpdk-testpmd`.
+
+pub mod assets;
+pub mod qemu;
+pub mod testpmd;
+pub mod util;
+
+pub use assets::{guest_assets, repo_root, GuestAssets};
+pub use qemu::{virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole};
+pub use testpmd::{Testpmd, TestpmdPort};
+pub use util::{find_binary, ScratchDir};
