@@ -1,0 +1,184 @@
+//! Guest memory: one memfd-backed region at guest-physical address 0, mapped shared so that the
+//! backend can map the same pages after SET_MEM_TABLE.
+//!
+//! All accessors take guest-physical addresses and bounds-check them; ring indices are accessed
+//! atomically (the backend reads and writes them concurrently from another process).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use vhost::VhostUserMemoryRegionInfo;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use crate::error::GuestError;
+
+/// Shared guest memory.
+pub(crate) struct GuestMem {
+    mem: GuestMemoryMmap,
+    host: *mut u8,
+    size: u64,
+}
+
+// SAFETY: `host` points into the mapping owned by `mem` (which is Send); it is only dereferenced
+// through the bounds-checked accessors below, and the mapping lives as long as `self`.
+unsafe impl Send for GuestMem {}
+
+impl GuestMem {
+    /// Creates `size` bytes of zeroed memfd-backed guest memory at guest-physical address 0.
+    pub(crate) fn new(size: usize) -> Result<Self, GuestError> {
+        if size == 0 || size & 4095 != 0 {
+            return Err(GuestError::Config(format!(
+                "mem_size {size} must be a non-zero multiple of 4096"
+            )));
+        }
+        let name =
+            CString::new("vswitch-testguest").map_err(|e| GuestError::Memory(e.to_string()))?;
+        // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other inputs.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(GuestError::Memory(format!(
+                "memfd_create: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        file.set_len(size as u64)
+            .map_err(|e| GuestError::Memory(format!("ftruncate memfd to {size}: {e}")))?;
+        let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
+            GuestAddress(0),
+            size,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .map_err(|e| GuestError::Memory(format!("mmap guest memory: {e}")))?;
+        let host = mem
+            .iter()
+            .next()
+            .map(|r| r.as_ptr())
+            .ok_or_else(|| GuestError::Memory("no region after mapping".into()))?;
+        Ok(GuestMem {
+            mem,
+            host,
+            size: size as u64,
+        })
+    }
+
+    /// Size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The process virtual address of guest-physical address `gpa` (what vhost-user
+    /// SET_VRING_ADDR carries).
+    pub(crate) fn user_addr(&self, gpa: u64) -> u64 {
+        self.host as u64 + gpa
+    }
+
+    /// The region description for SET_MEM_TABLE.
+    pub(crate) fn region_info(&self) -> Result<VhostUserMemoryRegionInfo, GuestError> {
+        let region = self
+            .mem
+            .iter()
+            .next()
+            .ok_or_else(|| GuestError::Memory("no region".into()))?;
+        VhostUserMemoryRegionInfo::from_guest_region(region)
+            .map_err(GuestError::protocol("SET_MEM_TABLE (region info)"))
+    }
+
+    #[inline]
+    fn check(&self, addr: u64, len: u64) -> Result<usize, GuestError> {
+        match addr.checked_add(len) {
+            Some(end) if end <= self.size => Ok(addr as usize),
+            _ => Err(GuestError::OutOfBounds {
+                addr,
+                len,
+                size: self.size,
+            }),
+        }
+    }
+
+    /// Copies `data` into guest memory at `addr`.
+    #[inline]
+    pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), GuestError> {
+        let off = self.check(addr, data.len() as u64)?;
+        // SAFETY: [off, off+len) lies inside the live mapping (checked above); `data` is a
+        // separate Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(off), data.len()) };
+        Ok(())
+    }
+
+    /// Copies guest memory at `addr` into `buf`.
+    #[inline]
+    pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GuestError> {
+        let off = self.check(addr, buf.len() as u64)?;
+        // SAFETY: [off, off+len) lies inside the live mapping (checked above); `buf` is a
+        // separate Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.host.add(off), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Appends `len` bytes of guest memory at `addr` to `out`.
+    pub(crate) fn read_append(
+        &self,
+        addr: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GuestError> {
+        let off = self.check(addr, len as u64)?;
+        out.reserve(len);
+        // SAFETY: the source range is inside the mapping (checked above); the destination is the
+        // spare capacity of `out` reserved just before, and the length is set only after copying.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.host.add(off), out.as_mut_ptr().add(out.len()), len);
+            out.set_len(out.len() + len);
+        }
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `addr` with `byte`.
+    pub(crate) fn fill(&self, addr: u64, len: usize, byte: u8) -> Result<(), GuestError> {
+        let off = self.check(addr, len as u64)?;
+        // SAFETY: the range is inside the live mapping (checked above).
+        unsafe { std::ptr::write_bytes(self.host.add(off), byte, len) };
+        Ok(())
+    }
+
+    #[inline]
+    fn atomic_u16(&self, addr: u64) -> Result<&AtomicU16, GuestError> {
+        let off = self.check(addr, 2)?;
+        if addr & 1 != 0 {
+            return Err(GuestError::OutOfBounds {
+                addr,
+                len: 2,
+                size: self.size,
+            });
+        }
+        // SAFETY: the 2 bytes are inside the mapping and 2-byte aligned (checked above); the
+        // mapping outlives the returned reference (tied to &self); AtomicU16 has the layout of u16
+        // and tolerates concurrent access by the backend.
+        Ok(unsafe { &*(self.host.add(off) as *const AtomicU16) })
+    }
+
+    /// Atomically loads a little-endian u16 (a ring index or flags word).
+    #[inline]
+    pub(crate) fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, GuestError> {
+        Ok(u16::from_le(self.atomic_u16(addr)?.load(order)))
+    }
+
+    /// Atomically stores a little-endian u16 (a ring index or flags word).
+    #[inline]
+    pub(crate) fn store_u16(&self, addr: u64, val: u16, order: Ordering) -> Result<(), GuestError> {
+        self.atomic_u16(addr)?.store(val.to_le(), order);
+        Ok(())
+    }
+
+    /// Reads a little-endian u32.
+    #[inline]
+    pub(crate) fn read_u32(&self, addr: u64) -> Result<u32, GuestError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+}

@@ -1,0 +1,208 @@
+//! The RX virtqueue (queue 0): one device-writable descriptor per buffer, buffer `i` at a fixed
+//! address behind descriptor `i`; receive with mergeable-buffer reassembly, and an
+//! allocation-free drain for benchmarks.
+
+use crate::error::GuestError;
+use crate::features::NET_HDR_V1_LEN;
+use crate::memory::GuestMem;
+use crate::vring::{DriverQueue, DESC_F_WRITE};
+
+/// Outcome of one receive attempt.
+pub(crate) enum RxPoll {
+    /// A complete frame (without the virtio-net header).
+    Frame(Vec<u8>),
+    /// Nothing (complete) is available.
+    Empty,
+    /// Something malformed was consumed; try again.
+    Skipped,
+}
+
+pub(crate) struct RxQueue {
+    pub(crate) q: DriverQueue,
+    buf_base: u64,
+    buf_size: u32,
+    hdr_len: usize,
+    mrg: bool,
+    /// Buffers still to consume of a merged frame whose first buffer was already counted.
+    merge_left: u16,
+    pub(crate) last_hdr: Option<[u8; 12]>,
+    pub(crate) device_errors: u64,
+}
+
+impl RxQueue {
+    pub(crate) fn new(
+        q: DriverQueue,
+        buf_base: u64,
+        buf_size: u32,
+        hdr_len: usize,
+        mrg: bool,
+    ) -> Self {
+        RxQueue {
+            q,
+            buf_base,
+            buf_size,
+            hdr_len,
+            mrg,
+            merge_left: 0,
+            last_hdr: None,
+            device_errors: 0,
+        }
+    }
+
+    #[inline]
+    fn buf(&self, i: u16) -> u64 {
+        self.buf_base + u64::from(i) * u64::from(self.buf_size)
+    }
+
+    /// Posted buffers not yet returned.
+    pub(crate) fn posted(&self) -> usize {
+        usize::from(self.q.ring.size) - self.q.free_count()
+    }
+
+    /// Posts up to `n` buffers without publishing.
+    fn push(&mut self, mem: &GuestMem, n: usize) -> Result<usize, GuestError> {
+        let mut done = 0;
+        while done < n {
+            let Some(d) = self.q.alloc() else { break };
+            self.q
+                .write_desc(mem, d, self.buf(d), self.buf_size, DESC_F_WRITE, 0)?;
+            self.q.mark_head(d, 1);
+            self.q.push_avail(mem, d)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Posts up to `n` buffers, publishes them and kicks if the device asks for it.
+    pub(crate) fn post(&mut self, mem: &GuestMem, n: usize) -> Result<usize, GuestError> {
+        let done = self.push(mem, n)?;
+        if done > 0 {
+            self.q.publish(mem)?;
+            self.q.notify(mem)?;
+        }
+        Ok(done)
+    }
+
+    /// Checks a used element; returns the usable length, or `None` if the id is bogus.
+    fn check(&mut self, id: u32, len: u32) -> Option<u32> {
+        let ok = u16::try_from(id).is_ok_and(|i| i < self.q.ring.size && !self.q.is_free(i));
+        if !ok {
+            self.device_errors += 1;
+            log::error!("RX used id {id} is not a posted buffer");
+            return None;
+        }
+        if len > self.buf_size {
+            self.device_errors += 1;
+            log::error!("RX used len {len} exceeds buffer size {}", self.buf_size);
+            return Some(self.buf_size);
+        }
+        Some(len)
+    }
+
+    /// Takes the next complete frame, if any, and reposts the buffers it used.
+    pub(crate) fn try_recv(&mut self, mem: &GuestMem) -> Result<RxPoll, GuestError> {
+        let pending = self.q.used_pending(mem)?;
+        if pending == 0 {
+            return Ok(RxPoll::Empty);
+        }
+        let (id, len) = self.q.peek_used(mem, 0)?;
+        let Some(len) = self.check(id, len) else {
+            self.q.complete(id);
+            self.q.consume_used(mem, 1)?;
+            return Ok(RxPoll::Skipped);
+        };
+        if self.merge_left > 0 {
+            // Tail of a frame whose head a drain already counted: discard.
+            self.merge_left -= 1;
+            self.finish(mem, &[id], 1)?;
+            return Ok(RxPoll::Skipped);
+        }
+        if (len as usize) < self.hdr_len {
+            self.device_errors += 1;
+            log::error!("RX used len {len} shorter than the virtio-net header");
+            self.finish(mem, &[id], 1)?;
+            return Ok(RxPoll::Skipped);
+        }
+        let mut hdr = [0u8; NET_HDR_V1_LEN];
+        mem.read(self.buf(id as u16), &mut hdr[..self.hdr_len])?;
+        let mut nb = if self.mrg {
+            u16::from_le_bytes([hdr[10], hdr[11]])
+        } else {
+            1
+        };
+        if nb == 0 {
+            self.device_errors += 1;
+            log::error!("RX header has num_buffers 0");
+            nb = 1;
+        }
+        if pending < nb {
+            return Ok(RxPoll::Empty);
+        }
+        self.last_hdr = Some(hdr);
+        let mut frame =
+            Vec::with_capacity(len as usize + usize::from(nb - 1) * self.buf_size as usize);
+        for k in 0..nb {
+            let (id, len) = self.q.peek_used(mem, k)?;
+            let Some(len) = self.check(id, len) else {
+                self.q.complete(id);
+                continue;
+            };
+            let start = if k == 0 { self.hdr_len } else { 0 };
+            mem.read_append(
+                self.buf(id as u16) + start as u64,
+                (len as usize).saturating_sub(start),
+                &mut frame,
+            )?;
+            self.q.complete(id);
+        }
+        self.q.consume_used(mem, nb)?;
+        self.post(mem, usize::from(nb))?;
+        Ok(RxPoll::Frame(frame))
+    }
+
+    fn finish(&mut self, mem: &GuestMem, ids: &[u32], n: u16) -> Result<(), GuestError> {
+        for &id in ids {
+            self.q.complete(id);
+        }
+        self.q.consume_used(mem, n)?;
+        self.post(mem, usize::from(n))?;
+        Ok(())
+    }
+
+    /// Consumes every used element: counts frames and payload bytes (header excluded), reposts
+    /// the buffers with one publish and at most one kick. No allocation.
+    pub(crate) fn drain_count(&mut self, mem: &GuestMem) -> Result<(u64, u64), GuestError> {
+        let pending = self.q.used_pending(mem)?;
+        if pending == 0 {
+            return Ok((0, 0));
+        }
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        for k in 0..pending {
+            let (id, len) = self.q.peek_used(mem, k)?;
+            let Some(len) = self.check(id, len) else {
+                self.q.complete(id);
+                continue;
+            };
+            if self.merge_left == 0 {
+                let nb = if self.mrg {
+                    mem.load_u16(
+                        self.buf(id as u16) + 10,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )?
+                } else {
+                    1
+                };
+                frames += 1;
+                bytes += u64::from(len).saturating_sub(self.hdr_len as u64);
+                self.merge_left = nb.max(1) - 1;
+            } else {
+                bytes += u64::from(len);
+                self.merge_left -= 1;
+            }
+            self.q.complete(id);
+        }
+        self.q.consume_used(mem, pending)?;
+        self.post(mem, usize::from(pending))?;
+        Ok((frames, bytes))
+    }
+}

@@ -1,0 +1,357 @@
+//! The TX virtqueue (queue 1): builds descriptor chains in the layouts a real driver uses, raw
+//! (possibly malformed) chains for robustness tests, and reclaims completed chains.
+//!
+//! Descriptor `i` owns a data slot of `slot_size` bytes and an indirect-table area; a chain's
+//! data lives in the slots of its own descriptors, so no allocation is needed per frame.
+
+use std::fmt;
+
+use crate::error::GuestError;
+use crate::memory::GuestMem;
+use crate::vring::{DriverQueue, RawDesc, DESC_F_INDIRECT, DESC_F_NEXT, DESC_SIZE};
+
+/// Maximum entries of an indirect table built by [`TxLayout::Indirect`].
+pub const MAX_INDIRECT: usize = 16;
+/// Bytes reserved per descriptor for its indirect table.
+pub(crate) const INDIRECT_AREA: u64 = MAX_INDIRECT as u64 * DESC_SIZE;
+
+/// How a frame is laid out in TX descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxLayout {
+    /// The virtio-net header in its own descriptor, the frame in the following one(s) (what
+    /// Linux does without ANY_LAYOUT). The default of `send`.
+    HeaderSeparate,
+    /// Header and frame contiguous in one descriptor (spilling into more only when the frame
+    /// exceeds a TX slot).
+    HeaderInline,
+    /// Header and frame bytes split into exactly `n` descriptors of near-equal size (the header
+    /// may straddle descriptors).
+    Split(usize),
+    /// One ring descriptor pointing at an indirect table: header entry + frame entry.
+    Indirect,
+}
+
+impl fmt::Display for TxLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+pub(crate) struct TxQueue {
+    pub(crate) q: DriverQueue,
+    slot_base: u64,
+    slot_size: u32,
+    ind_base: u64,
+    indirect_ok: bool,
+}
+
+/// Writes bytes `[s, e)` of `hdr ++ frame` at `addr`.
+fn write_concat(
+    mem: &GuestMem,
+    addr: u64,
+    hdr: &[u8],
+    frame: &[u8],
+    s: usize,
+    e: usize,
+) -> Result<(), GuestError> {
+    let h = hdr.len();
+    if s < h {
+        mem.write(addr, &hdr[s..e.min(h)])?;
+    }
+    if e > h {
+        let fs = s.max(h);
+        mem.write(addr + (fs - s) as u64, &frame[fs - h..e - h])?;
+    }
+    Ok(())
+}
+
+/// Segment plan over the concatenated header and frame bytes.
+struct Segments {
+    layout: TxLayout,
+    hdr: usize,
+    total: usize,
+    slot: usize,
+    count: usize,
+}
+
+impl Segments {
+    fn new(layout: TxLayout, hdr: usize, frame: usize, slot: usize) -> Result<Self, GuestError> {
+        let total = hdr + frame;
+        let too_large = |why: String| GuestError::FrameTooLarge {
+            len: frame,
+            layout: layout.to_string(),
+            why,
+        };
+        let count = match layout {
+            TxLayout::HeaderSeparate => 1 + frame.div_ceil(slot),
+            TxLayout::HeaderInline => total.div_ceil(slot).max(1),
+            TxLayout::Split(n) => {
+                let n = n.clamp(1, total.max(1));
+                if total.div_ceil(n) > slot {
+                    return Err(too_large(format!(
+                        "{n} segments exceed the {slot}-byte TX slot"
+                    )));
+                }
+                n
+            }
+            TxLayout::Indirect => {
+                if total > slot {
+                    return Err(too_large(format!(
+                        "header+frame exceed the {slot}-byte TX slot"
+                    )));
+                }
+                1 + usize::from(frame > 0)
+            }
+        };
+        Ok(Segments {
+            layout,
+            hdr,
+            total,
+            slot,
+            count,
+        })
+    }
+
+    /// Byte range `[s, e)` of segment `k`.
+    fn bounds(&self, k: usize) -> (usize, usize) {
+        match self.layout {
+            TxLayout::HeaderSeparate | TxLayout::Indirect => {
+                if k == 0 {
+                    (0, self.hdr)
+                } else {
+                    let s = self.hdr + (k - 1) * self.slot;
+                    (s, (s + self.slot).min(self.total))
+                }
+            }
+            TxLayout::HeaderInline => {
+                let s = k * self.slot;
+                (s, (s + self.slot).min(self.total))
+            }
+            TxLayout::Split(_) => {
+                let (base, rem) = (self.total / self.count, self.total % self.count);
+                let s = k * base + k.min(rem);
+                (s, s + base + usize::from(k < rem))
+            }
+        }
+    }
+}
+
+impl TxQueue {
+    pub(crate) fn new(
+        q: DriverQueue,
+        slot_base: u64,
+        slot_size: u32,
+        ind_base: u64,
+        indirect_ok: bool,
+    ) -> Self {
+        TxQueue {
+            q,
+            slot_base,
+            slot_size,
+            ind_base,
+            indirect_ok,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, i: u16) -> u64 {
+        self.slot_base + u64::from(i) * u64::from(self.slot_size)
+    }
+
+    fn ensure_free(&mut self, mem: &GuestMem, needed: usize) -> Result<(), GuestError> {
+        if self.q.free_count() < needed {
+            self.reclaim(mem)?;
+        }
+        if self.q.free_count() < needed {
+            return Err(GuestError::TxRingFull {
+                needed,
+                free: self.q.free_count(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the chain for one frame and puts its head in the avail ring (not yet published).
+    pub(crate) fn enqueue(
+        &mut self,
+        mem: &GuestMem,
+        hdr: &[u8],
+        frame: &[u8],
+        layout: TxLayout,
+    ) -> Result<(), GuestError> {
+        let seg = Segments::new(layout, hdr.len(), frame.len(), self.slot_size as usize)?;
+        if layout == TxLayout::Indirect {
+            if !self.indirect_ok {
+                return Err(GuestError::Unsupported(
+                    "INDIRECT_DESC was not negotiated".into(),
+                ));
+            }
+            self.ensure_free(mem, 1)?;
+            let Some(head) = self.q.alloc() else {
+                return Err(GuestError::TxRingFull { needed: 1, free: 0 });
+            };
+            let data = self.slot(head);
+            let table = self.ind_base + u64::from(head) * INDIRECT_AREA;
+            for k in 0..seg.count {
+                let (s, e) = seg.bounds(k);
+                write_concat(mem, data + s as u64, hdr, frame, s, e)?;
+                let flags = if k + 1 < seg.count { DESC_F_NEXT } else { 0 };
+                let d = RawDesc::new(data + s as u64, (e - s) as u32, flags);
+                write_raw(mem, table + DESC_SIZE * k as u64, &d, (k + 1) as u16)?;
+            }
+            self.q.write_desc(
+                mem,
+                head,
+                table,
+                (DESC_SIZE as usize * seg.count) as u32,
+                DESC_F_INDIRECT,
+                0,
+            )?;
+            self.q.mark_head(head, 1);
+            return self.q.push_avail(mem, head);
+        }
+        self.ensure_free(mem, seg.count)?;
+        let mut head = None;
+        let mut prev: Option<(u16, u64, u32)> = None;
+        for k in 0..seg.count {
+            let Some(d) = self.q.alloc() else {
+                return Err(GuestError::TxRingFull {
+                    needed: seg.count,
+                    free: 0,
+                });
+            };
+            let (s, e) = seg.bounds(k);
+            let addr = self.slot(d);
+            write_concat(mem, addr, hdr, frame, s, e)?;
+            if let Some((p, paddr, plen)) = prev {
+                self.q.write_desc(mem, p, paddr, plen, DESC_F_NEXT, d)?;
+                self.q.link(p, d);
+            }
+            head.get_or_insert(d);
+            prev = Some((d, addr, (e - s) as u32));
+        }
+        if let Some((p, paddr, plen)) = prev {
+            self.q.write_desc(mem, p, paddr, plen, 0, 0)?;
+        }
+        let head = head.ok_or_else(|| GuestError::Config("empty chain".into()))?;
+        self.q.mark_head(head, seg.count as u16);
+        self.q.push_avail(mem, head)
+    }
+
+    /// Writes `descs` verbatim into free slots (see [`RawDesc`] for `next`), pushes the head.
+    pub(crate) fn enqueue_raw(
+        &mut self,
+        mem: &GuestMem,
+        descs: &[RawDesc],
+    ) -> Result<u16, GuestError> {
+        if descs.is_empty() {
+            return Err(GuestError::Config(
+                "a raw chain needs at least one descriptor".into(),
+            ));
+        }
+        self.ensure_free(mem, descs.len())?;
+        let mut idx = Vec::with_capacity(descs.len());
+        for _ in descs {
+            match self.q.alloc() {
+                Some(d) => idx.push(d),
+                None => {
+                    return Err(GuestError::TxRingFull {
+                        needed: descs.len(),
+                        free: 0,
+                    })
+                }
+            }
+        }
+        self.place(mem, &idx, descs)
+    }
+
+    /// Writes each descriptor at its chosen table index (claiming it); the first is the head.
+    pub(crate) fn enqueue_raw_at(
+        &mut self,
+        mem: &GuestMem,
+        placements: &[(u16, RawDesc)],
+    ) -> Result<u16, GuestError> {
+        if placements.is_empty() {
+            return Err(GuestError::Config(
+                "a raw chain needs at least one descriptor".into(),
+            ));
+        }
+        for (n, &(i, _)) in placements.iter().enumerate() {
+            if placements[..n].iter().any(|&(j, _)| j == i) {
+                return Err(GuestError::BadSlot {
+                    index: i,
+                    why: "listed twice",
+                });
+            }
+            if i >= self.q.ring.size || !self.q.is_free(i) {
+                self.reclaim(mem)?;
+            }
+        }
+        for &(i, _) in placements {
+            if i >= self.q.ring.size {
+                return Err(GuestError::BadSlot {
+                    index: i,
+                    why: "index is not below the queue size",
+                });
+            }
+            if !self.q.is_free(i) {
+                return Err(GuestError::BadSlot {
+                    index: i,
+                    why: "descriptor is in flight",
+                });
+            }
+        }
+        let idx: Vec<u16> = placements.iter().map(|p| p.0).collect();
+        let descs: Vec<RawDesc> = placements.iter().map(|p| p.1).collect();
+        for &i in &idx {
+            self.q.claim(i)?;
+        }
+        self.place(mem, &idx, &descs)
+    }
+
+    fn place(&mut self, mem: &GuestMem, idx: &[u16], descs: &[RawDesc]) -> Result<u16, GuestError> {
+        for (k, d) in descs.iter().enumerate() {
+            let auto = idx.get(k + 1).copied().unwrap_or(0);
+            let next = d.next.unwrap_or(auto);
+            self.q
+                .write_desc(mem, idx[k], d.addr, d.len, d.flags, next)?;
+            if k + 1 < idx.len() {
+                self.q.link(idx[k], idx[k + 1]);
+            }
+        }
+        self.q.mark_head(idx[0], idx.len() as u16);
+        self.q.push_avail(mem, idx[0])?;
+        Ok(idx[0])
+    }
+
+    /// Consumes used elements and frees their chains; returns how many valid chains completed.
+    pub(crate) fn reclaim(&mut self, mem: &GuestMem) -> Result<usize, GuestError> {
+        let pending = self.q.used_pending(mem)?;
+        let mut done = 0;
+        for k in 0..pending {
+            let (id, _) = self.q.peek_used(mem, k)?;
+            if self.q.complete(id).is_some() {
+                done += 1;
+            }
+        }
+        if pending > 0 {
+            self.q.consume_used(mem, pending)?;
+        }
+        Ok(done)
+    }
+}
+
+/// Writes one raw descriptor at `addr` (`next: None` becomes `auto_next`).
+pub(crate) fn write_raw(
+    mem: &GuestMem,
+    addr: u64,
+    d: &RawDesc,
+    auto_next: u16,
+) -> Result<(), GuestError> {
+    let mut b = [0u8; 16];
+    b[0..8].copy_from_slice(&d.addr.to_le_bytes());
+    b[8..12].copy_from_slice(&d.len.to_le_bytes());
+    b[12..14].copy_from_slice(&d.flags.to_le_bytes());
+    b[14..16].copy_from_slice(&d.next.unwrap_or(auto_next).to_le_bytes());
+    mem.write(addr, &b)
+}
