@@ -179,3 +179,46 @@ pub fn mac_to_string(mac: &[u8; 6]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_and_parse_double_tagged() {
+        let f = EthFrame::new([1; 6], [2; 6], ETH_P_IPV4, b"abc")
+            .with_ctag(100)
+            .with_stag(200);
+        let b = f.build();
+        assert_eq!(b.len(), ETH_MIN_LEN);
+        assert_eq!(&b[12..14], &ETH_P_8021AD.to_be_bytes());
+        assert_eq!(&b[14..16], &200u16.to_be_bytes());
+        assert_eq!(&b[16..18], &ETH_P_8021Q.to_be_bytes());
+        assert_eq!(&b[18..20], &100u16.to_be_bytes());
+        assert_eq!(&b[20..22], &ETH_P_IPV4.to_be_bytes());
+        let p = EthFrame::parse(&b).unwrap();
+        assert_eq!((p.dst, p.src, p.ethertype), ([1; 6], [2; 6], ETH_P_IPV4));
+        assert_eq!(p.tags.iter().map(|t| t.vid).collect::<Vec<_>>(), [200, 100]);
+        assert_eq!(&p.payload[..3], b"abc");
+        assert_eq!(dst(&b), Some([1; 6]));
+        assert_eq!(src(&b), Some([2; 6]));
+        assert_eq!(dst(&b[..5]), None);
+        assert!(EthFrame::parse(&b[..13]).is_none());
+    }
+
+    #[test]
+    fn tci_fields() {
+        let t = VlanTag {
+            tpid: ETH_P_8021Q,
+            pcp: 5,
+            dei: true,
+            vid: 4094,
+        };
+        assert_eq!(t.tci(), 0xbffe);
+        assert_eq!(VlanTag::from_tci(ETH_P_8021Q, 0xbffe), t);
+        assert_eq!(
+            mac_to_string(&[0x52, 0x54, 0, 0xab, 1, 2]),
+            "52:54:00:ab:01:02"
+        );
+    }
+}

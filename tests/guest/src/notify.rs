@@ -120,3 +120,13 @@ impl TestGuest {
         drop(self);
     }
 }
+
+impl Drop for TestGuest {
+    /// Removes the socket file the guest created in `listen` mode (the socket itself closes
+    /// when the frontend drops).
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -355,3 +355,44 @@ pub(crate) fn write_raw(
     b[14..16].copy_from_slice(&d.next.unwrap_or(auto_next).to_le_bytes());
     mem.write(addr, &b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(layout: TxLayout, hdr: usize, frame: usize, slot: usize) -> Vec<(usize, usize)> {
+        let s = Segments::new(layout, hdr, frame, slot).unwrap();
+        (0..s.count).map(|k| s.bounds(k)).collect()
+    }
+
+    #[test]
+    fn segment_plans_cover_header_and_frame() {
+        assert_eq!(
+            all(TxLayout::HeaderSeparate, 12, 100, 64),
+            [(0, 12), (12, 76), (76, 112)]
+        );
+        assert_eq!(all(TxLayout::HeaderSeparate, 12, 0, 64), [(0, 12)]);
+        assert_eq!(
+            all(TxLayout::HeaderInline, 12, 100, 64),
+            [(0, 64), (64, 112)]
+        );
+        assert_eq!(
+            all(TxLayout::Split(3), 12, 10, 64),
+            [(0, 8), (8, 15), (15, 22)]
+        );
+        assert_eq!(all(TxLayout::Indirect, 12, 50, 64), [(0, 12), (12, 62)]);
+        assert!(Segments::new(TxLayout::Indirect, 12, 60, 64).is_err());
+        assert!(Segments::new(TxLayout::Split(1), 12, 60, 64).is_err());
+    }
+
+    #[test]
+    fn concat_writes_straddle_the_header() {
+        let mem = GuestMem::new(4096).unwrap();
+        let hdr = [1u8; 4];
+        let frame = [2u8, 3, 4];
+        write_concat(&mem, 100, &hdr, &frame, 2, 6).unwrap();
+        let mut b = [0u8; 4];
+        mem.read(100, &mut b).unwrap();
+        assert_eq!(b, [1, 1, 2, 3]);
+    }
+}

@@ -51,6 +51,11 @@ impl Testpmd {
     /// Starts testpmd with one net_vhost port. `client = false`: testpmd creates the socket
     /// (the guest connects); `client = true`: testpmd connects to a socket the guest listens on.
     pub fn start(client: bool) -> Self {
+        Self::start_at(client, None)
+    }
+
+    /// Like [`Testpmd::start`], on a chosen socket path (to restart a backend on the same socket).
+    pub fn start_at(client: bool, sock: Option<PathBuf>) -> Self {
         assert!(
             Path::new(TESTPMD).exists(),
             "{TESTPMD} is missing: run `sudo ci/install-deps.sh` (Debian package dpdk-dev) \
@@ -58,7 +63,7 @@ impl Testpmd {
         );
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("testpmd");
-        let sock = dir.path("vhost.sock");
+        let sock = sock.unwrap_or_else(|| dir.path("vhost.sock"));
         let prefix = format!(
             "tg{}x{}",
             std::process::id(),
@@ -78,6 +83,8 @@ impl Testpmd {
                 "--total-num-mbufs=16384",
                 "--forward-mode=io",
                 "--auto-start",
+                // Frames the guest sends before forwarding starts must not be flushed.
+                "--no-flush-rx",
                 "--nb-cores=1",
                 "--rxq=1",
                 "--txq=1",
