@@ -150,9 +150,12 @@ impl NetBackend {
         if scratch.heads.is_empty() {
             return false;
         }
-        if !scratch.frames.is_empty() {
-            inner.port.sink.on_tx(&TxBatch::new(mem, scratch));
-        }
+        let refused = TxBatchCounts {
+            frames: 0,
+            bytes: 0,
+            ..counts
+        };
+        inner.port.sink.on_tx(&TxBatch::new(mem, scratch, refused));
         let queue = state.get_queue_mut();
         for &head in &scratch.heads {
             if let Err(e) = queue.add_used(mem, head, 0) {

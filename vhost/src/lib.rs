@@ -24,4 +24,4 @@ pub use error::PortError;
 pub use port::{NetPort, PortConfig, PortHandle, SocketRole, TxSink};
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
 pub use stats::{PortStats, PortStatsSnapshot};
-pub use tx::{FrameRef, NetHdr, TxBatch};
+pub use tx::{FrameRef, NetHdr, TxBatch, TxBatchCounts};

@@ -114,16 +114,23 @@ pub struct TxBatch<'a> {
     pub(crate) mem: &'a GuestMemory,
     pub(crate) frames: &'a [TxFrame],
     pub(crate) segs: &'a [Segment],
+    pub(crate) refused: TxBatchCounts,
 }
 
 impl<'a> TxBatch<'a> {
     /// Builds a batch view (used by the port, and by benchmarks that drive a sink directly).
-    pub fn new(mem: &'a GuestMemory, scratch: &'a TxScratch) -> Self {
+    pub fn new(mem: &'a GuestMemory, scratch: &'a TxScratch, refused: TxBatchCounts) -> Self {
         TxBatch {
             mem,
             frames: &scratch.frames,
             segs: &scratch.segs,
+            refused,
         }
+    }
+
+    /// The chains of this batch the port refused (malformed, oversize, runt), already dropped.
+    pub fn refused(&self) -> TxBatchCounts {
+        self.refused
     }
 
     /// Number of frames.

@@ -1,0 +1,29 @@
+//! Errors of the switch's control plane.
+
+use std::path::PathBuf;
+
+/// Why a control-plane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// A port with this name exists.
+    #[error("a port named {0:?} already exists: choose another name")]
+    DuplicateName(String),
+    /// A port uses this socket.
+    #[error("socket {0} is already used by another port: give each port its own socket")]
+    DuplicateSocket(PathBuf),
+    /// No port with this name.
+    #[error("no port named {0:?}: list ports to see their names")]
+    NoSuchPort(String),
+    /// Port ids exhausted.
+    #[error("too many ports (limit {0}): remove unused ports first")]
+    TooManyPorts(usize),
+    /// VEPA needs an uplink.
+    #[error("port {0:?}: channel mode VEPA relays everything to an uplink, and uplinks are not supported yet; use mode veb")]
+    VepaUnsupported(String),
+    /// The registry refused the association.
+    #[error("registry: {0}")]
+    Registry(#[from] vswitch_channels::RegistryError),
+    /// The vhost-user port could not start.
+    #[error("port {0:?}: {1}")]
+    Port(String, #[source] vswitch_vhost::PortError),
+}

@@ -1,0 +1,72 @@
+//! What a port and the switch are asked to be: the validated form of configuration, whatever
+//! its source (TOML file, `--port` flags, control API).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vswitch_channels::{ChannelId, ChannelMode, MacAddr};
+use vswitch_vhost::SocketRole;
+
+/// Default FDB aging time.
+pub const DEFAULT_AGING: Duration = Duration::from_secs(300);
+/// Default number of MACs one port may have learned at once.
+pub const DEFAULT_MAC_LIMIT: u32 = 4096;
+
+/// A VM port, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// Unique port name.
+    pub name: String,
+    /// vhost-user socket path (unique).
+    pub socket: PathBuf,
+    /// Socket role: `listen` (the switch creates the socket) or `connect`.
+    pub role: SocketRole,
+    /// The VM's channel (S-VID).
+    pub channel: ChannelId,
+    /// Channel mode. Only VEB is accepted until uplinks exist.
+    pub channel_mode: ChannelMode,
+    /// The VM's MAC: when set, frames with another source MAC are dropped (source_spoof) and
+    /// the MAC is offered to the guest in the virtio config space.
+    pub mac: Option<MacAddr>,
+    /// Most MACs this port may have in the FDB at once (`None`: the switch default).
+    pub mac_limit: Option<u32>,
+    /// MTU offered to the guest.
+    pub mtu: u16,
+}
+
+impl PortSpec {
+    /// A listen-role VEB port with defaults.
+    pub fn new(name: impl Into<String>, socket: impl Into<PathBuf>, channel: ChannelId) -> Self {
+        PortSpec {
+            name: name.into(),
+            socket: socket.into(),
+            role: SocketRole::Listen,
+            channel,
+            channel_mode: ChannelMode::Veb,
+            mac: None,
+            mac_limit: None,
+            mtu: 1500,
+        }
+    }
+}
+
+/// Switch-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchSettings {
+    /// FDB entries unused for this long are forgotten.
+    pub aging: Duration,
+    /// Default per-port MAC limit.
+    pub mac_limit: u32,
+    /// FDB capacity in entries (rounded up to a power of two of 8-entry buckets).
+    pub fdb_capacity: usize,
+}
+
+impl Default for SwitchSettings {
+    fn default() -> Self {
+        SwitchSettings {
+            aging: DEFAULT_AGING,
+            mac_limit: DEFAULT_MAC_LIMIT,
+            fdb_capacity: 1 << 17,
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The switch: ports, the channel registry, the policy, the FDB and the counters, and the
+//! control-plane operations on them. The per-batch datapath is in [`crate::forward`].
+//!
+//! Everything the datapath reads is published read-copy-update style (arc-swap): the port
+//! table, the registry snapshot and the policy table are loaded once per batch without
+//! blocking, and control-plane changes never stop a port.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use log::{info, warn};
+use vswitch_channels::{
+    ChannelId, ChannelInfo, ChannelMode, MacAddr, Policy, PortId, Registry, VmId,
+};
+use vswitch_vhost::{NetPort, PortConfig, PortHandle, TxBatch, TxSink};
+
+use crate::counters::{Counters, DropReason};
+use crate::error::SwitchError;
+use crate::fdb::{Fdb, MAX_PORTS};
+use crate::forward::{forward_batch, Scratch};
+use crate::spec::{PortSpec, SwitchSettings};
+use crate::stats::{ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, SwitchStats};
+
+/// Channel ids index tables of this size (S-VIDs are 12 bits).
+const CHANNEL_SLOTS: usize = 4096;
+
+/// A port as the datapath sees it.
+pub struct PortEntry {
+    /// Port name.
+    pub name: String,
+    /// The vhost-user port.
+    pub handle: PortHandle,
+    /// Configured MAC (source-locked port) if any.
+    pub mac: Option<MacAddr>,
+    /// MAC learning limit.
+    pub mac_limit: u32,
+    /// Switch-level counters of this port.
+    pub counters: Arc<Counters>,
+    /// The spec it was created from.
+    pub spec: PortSpec,
+}
+
+/// Ports indexed by [`PortId`].
+#[derive(Default, Clone)]
+pub struct PortTable {
+    slots: Vec<Option<Arc<PortEntry>>>,
+}
+
+impl PortTable {
+    /// The port with this id.
+    #[inline]
+    pub fn get(&self, id: PortId) -> Option<&PortEntry> {
+        self.slots.get(id.index()).and_then(|s| s.as_deref())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (PortId, &Arc<PortEntry>)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|e| (PortId::new(i as u32), e)))
+    }
+
+    fn find(&self, name: &str) -> Option<PortId> {
+        self.iter().find(|(_, e)| e.name == name).map(|(id, _)| id)
+    }
+}
+
+/// The policy plus, per channel, the other channels it may reach (precomputed so that the
+/// datapath never walks the pair list).
+pub struct PolicyTable {
+    policy: Policy,
+    reach: Vec<Vec<ChannelId>>,
+}
+
+impl PolicyTable {
+    /// Builds the table for a policy.
+    pub fn new(policy: Policy) -> Self {
+        let mut reach = vec![Vec::new(); CHANNEL_SLOTS];
+        for (from, to) in policy.allowed_pairs() {
+            if from != to {
+                reach[usize::from(from.get())].push(to);
+            }
+        }
+        PolicyTable { policy, reach }
+    }
+
+    /// The policy.
+    #[inline]
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Channels other than `c` that frames of `c` may be delivered to.
+    #[inline]
+    pub fn reach(&self, c: ChannelId) -> &[ChannelId] {
+        self.reach
+            .get(usize::from(c.get()))
+            .map_or(&[][..], |v| v.as_slice())
+    }
+}
+
+/// State shared by the control plane and every port's datapath.
+pub struct Core {
+    /// VM → channel.
+    pub registry: Registry,
+    /// Delivery policy.
+    pub policy: ArcSwap<PolicyTable>,
+    /// Forwarding database.
+    pub fdb: Fdb,
+    /// Ports.
+    pub ports: ArcSwap<PortTable>,
+    channels: Box<[Counters]>,
+    settings: SwitchSettings,
+}
+
+impl Core {
+    /// Counters of one channel.
+    #[inline]
+    pub fn channel_counters(&self, c: ChannelId) -> &Counters {
+        &self.channels[usize::from(c.get())]
+    }
+
+    /// A core with no ports (benchmarks and tests drive it directly).
+    pub fn new(settings: SwitchSettings, policy: Policy) -> Self {
+        let channels: Vec<Counters> = (0..CHANNEL_SLOTS).map(|_| Counters::default()).collect();
+        Core {
+            registry: Registry::new(),
+            policy: ArcSwap::from_pointee(PolicyTable::new(policy)),
+            fdb: Fdb::new(
+                settings.fdb_capacity,
+                settings.aging.as_secs().clamp(1, u64::from(u32::MAX)) as u32,
+            ),
+            ports: ArcSwap::from_pointee(PortTable::default()),
+            channels: channels.into_boxed_slice(),
+            settings,
+        }
+    }
+}
+
+/// The TX sink of one port: switches its guest's batches.
+pub struct PortSink {
+    core: Arc<Core>,
+    port: PortId,
+    // Only this port's worker thread takes it, once per batch: never contended.
+    scratch: Mutex<Scratch>,
+}
+
+impl PortSink {
+    /// A sink for port `port`.
+    pub fn new(core: Arc<Core>, port: PortId) -> Self {
+        PortSink {
+            core,
+            port,
+            scratch: Mutex::new(Scratch::default()),
+        }
+    }
+}
+
+impl TxSink for PortSink {
+    fn on_tx(&self, batch: &TxBatch<'_>) {
+        let refused = batch.refused();
+        if refused.bad_descriptor + refused.runt + refused.oversize > 0 {
+            self.count_refused(refused);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut scratch = match self.scratch.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        forward_batch(&self.core, self.port, batch, &mut scratch);
+    }
+}
+
+impl PortSink {
+    fn count_refused(&self, r: vswitch_vhost::TxBatchCounts) {
+        let ports = self.core.ports.load();
+        let bad = r.bad_descriptor + r.runt;
+        if let Some(e) = ports.get(self.port) {
+            e.counters.add_drop(DropReason::BadDescriptor, bad);
+            e.counters.add_drop(DropReason::Oversize, r.oversize);
+        }
+        if let Some(info) = self.core.registry.load().channel_of(self.port) {
+            let c = self.core.channel_counters(info.id);
+            c.add_drop(DropReason::BadDescriptor, bad);
+            c.add_drop(DropReason::Oversize, r.oversize);
+        }
+    }
+}
+
+/// The running switch.
+pub struct Switch {
+    core: Arc<Core>,
+    // Control-plane writers serialize here; the datapath never takes it.
+    ports: Mutex<HashMap<PortId, NetPort>>,
+    stop: Arc<AtomicBool>,
+    aging_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Switch {
+    /// A switch with no ports yet.
+    pub fn new(settings: SwitchSettings, policy: Policy) -> Arc<Switch> {
+        let core = Arc::new(Core::new(settings, policy));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (core.clone(), stop.clone());
+        let aging = thread::Builder::new()
+            .name("fdb-aging".into())
+            .spawn(move || {
+                while !s.load(Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(500));
+                    c.fdb.expire();
+                }
+            })
+            .map_err(|e| warn!("no FDB aging thread: {e}"))
+            .ok();
+        Arc::new(Switch {
+            core,
+            ports: Mutex::new(HashMap::new()),
+            stop,
+            aging_thread: Mutex::new(aging),
+        })
+    }
+
+    /// The shared core (benchmarks, tests).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    fn lock_ports(&self) -> std::sync::MutexGuard<'_, HashMap<PortId, NetPort>> {
+        match self.ports.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Adds a VM port: associates it with its channel, then starts serving its socket.
+    pub fn add_port(&self, spec: PortSpec) -> Result<PortId, SwitchError> {
+        if spec.channel_mode == ChannelMode::Vepa {
+            return Err(SwitchError::VepaUnsupported(spec.name));
+        }
+        let mut running = self.lock_ports();
+        let table = self.core.ports.load_full();
+        if table.find(&spec.name).is_some() {
+            return Err(SwitchError::DuplicateName(spec.name));
+        }
+        if table.iter().any(|(_, e)| e.spec.socket == spec.socket) {
+            return Err(SwitchError::DuplicateSocket(spec.socket));
+        }
+        let id = (0..MAX_PORTS as u32)
+            .map(PortId::new)
+            .find(|id| table.get(*id).is_none())
+            .ok_or(SwitchError::TooManyPorts(MAX_PORTS))?;
+        // A stale FDB entry for a reused id must not point at the new VM.
+        self.core.fdb.flush_port(id);
+        self.core
+            .registry
+            .associate(
+                VmId::new(id, spec.mac),
+                ChannelInfo::new(spec.channel, spec.channel_mode),
+            )
+            .map_err(SwitchError::Registry)?;
+        let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
+        cfg.mac = spec.mac.map(|m| *m.as_bytes());
+        cfg.mtu = spec.mtu;
+        let sink = Arc::new(PortSink::new(self.core.clone(), id));
+        let port = match NetPort::start(cfg, sink) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.core.registry.disassociate(id);
+                return Err(SwitchError::Port(spec.name, e));
+            }
+        };
+        let entry = Arc::new(PortEntry {
+            name: spec.name.clone(),
+            handle: port.handle(),
+            mac: spec.mac,
+            mac_limit: spec.mac_limit.unwrap_or(self.core.settings.mac_limit),
+            counters: Arc::new(Counters::default()),
+            spec: spec.clone(),
+        });
+        let mut next = (*table).clone();
+        if next.slots.len() <= id.index() {
+            next.slots.resize(id.index() + 1, None);
+        }
+        next.slots[id.index()] = Some(entry);
+        self.core.ports.store(Arc::new(next));
+        running.insert(id, port);
+        info!(
+            "port {} ({}) on channel {} at {}",
+            spec.name,
+            id.get(),
+            spec.channel,
+            spec.socket.display()
+        );
+        Ok(id)
+    }
+
+    /// Removes a port: stops delivering to it, then stops its socket.
+    pub fn remove_port(&self, name: &str) -> Result<(), SwitchError> {
+        let mut running = self.lock_ports();
+        let table = self.core.ports.load_full();
+        let id = table
+            .find(name)
+            .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))?;
+        let _ = self.core.registry.disassociate(id);
+        let mut next = (*table).clone();
+        next.slots[id.index()] = None;
+        self.core.ports.store(Arc::new(next));
+        self.core.fdb.flush_port(id);
+        if let Some(p) = running.remove(&id) {
+            p.stop();
+        }
+        info!("port {name} removed");
+        Ok(())
+    }
+
+    fn port_id(&self, name: &str) -> Result<PortId, SwitchError> {
+        self.core
+            .ports
+            .load()
+            .find(name)
+            .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))
+    }
+
+    /// Moves a VM to a channel at run time. Effective for every batch that starts after this
+    /// returns; what the VM learned in its old channel is forgotten.
+    pub fn associate(&self, name: &str, channel: ChannelId) -> Result<(), SwitchError> {
+        let _guard = self.lock_ports();
+        let id = self.port_id(name)?;
+        let mac = self.core.ports.load().get(id).and_then(|e| e.mac);
+        self.core
+            .registry
+            .associate(VmId::new(id, mac), ChannelInfo::veb(channel))
+            .map_err(SwitchError::Registry)?;
+        self.core.fdb.flush_port(id);
+        info!("port {name} associated with channel {channel}");
+        Ok(())
+    }
+
+    /// Takes a VM off its channel: it neither sends nor receives until associated again.
+    pub fn disassociate(&self, name: &str) -> Result<(), SwitchError> {
+        let _guard = self.lock_ports();
+        let id = self.port_id(name)?;
+        self.core
+            .registry
+            .disassociate(id)
+            .map_err(SwitchError::Registry)?;
+        self.core.fdb.flush_port(id);
+        info!("port {name} disassociated");
+        Ok(())
+    }
+
+    /// Replaces the delivery policy.
+    pub fn set_policy(&self, policy: Policy) {
+        self.core.policy.store(Arc::new(PolicyTable::new(policy)));
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Policy {
+        self.core.policy.load().policy().clone()
+    }
+
+    /// Ports and their channels.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        let reg = self.core.registry.load();
+        let table = self.core.ports.load();
+        table
+            .iter()
+            .map(|(id, e)| PortInfo {
+                id: id.get(),
+                name: e.name.clone(),
+                socket: e.spec.socket.display().to_string(),
+                role: format!("{:?}", e.spec.role).to_lowercase(),
+                channel: reg.channel_of(id).map(|c| c.id.get()),
+                mac: e.mac.map(|m| m.to_string()),
+                mac_limit: e.mac_limit,
+                connected: e.handle.is_connected(),
+            })
+            .collect()
+    }
+
+    /// The learned addresses.
+    pub fn fdb(&self) -> Vec<FdbEntryInfo> {
+        let table = self.core.ports.load();
+        self.core
+            .fdb
+            .entries()
+            .into_iter()
+            .map(|e| FdbEntryInfo {
+                channel: e.channel.get(),
+                mac: e.mac.to_string(),
+                port: table
+                    .get(e.port)
+                    .map_or_else(|| format!("#{}", e.port.get()), |p| p.name.clone()),
+                age_s: e.age_s,
+            })
+            .collect()
+    }
+
+    /// Counters per port and per channel.
+    pub fn stats(&self) -> SwitchStats {
+        let reg = self.core.registry.load();
+        let table = self.core.ports.load();
+        let ports = table
+            .iter()
+            .map(|(id, e)| PortStatsOut {
+                name: e.name.clone(),
+                channel: reg.channel_of(id).map(|c| c.id.get()),
+                switch: e.counters.snapshot(),
+                port: e.handle.stats(),
+            })
+            .collect();
+        let mut channels = Vec::new();
+        for (i, c) in self.core.channels.iter().enumerate() {
+            let s = c.snapshot();
+            let members = ChannelId::new(i as u16)
+                .map(|ch| reg.ports_in(ch).len())
+                .unwrap_or(0);
+            if members > 0 || s != Default::default() {
+                channels.push(ChannelStats {
+                    channel: i as u16,
+                    ports: members,
+                    counters: s,
+                });
+            }
+        }
+        SwitchStats { ports, channels }
+    }
+
+    /// Counters in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        self.stats().prometheus()
+    }
+
+    /// Stops every port (sockets of listen ports are removed) and the background threads.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        let ports: Vec<NetPort> = self.lock_ports().drain().map(|(_, p)| p).collect();
+        for p in ports {
+            p.stop();
+        }
+        self.core.ports.store(Arc::new(PortTable::default()));
+        let t = match self.aging_thread.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
