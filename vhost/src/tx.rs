@@ -262,10 +262,16 @@ fn walk_chain(
     let mut frame_len = 0usize;
     let mut count = 0usize;
     let mut ended = false;
+    let mut oversize = false;
 
     for desc in chain {
         count += 1;
         ended = !desc.has_next();
+        if oversize {
+            // Keep walking (bounded by the queue size) only to tell a long chain from a
+            // broken one: a loop is a bad descriptor, not an oversize frame.
+            continue;
+        }
         let len = desc.len() as usize;
         if desc.is_write_only() || len == 0 {
             return Err(TxChainError::BadDescriptor);
@@ -287,7 +293,8 @@ fn walk_chain(
         }
         frame_len += left;
         if frame_len > max_frame {
-            return Err(TxChainError::Oversize);
+            oversize = true;
+            continue;
         }
         // Split at memory-region boundaries so that every segment maps to one host range.
         let mut cur = addr;
@@ -310,6 +317,9 @@ fn walk_chain(
     // descriptor or a broken indirect table: then the last descriptor still claims a next one.
     if count == 0 || !ended {
         return Err(TxChainError::BadDescriptor);
+    }
+    if oversize {
+        return Err(TxChainError::Oversize);
     }
     if hdr_got < hdr_len || frame_len < MIN_FRAME_LEN {
         return Err(TxChainError::Runt);
