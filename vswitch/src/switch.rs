@@ -327,6 +327,13 @@ impl Switch {
             .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))
     }
 
+    /// The vhost-user port behind a name (tests, benchmarks, diagnostics).
+    pub fn port_handle(&self, name: &str) -> Option<PortHandle> {
+        let table = self.core.ports.load();
+        let id = table.find(name)?;
+        table.get(id).map(|e| e.handle.clone())
+    }
+
     /// Moves a VM to a channel at run time. Effective for every batch that starts after this
     /// returns; what the VM learned in its old channel is forgotten.
     pub fn associate(&self, name: &str, channel: ChannelId) -> Result<(), SwitchError> {
