@@ -52,7 +52,6 @@ struct Bucket {
     vals: [AtomicU64; SLOTS],
 }
 
-
 /// The result of learning a source address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learn {
