@@ -428,6 +428,34 @@ impl QemuGuest {
         bail!("{}: no ping reply from {ip} within {timeout:?}", self.name)
     }
 
+    /// Starts `iperf3 -s` in the background in this guest (one server per guest).
+    pub fn iperf3_server(&mut self) -> Result<()> {
+        self.run_ok(
+            "iperf3 -s -D -1 >/dev/null 2>&1 || iperf3 -s -D",
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    }
+
+    /// Runs an iperf3 TCP client against `server_ip` for `secs` seconds; returns the receiver's
+    /// throughput in bit/s (iperf3's JSON `end.sum_received.bits_per_second`).
+    pub fn iperf3_client(&mut self, server_ip: &str, secs: u32, extra: &str) -> Result<f64> {
+        let out = self.run_ok(
+            &format!("iperf3 -J -c {server_ip} -t {secs} {extra}"),
+            Duration::from_secs(u64::from(secs) + 60),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("{}: iperf3 output is not JSON:\n{out}", self.name))?;
+        v.pointer("/end/sum_received/bits_per_second")
+            .and_then(serde_json::Value::as_f64)
+            .with_context(|| {
+                format!(
+                    "{}: no end.sum_received in iperf3 output:\n{out}",
+                    self.name
+                )
+            })
+    }
+
     /// The virtio feature bits negotiated for eth0 (bit N = feature N).
     pub fn features(&mut self) -> Result<u64> {
         self.features_of("eth0")

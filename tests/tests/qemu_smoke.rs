@@ -100,6 +100,12 @@ fn two_guests_ping_through_testpmd() {
         }
     }
 
+    // iperf3 in the image works (TCP through testpmd).
+    b.iperf3_server().unwrap();
+    let bps = a.iperf3_client("10.0.0.2", 2, "").unwrap();
+    eprintln!("iperf3 guest-a -> guest-b: {:.0} Mbit/s", bps / 1e6);
+    assert!(bps > 0.0);
+
     // The harness itself: exit codes and output come back intact.
     let (rc, out) = a
         .run("echo hello; echo err >&2; exit 3", Duration::from_secs(30))
