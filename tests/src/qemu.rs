@@ -101,6 +101,12 @@ impl GuestConfig {
 
     /// The QEMU command line (without the binary) this config produces.
     pub fn qemu_args(&self, assets: &GuestAssets) -> Result<Vec<String>> {
+        if self.name.is_empty() || self.name.contains([',', '/']) {
+            bail!(
+                "guest name {:?} must be non-empty without ',' or '/'",
+                self.name
+            );
+        }
         if self.nics.len() > 2 {
             bail!("the guest's /init configures at most two NICs (eth0, eth1)");
         }
@@ -252,14 +258,18 @@ impl QemuGuest {
         let args = cfg.qemu_args(&assets)?;
         let console_log = match &cfg.console_log {
             Some(p) => p.clone(),
-            None => {
-                let dir = cfg
-                    .nics
-                    .first()
-                    .and_then(|n| n.socket.parent().map(Path::to_path_buf))
-                    .unwrap_or_else(std::env::temp_dir);
-                dir.join(format!("{}.console.log", cfg.name))
-            }
+            None => cfg
+                .nics
+                .first()
+                .and_then(|n| n.socket.parent().map(Path::to_path_buf))
+                .map(|d| d.join(format!("{}.console.log", cfg.name)))
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!(
+                        "{}-{}.console.log",
+                        cfg.name,
+                        std::process::id()
+                    ))
+                }),
         };
         let log = std::fs::File::create(&console_log)
             .with_context(|| format!("creating {}", console_log.display()))?;
