@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
+use vhost::vhost_user::message::VhostUserHeaderFlag;
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::{VhostBackend, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
@@ -109,32 +109,80 @@ fn acked<T>(
     r.map_err(GuestError::protocol(request))
 }
 
-/// GET_QUEUE_NUM written by hand: the vhost crate's `get_queue_num` stores the answer as its
-/// limit on queue indices, and backends that answer in queue *pairs* (DPDK answers 1) would then
-/// make it refuse queue 1.
-fn get_queue_num_raw(sock: &mut UnixStream) -> Result<u64, GuestError> {
-    const GET_QUEUE_NUM: u32 = 17;
-    let perr = |e: io::Error| GuestError::Protocol {
-        request: "GET_QUEUE_NUM",
-        source: vhost::Error::VhostUserProtocol(vhost::vhost_user::Error::SocketError(e)),
-    };
-    let mut req = [0u8; 12];
-    req[0..4].copy_from_slice(&GET_QUEUE_NUM.to_le_bytes());
-    req[4..8].copy_from_slice(&1u32.to_le_bytes());
-    sock.write_all(&req).map_err(perr)?;
-    let mut rep = [0u8; 20];
-    sock.read_exact(&mut rep).map_err(perr)?;
-    let code = u32::from_le_bytes([rep[0], rep[1], rep[2], rep[3]]);
-    let size = u32::from_le_bytes([rep[8], rep[9], rep[10], rep[11]]);
-    if code != GET_QUEUE_NUM || size != 8 {
-        return Err(GuestError::Protocol {
-            request: "GET_QUEUE_NUM",
-            source: vhost::Error::VhostUserProtocol(vhost::vhost_user::Error::InvalidMessage),
-        });
+fn raw_err(request: &'static str, e: vhost::vhost_user::Error) -> GuestError {
+    GuestError::Protocol {
+        request,
+        source: vhost::Error::VhostUserProtocol(e),
     }
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&rep[12..20]);
+}
+
+/// Sends a request with `body` on the raw socket and reads exactly the reply it announces.
+/// Used for requests whose vhost-crate implementation misbehaves (see callers).
+fn raw_request(
+    sock: &mut UnixStream,
+    request: &'static str,
+    code: u32,
+    body: &[u8],
+) -> Result<Vec<u8>, GuestError> {
+    use vhost::vhost_user::Error as E;
+    let io = |e: io::Error| raw_err(request, E::SocketError(e));
+    let mut msg = Vec::with_capacity(12 + body.len());
+    msg.extend_from_slice(&code.to_le_bytes());
+    msg.extend_from_slice(&1u32.to_le_bytes());
+    msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    msg.extend_from_slice(body);
+    sock.write_all(&msg).map_err(io)?;
+    let mut hdr = [0u8; 12];
+    sock.read_exact(&mut hdr).map_err(io)?;
+    let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+    let (rcode, flags, size) = (word(0), word(4), word(8));
+    if rcode != code || flags & 0x4 == 0 || size > 4096 {
+        return Err(raw_err(request, E::InvalidMessage));
+    }
+    let mut reply = vec![0u8; size as usize];
+    sock.read_exact(&mut reply).map_err(io)?;
+    Ok(reply)
+}
+
+/// GET_QUEUE_NUM written by hand: the vhost crate's `get_queue_num` stores the answer as its
+/// limit on queue indices, and a backend answering in queue *pairs* (1) would then make it
+/// refuse queue 1.
+fn get_queue_num_raw(sock: &mut UnixStream) -> Result<u64, GuestError> {
+    let r = raw_request(sock, "GET_QUEUE_NUM", 17, &[])?;
+    let v: [u8; 8] = r
+        .as_slice()
+        .try_into()
+        .map_err(|_| raw_err("GET_QUEUE_NUM", vhost::vhost_user::Error::InvalidMessage))?;
     Ok(u64::from_le_bytes(v))
+}
+
+/// GET_CONFIG for `len` bytes at offset 0, written by hand: the vhost crate's `get_config`
+/// waits for the full requested payload, so a backend that signals failure the way the spec
+/// says (a reply with size 0 and no payload) would hang it forever.
+pub(crate) fn read_config(sock: &mut UnixStream, len: u32) -> Result<Vec<u8>, GuestError> {
+    let mut body = vec![0u8; 12 + len as usize];
+    body[4..8].copy_from_slice(&len.to_le_bytes());
+    let r = raw_request(sock, "GET_CONFIG", 24, &body)?;
+    if r.len() < 12 {
+        return Err(raw_err(
+            "GET_CONFIG",
+            vhost::vhost_user::Error::InvalidMessage,
+        ));
+    }
+    let size = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+    if size == 0 {
+        return Err(raw_err(
+            "GET_CONFIG",
+            vhost::vhost_user::Error::BackendInternalError,
+        ));
+    }
+    if size != len || r.len() != 12 + len as usize {
+        return Err(raw_err(
+            "GET_CONFIG",
+            vhost::vhost_user::Error::InvalidMessage,
+        ));
+    }
+    Ok(r[12..].to_vec())
 }
 
 /// Feature and protocol-feature negotiation, up to and including SET_FEATURES.
@@ -162,7 +210,7 @@ pub(crate) fn negotiate(
             n.queue_num = Some(get_queue_num_raw(sock)?);
         }
         if acked.contains(VhostUserProtocolFeatures::CONFIG) {
-            match read_config(fe, NET_CONFIG_LEN) {
+            match read_config(sock, NET_CONFIG_LEN) {
                 Ok(c) => n.config = Some(c),
                 Err(e) => log::warn!("GET_CONFIG during setup failed: {e}"),
             }
@@ -173,15 +221,6 @@ pub(crate) fn negotiate(
         fe.set_features(n.features)
     })?;
     Ok(n)
-}
-
-/// GET_CONFIG for `len` bytes at offset 0.
-pub(crate) fn read_config(fe: &mut Frontend, len: u32) -> Result<Vec<u8>, GuestError> {
-    let buf = vec![0u8; len as usize];
-    let (_, payload) = fe
-        .get_config(0, len, VhostUserConfigFlags::empty(), &buf)
-        .map_err(GuestError::protocol("GET_CONFIG"))?;
-    Ok(payload)
 }
 
 /// SET_MEM_TABLE with the single guest memory region.

@@ -220,7 +220,7 @@ impl TestGuest {
     /// Reads the device config space (mac, status, max_virtqueue_pairs, mtu: 12 bytes) with
     /// GET_CONFIG. Needs the CONFIG protocol feature.
     pub fn read_config(&mut self) -> Result<Vec<u8>, GuestError> {
-        let c = frontend::read_config(&mut self.fe, NET_CONFIG_LEN)?;
+        let c = frontend::read_config(&mut self.sock, NET_CONFIG_LEN)?;
         self.neg.config = Some(c.clone());
         Ok(c)
     }
