@@ -400,3 +400,9 @@ impl TestGuest {
         self.rx.device_errors + self.tx.q.bogus_used
     }
 }
+
+// A guest can be moved into a test's worker thread.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<TestGuest>();
+};

@@ -13,6 +13,8 @@
 //! let back = g.recv(Duration::from_secs(1));
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod error;
 pub mod features;
