@@ -22,7 +22,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
-use crate::port::PortShared;
+use crate::port::{PortShared, TxPoller};
 use crate::rx::RxRing;
 use crate::stats::PortStats;
 use crate::tx::{parse_chain, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
@@ -80,6 +80,12 @@ impl NetBackend {
         let Some(rx) = vrings.get(RX_QUEUE) else {
             return;
         };
+        if let Some(tx) = vrings.get(RX_QUEUE + 1) {
+            self.0.port.tx.store(Some(Arc::new(TxPoller {
+                backend: self.clone(),
+                vring: tx.clone(),
+            })));
+        }
         self.0.port.rx.publish(Some(Arc::new(RxRing {
             vring: rx.clone(),
             mem: self.0.mem.clone(),
@@ -114,6 +120,26 @@ impl NetBackend {
                 _ => break,
             }
         }
+    }
+
+    /// Busy-poll mode: drains the TX ring without re-arming guest notifications (with
+    /// EVENT_IDX the stale avail_event keeps the guest from kicking). Returns true if any
+    /// chain was processed.
+    pub(crate) fn poll_tx(&self, vring: &Vring) -> bool {
+        let inner = &self.0;
+        let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
+        let max_frame = inner.port.cfg.max_frame_len();
+        let Ok(mut scratch) = inner.scratch.try_lock() else {
+            return false;
+        };
+        if !neg.event_idx {
+            let _ = vring.disable_notification();
+        }
+        let mut any = false;
+        while self.tx_batch(vring, &neg, max_frame, &mut scratch) {
+            any = true;
+        }
+        any || !scratch.heads.is_empty()
     }
 
     /// Handles one batch; returns true if the ring may hold more.
@@ -249,7 +275,7 @@ impl VhostUserBackend for NetBackend {
         if q >= num_queues {
             return Ok(());
         }
-        if q % 2 == 1 {
+        if q % 2 == 1 && !self.0.port.cfg.polled {
             if let Some(vring) = vrings.get(q) {
                 self.process_tx(vring);
             }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use log::{debug, info, warn};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
@@ -53,6 +54,9 @@ pub struct PortConfig {
     pub queue_pairs: u16,
     /// Largest ring the frontend may configure.
     pub max_queue_size: u16,
+    /// Busy-poll mode: a polling thread drains the TX ring through [`PortHandle::poll_tx`];
+    /// guest kicks are suppressed and ignored.
+    pub polled: bool,
 }
 
 impl PortConfig {
@@ -66,6 +70,7 @@ impl PortConfig {
             mtu: 1500,
             queue_pairs: 1,
             max_queue_size: 32768,
+            polled: false,
         }
     }
 
@@ -86,6 +91,7 @@ pub trait TxSink: Send + Sync {
 pub(crate) struct PortShared {
     pub(crate) cfg: PortConfig,
     pub(crate) rx: RxQueue,
+    pub(crate) tx: ArcSwapOption<TxPoller>,
     pub(crate) stats: Arc<PortStats>,
     pub(crate) sink: Arc<dyn TxSink>,
     stop: AtomicBool,
@@ -122,6 +128,21 @@ impl PortHandle {
     pub fn is_connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
     }
+
+    /// Busy-poll mode: drains the guest's TX ring once (in batches) if a frontend is
+    /// connected. Returns true if any chain was processed.
+    pub fn poll_tx(&self) -> bool {
+        match self.0.tx.load().as_ref() {
+            Some(p) => p.backend.poll_tx(&p.vring),
+            None => false,
+        }
+    }
+}
+
+/// The TX ring of the current connection, for a polling thread.
+pub(crate) struct TxPoller {
+    pub(crate) backend: NetBackend,
+    pub(crate) vring: crate::memory::Vring,
 }
 
 /// A running port. Dropping it stops it.
@@ -146,6 +167,7 @@ impl NetPort {
         let shared = Arc::new(PortShared {
             cfg,
             rx: RxQueue::default(),
+            tx: ArcSwapOption::empty(),
             stats: Arc::new(PortStats::default()),
             sink,
             stop: AtomicBool::new(false),
@@ -267,6 +289,7 @@ fn serve_connection(shared: &PortShared, daemon: &mut Daemon) {
         *g = None;
     }
     shared.rx.publish(None);
+    shared.tx.store(None);
     shared.connected.store(false, Ordering::Release);
     for h in daemon.get_epoll_handlers() {
         h.send_exit_event();

@@ -11,6 +11,7 @@ pub mod counters;
 mod error;
 pub mod fdb;
 pub mod forward;
+pub mod poll;
 pub mod spec;
 pub mod stats;
 pub mod switch;

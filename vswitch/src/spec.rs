@@ -59,6 +59,9 @@ pub struct SwitchSettings {
     pub mac_limit: u32,
     /// FDB capacity in entries (rounded up to a power of two of 8-entry buckets).
     pub fdb_capacity: usize,
+    /// Busy-poll mode: one polling thread pinned to each listed CPU drains the ports' TX
+    /// rings (ports spread round-robin). Empty: event-driven (EVENT_IDX kicks), the default.
+    pub poll_cores: Vec<usize>,
 }
 
 impl Default for SwitchSettings {
@@ -67,6 +70,7 @@ impl Default for SwitchSettings {
             aging: DEFAULT_AGING,
             mac_limit: DEFAULT_MAC_LIMIT,
             fdb_capacity: 1 << 17,
+            poll_cores: Vec::new(),
         }
     }
 }

@@ -57,7 +57,8 @@ impl PortTable {
         self.slots.get(id.index()).and_then(|s| s.as_deref())
     }
 
-    fn iter(&self) -> impl Iterator<Item = (PortId, &Arc<PortEntry>)> {
+    /// Ports with their ids.
+    pub fn iter(&self) -> impl Iterator<Item = (PortId, &Arc<PortEntry>)> {
         self.slots
             .iter()
             .enumerate()
@@ -200,6 +201,7 @@ pub struct Switch {
     ports: Mutex<HashMap<PortId, NetPort>>,
     stop: Arc<AtomicBool>,
     aging_thread: Mutex<Option<JoinHandle<()>>>,
+    pollers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Switch {
@@ -218,11 +220,13 @@ impl Switch {
             })
             .map_err(|e| warn!("no FDB aging thread: {e}"))
             .ok();
+        let pollers = crate::poll::start_pollers(&core, &core.settings.poll_cores, &stop);
         Arc::new(Switch {
             core,
             ports: Mutex::new(HashMap::new()),
             stop,
             aging_thread: Mutex::new(aging),
+            pollers: Mutex::new(pollers),
         })
     }
 
@@ -267,6 +271,7 @@ impl Switch {
         let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
+        cfg.polled = !self.core.settings.poll_cores.is_empty();
         let sink = Arc::new(PortSink::new(self.core.clone(), id));
         let port = match NetPort::start(cfg, sink) {
             Ok(p) => p,
@@ -457,6 +462,13 @@ impl Switch {
             Err(p) => p.into_inner().take(),
         };
         if let Some(t) = t {
+            let _ = t.join();
+        }
+        let pollers = match self.pollers.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for t in pollers {
             let _ = t.join();
         }
     }

@@ -1,0 +1,147 @@
+//! A quick throughput probe for datapath work: two in-process guests through the switch,
+//! 64-byte frames, prints Mpps and the switch's CPU time per packet. The full benchmark with
+//! baselines is `vswitch-bench`.
+//!
+//! `cargo run --release -p vswitch --example probe -- [SECONDS] [FRAME_LEN] [poll]`
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vswitch::{PortSpec, Switch, SwitchSettings};
+use vswitch_channels::{ChannelId, MacAddr, Policy};
+use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
+
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data, initialised by CPU_ZERO/CPU_SET before use.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secs: f64 = args.first().map_or(Ok(3.0), |s| s.parse())?;
+    let len: usize = args.get(1).map_or(Ok(64), |s| s.parse())?;
+    let poll = args.iter().any(|a| a == "poll");
+    let dir = std::env::temp_dir().join(format!("vsw-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    pin(0);
+    let mut settings = SwitchSettings::default();
+    if poll {
+        settings.poll_cores = vec![0];
+    }
+    let sw = Switch::new(settings, Policy::default());
+    let ch = ChannelId::new(100)?;
+    let (ma, mb) = ([0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2]);
+    for (n, m) in [("a", ma), ("b", mb)] {
+        let mut s = PortSpec::new(n, dir.join(format!("{n}.sock")), ch);
+        s.mac = Some(MacAddr::new(m));
+        sw.add_port(s)?;
+    }
+    let cfg = |mac| GuestConfig {
+        mac,
+        queue_size: 4096,
+        mem_size: 64 << 20,
+        ..GuestConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let gen_cpu = Arc::new(AtomicU64::new(0));
+    let (dir_b, st, rc, gc) = (dir.clone(), stop.clone(), received.clone(), gen_cpu.clone());
+    let sink = std::thread::spawn(move || -> Result<(), String> {
+        pin(1);
+        let mut g =
+            TestGuest::connect(&dir_b.join("b.sock"), cfg(mb)).map_err(|e| e.to_string())?;
+        g.post_rx(4096).map_err(|e| e.to_string())?;
+        let t0 = thread_cpu();
+        while !st.load(Ordering::Relaxed) {
+            let (n, _) = g.rx_drain_count();
+            if n > 0 {
+                rc.fetch_add(n, Ordering::Relaxed);
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        gc.fetch_add((thread_cpu() - t0).as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (dir_a, st, gc) = (dir.clone(), stop.clone(), gen_cpu.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let sc = sent.clone();
+    let gen = std::thread::spawn(move || -> Result<(), String> {
+        pin(1);
+        let mut g =
+            TestGuest::connect(&dir_a.join("a.sock"), cfg(ma)).map_err(|e| e.to_string())?;
+        let f = EthFrame::new(mb, ma, 0x88b5, &vec![0u8; len - 14]).build();
+        let frames: Vec<&[u8]> = (0..256).map(|_| &f[..]).collect();
+        let t0 = thread_cpu();
+        while !st.load(Ordering::Relaxed) {
+            g.reclaim_tx();
+            let n = g.send_batch(&frames).map_err(|e| e.to_string())?;
+            sc.fetch_add(n as u64, Ordering::Relaxed);
+            if n == 0 {
+                std::thread::yield_now();
+            }
+        }
+        gc.fetch_add((thread_cpu() - t0).as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (r0, c0, t0) = (
+        received.load(Ordering::Relaxed),
+        process_cpu(),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (r1, c1, el) = (
+        received.load(Ordering::Relaxed),
+        process_cpu(),
+        t0.elapsed(),
+    );
+    let gen_sink_before = gen_cpu.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    gen.join().map_err(|_| "gen panicked")??;
+    sink.join().map_err(|_| "sink panicked")??;
+    let _ = gen_sink_before;
+    let pkts = r1 - r0;
+    let pps = pkts as f64 / el.as_secs_f64();
+    let total_cpu = (c1 - c0).as_nanos() as f64;
+    let st = sw.stats();
+    println!(
+        "{len}B {}: {:.3} Mpps, {:.1} ns/packet wall, process cpu {:.1} ns/packet (gen+sink+switch), sent {} drops {:?}",
+        if poll { "poll" } else { "event" },
+        pps / 1e6,
+        1e9 / pps,
+        total_cpu / pkts as f64,
+        sent.load(Ordering::Relaxed),
+        st.port("b").map(|p| p.switch.drops)
+    );
+    sw.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
