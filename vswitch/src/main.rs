@@ -1,1 +1,368 @@
-fn main() {}
+//! The `vswitch` binary.
+//!
+//! ```text
+//! vswitch run [--config FILE] [--port SPEC]... [--ctl PATH] [--log-level LEVEL] [--stats-interval SECS]
+//!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect][,mac-limit=N][,mtu=N]
+//! vswitch ctl --ctl PATH <command> [args]
+//! ```
+//!
+//! Exit codes: 0 success; 1 a failure at run time (a port or the control socket could not
+//! start, an error answer from the control API); 2 invalid input (nothing was started).
+
+mod config;
+mod ctl;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use log::{error, info, LevelFilter};
+use serde_json::{json, Value};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+// `crate::spec` and `crate::Switch` in the modules above resolve through these, so that the
+// modules read the same as they would inside the library.
+use vswitch::spec;
+use vswitch::Switch;
+
+use config::{Config, Sources};
+use ctl::CtlServer;
+
+/// Exit code for invalid input.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vswitch",
+    version,
+    about = "A vhost-user virtual switch with 802.1Qbg S-channels: VMs on different channels never see each other's frames."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the switch until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Talk to a running switch's control API.
+    Ctl(CtlArgs),
+}
+
+const RUN_HELP: &str = "\
+Ports come from --config FILE (first) and --port flags (then). SPEC keys:
+  socket=PATH       vhost-user socket (unique)
+  channel=SVID      the VM's S-channel, 1..=4094
+  mac=MAC           the VM's unicast MAC: other source MACs are dropped (source_spoof)
+  mode=listen       the switch creates the socket (QEMU default; Cloud Hypervisor vhost_mode=client)
+  mode=connect      the frontend created it (QEMU server=on; Cloud Hypervisor vhost_mode=server)
+  mac-limit=N       most MACs this port may have learned at once
+  mtu=N             MTU offered to the guest, 68..=9000 (default 1500)
+
+FILE (TOML; every table optional, unknown keys are errors):
+  [switch]
+  ctl = \"/run/vswitch/ctl.sock\"
+  stats_interval_s = 10
+  log_level = \"info\"
+  poll_cores = [2, 3]    # optional busy-poll CPUs (default: event-driven)
+  [fdb]
+  aging_s = 300
+  mac_limit = 4096
+  capacity = 131072
+  [policy]
+  allow = [[100, 200]]   # directed: frames of channel 100 may reach VMs on channel 200
+  [[port]]
+  name = \"vm1\"
+  socket = \"/run/vswitch/vm1.sock\"
+  channel = 100
+  mac = \"52:54:00:00:00:01\"
+  mode = \"listen\"
+  mac-limit = 64
+  mtu = 1500
+
+Exit codes: 0 stopped by SIGINT/SIGTERM; 1 a port or the control socket could not start;
+2 invalid configuration (nothing was started).
+";
+
+#[derive(Args, Debug)]
+#[command(after_long_help = RUN_HELP)]
+struct RunArgs {
+    /// TOML file with [[port]], [policy], [fdb] and [switch] tables.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A port: NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect][,mac-limit=N][,mtu=N].
+    /// Repeat for more ports; they are added after the file's ports.
+    #[arg(long = "port", value_name = "SPEC")]
+    ports: Vec<String>,
+    /// Serve the control API on this Unix socket (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    ctl: Option<PathBuf>,
+    /// off, error, warn, info, debug or trace (default: RUST_LOG, else info).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log the counters every SECS seconds (and always at shutdown).
+    #[arg(long, value_name = "SECS")]
+    stats_interval: Option<u64>,
+    /// Busy-poll: one thread pinned to each listed CPU (e.g. 2,3) drains the ports' rings
+    /// instead of waiting for guest kicks. Costs those CPUs entirely.
+    #[arg(long, value_name = "CPUS")]
+    poll_cores: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CtlArgs {
+    /// The control socket of the running switch (its --ctl).
+    #[arg(long, value_name = "PATH")]
+    ctl: PathBuf,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// List the ports.
+    Ports,
+    /// Counters per port and per channel.
+    Stats,
+    /// The learned addresses.
+    Fdb,
+    /// The channel table: which ports are on which channel.
+    Channels,
+    /// Counters in the Prometheus text format.
+    Metrics,
+    /// Show the delivery policy.
+    Policy,
+    /// Replace the policy's extra directed pairs: FROM:TO lets frames of channel FROM reach
+    /// VMs on channel TO. No pairs: isolation only.
+    SetPolicy {
+        /// Pairs such as 100:200.
+        #[arg(value_name = "FROM:TO")]
+        pairs: Vec<String>,
+    },
+    /// Add a port: NAME,socket=PATH,channel=SVID[,...] as for `run --port`.
+    AddPort {
+        /// The port spec.
+        spec: String,
+    },
+    /// Remove a port.
+    RemovePort {
+        /// Port name.
+        name: String,
+    },
+    /// Move a port's VM to channel SVID.
+    Associate {
+        /// Port name.
+        name: String,
+        /// The channel's S-VID (1..=4094).
+        svid: String,
+    },
+    /// Take a port's VM off its channel.
+    Disassociate {
+        /// Port name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Ctl(args) => ctl_client(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vswitch: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let sources = Sources {
+        file: args.config,
+        ports: args.ports,
+        ctl: args.ctl,
+        log_level: args.log_level,
+        stats_interval_s: args.stats_interval,
+        poll_cores: args.poll_cores,
+    };
+    let cfg = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vswitch: error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    init_logging(cfg.log_level);
+    // Before anything is created, so that a signal always finds a handler that cleans up.
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("cannot install the SIGINT/SIGTERM handlers")?;
+
+    let sw = Switch::new(cfg.settings.clone(), cfg.policy.clone());
+    let server = match start(&sw, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e:#}");
+            sw.shutdown();
+            return Err(e);
+        }
+    };
+    info!(
+        "vswitch running: {} port(s){}; SIGINT or SIGTERM to stop",
+        cfg.ports.len(),
+        server
+            .as_ref()
+            .map(|s| format!(", control API at {}", s.path().display()))
+            .unwrap_or_default()
+    );
+
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let stats_thread = match cfg.stats_interval {
+        Some(every) => {
+            let sw = sw.clone();
+            Some(
+                thread::Builder::new()
+                    .name("stats-log".into())
+                    .spawn(move || {
+                        while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(every)
+                        {
+                            log_stats(&sw, "counters");
+                        }
+                    })
+                    .context("cannot start the stats thread")?,
+            )
+        }
+        None => None,
+    };
+
+    let signal = signals.forever().next();
+    info!(
+        "{}: shutting down",
+        match signal {
+            Some(SIGINT) => "SIGINT",
+            Some(SIGTERM) => "SIGTERM",
+            _ => "signal",
+        }
+    );
+    drop(stop_tx);
+    if let Some(t) = stats_thread {
+        let _ = t.join();
+    }
+    if let Some(s) = server {
+        s.shutdown();
+    }
+    log_stats(&sw, "final counters");
+    sw.shutdown();
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds every port, then starts the control server. On error, what was started is left for
+/// the caller's `shutdown`.
+fn start(sw: &Arc<Switch>, cfg: &Config) -> anyhow::Result<Option<CtlServer>> {
+    for spec in &cfg.ports {
+        let name = spec.name.clone();
+        sw.add_port(spec.clone())
+            .with_context(|| format!("cannot start port {name:?}"))?;
+    }
+    match &cfg.ctl {
+        Some(path) => Ok(Some(
+            CtlServer::start(path, sw.clone()).context("cannot start the control API")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn init_logging(level: Option<LevelFilter>) {
+    let mut b = env_logger::Builder::new();
+    match level {
+        Some(l) => {
+            b.filter_level(l);
+        }
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.trim().is_empty() => {
+                b.parse_filters(&spec);
+            }
+            _ => {
+                b.filter_level(LevelFilter::Info);
+            }
+        },
+    }
+    b.format_timestamp_millis();
+    let _ = b.try_init();
+}
+
+fn log_stats(sw: &Switch, what: &str) {
+    let lines = sw.stats().log_lines();
+    info!("{what}: {} line(s)", lines.len());
+    for line in lines {
+        info!("{line}");
+    }
+}
+
+fn ctl_client(args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let req = match &args.command {
+        CtlCommand::Ports => json!({"cmd": "ports"}),
+        CtlCommand::Stats => json!({"cmd": "stats"}),
+        CtlCommand::Fdb => json!({"cmd": "fdb"}),
+        CtlCommand::Channels => json!({"cmd": "channels"}),
+        CtlCommand::Metrics => json!({"cmd": "metrics"}),
+        CtlCommand::Policy => json!({"cmd": "policy"}),
+        CtlCommand::SetPolicy { pairs } => {
+            let allow = match parse_pairs(pairs) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("vswitch: error: {e}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            json!({"cmd": "set-policy", "allow": allow})
+        }
+        CtlCommand::AddPort { spec } => json!({"cmd": "add-port", "spec": spec}),
+        CtlCommand::RemovePort { name } => json!({"cmd": "remove-port", "name": name}),
+        CtlCommand::Associate { name, svid } => {
+            json!({"cmd": "associate", "name": name, "channel": svid})
+        }
+        CtlCommand::Disassociate { name } => json!({"cmd": "disassociate", "name": name}),
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let resp = ctl::request(&args.ctl, &req, timeout)?;
+    match (resp.ok, resp.result, resp.error) {
+        (true, Some(Value::String(text)), _) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (true, result, _) => {
+            let text = serde_json::to_string_pretty(&result.unwrap_or(Value::Null))
+                .context("cannot format the answer")?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (false, _, error) => bail!("{}", error.unwrap_or_else(|| "request refused".into())),
+    }
+}
+
+/// `100:200` pairs as `[[100, 200]]` (checked by the server).
+fn parse_pairs(pairs: &[String]) -> Result<Vec<[String; 2]>, String> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once(':') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok([a.to_owned(), b.to_owned()]),
+            _ => Err(format!(
+                "policy pair {p:?} is not FROM:TO; write e.g. 100:200 (frames of channel 100 may \
+                 reach VMs on channel 200)"
+            )),
+        })
+        .collect()
+}

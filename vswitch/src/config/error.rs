@@ -1,0 +1,309 @@
+//! [`ConfigError`] and [`Origin`]: what was wrong with the configuration, where, and how to fix
+//! it. Every message is meant to be shown to an operator as it is.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+use vswitch_channels::{ChannelError, MacAddr, MacError};
+
+/// Where a piece of configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file as a whole, optionally at a line (1-based).
+    File {
+        /// The file given to `--config`.
+        path: PathBuf,
+        /// The line, where known.
+        line: Option<usize>,
+    },
+    /// One `[[port]]` table of the configuration file.
+    FilePort {
+        /// The file given to `--config`.
+        path: PathBuf,
+        /// The table's position among the `[[port]]` tables, 1-based.
+        index: usize,
+        /// The port's name, where it has one.
+        name: Option<String>,
+    },
+    /// One `--port SPEC` flag, with its text.
+    Flag(String),
+    /// Another command-line option, e.g. `--ctl`.
+    Option(&'static str),
+    /// A request on the control API, by command name.
+    Api(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File {
+                path,
+                line: Some(line),
+            } => write!(f, "{} line {line}", path.display()),
+            Origin::File { path, line: None } => write!(f, "{}", path.display()),
+            Origin::FilePort {
+                path,
+                index,
+                name: Some(name),
+            } => write!(f, "{}, [[port]] #{index} ({name:?})", path.display()),
+            Origin::FilePort {
+                path,
+                index,
+                name: None,
+            } => write!(f, "{}, [[port]] #{index}", path.display()),
+            Origin::Flag(text) => write!(f, "--port {text:?}"),
+            Origin::Option(flag) => f.write_str(flag),
+            Origin::Api(cmd) => write!(f, "{cmd} request"),
+        }
+    }
+}
+
+/// A configuration that was refused. Nothing was started.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file given to `--config` cannot be read.
+    #[error("cannot read config file {}: {source}; check the path given to --config", path.display())]
+    ReadFile {
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid TOML, or a value has the wrong type.
+    #[error("{at}: {detail}; fix the file (`vswitch run --help` shows the format)")]
+    Toml {
+        /// Where.
+        at: Origin,
+        /// The parser's message.
+        detail: String,
+    },
+    /// A key that means nothing here (a typo, or a key of another table).
+    #[error("{at}: unknown key `{key}`; {expected}")]
+    UnknownKey {
+        /// Where.
+        at: Origin,
+        /// The key given.
+        key: String,
+        /// Which keys are valid.
+        expected: String,
+    },
+    /// The same key twice in one `--port` flag.
+    #[error("{at}: key `{key}` is given twice; give each key once")]
+    DuplicateKey {
+        /// Where.
+        at: Origin,
+        /// The repeated key.
+        key: String,
+    },
+    /// A `--port` flag whose text does not have the `NAME,key=value,...` shape.
+    #[error(
+        "{at}: {detail}; write NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect]\
+         [,mac-limit=N][,mtu=N], e.g. vm1,socket=/run/vm1.sock,channel=100"
+    )]
+    MalformedSpec {
+        /// Where.
+        at: Origin,
+        /// What is wrong with the text.
+        detail: String,
+    },
+    /// A port without one of the keys every port needs.
+    #[error(
+        "{at}: missing `{key}`; every port needs a name, a socket and a channel, \
+         e.g. vm1,socket=/run/vm1.sock,channel=100"
+    )]
+    MissingKey {
+        /// Where.
+        at: Origin,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// A port name that is empty, too long or has characters other switches or labels choke on.
+    #[error("{at}: port name {name:?} is not valid; use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName {
+        /// Where.
+        at: Origin,
+        /// The name given.
+        name: String,
+    },
+    /// An invalid S-VID.
+    #[error("{at}: {source}")]
+    Channel {
+        /// Where.
+        at: Origin,
+        /// Why it is not a channel.
+        #[source]
+        source: ChannelError,
+    },
+    /// A channel mode that is not `veb` or `vepa`.
+    #[error("{at}: {source}")]
+    ChannelMode {
+        /// Where.
+        at: Origin,
+        /// Why it is not a mode.
+        #[source]
+        source: ChannelError,
+    },
+    /// VEPA was asked for: it needs an uplink, which does not exist yet.
+    #[error(
+        "{at}: channel mode vepa is not supported yet: a VEPA channel sends every frame to the \
+         adjacent bridge over an uplink, and uplinks are not supported yet; use \
+         channel-mode=veb (the default: leave the key out)"
+    )]
+    Vepa {
+        /// Where.
+        at: Origin,
+    },
+    /// A socket role other than listen or connect.
+    #[error(
+        "{at}: mode {value:?} is unknown; use mode=listen (the switch creates the socket: \
+         QEMU's default) or mode=connect (the frontend created it: QEMU server=on)"
+    )]
+    Mode {
+        /// Where.
+        at: Origin,
+        /// The mode given.
+        value: String,
+    },
+    /// A text that is not a MAC address.
+    #[error("{at}: {source}")]
+    Mac {
+        /// Where.
+        at: Origin,
+        /// Why it is not a MAC.
+        #[source]
+        source: MacError,
+    },
+    /// A group address given as a VM's MAC.
+    #[error(
+        "{at}: MAC {mac} is a multicast (group) address and cannot be a VM's own address; \
+         give a unicast MAC (first octet even, e.g. 52:54:00:12:34:56) or leave `mac` out"
+    )]
+    MulticastMac {
+        /// Where.
+        at: Origin,
+        /// The MAC given.
+        mac: MacAddr,
+    },
+    /// A numeric setting out of its range, or not a whole number.
+    #[error("{at}: {key} {value} is not valid; {expected}")]
+    BadNumber {
+        /// Where.
+        at: Origin,
+        /// The key.
+        key: &'static str,
+        /// The value given, as written.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// Two ports with one name.
+    #[error(
+        "port name {name:?} is used twice ({first} and {second}); give every port its own name"
+    )]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// Where it was first given.
+        first: Box<Origin>,
+        /// Where it was given again.
+        second: Box<Origin>,
+    },
+    /// Two ports (or a port and the control socket) on one socket path.
+    #[error(
+        "socket {} is used twice ({first} and {second}); give every port its own socket path",
+        path.display()
+    )]
+    DuplicateSocket {
+        /// The path.
+        path: PathBuf,
+        /// Where it was first given.
+        first: Box<Origin>,
+        /// Where it was given again.
+        second: Box<Origin>,
+    },
+    /// The socket's directory does not exist.
+    #[error(
+        "{at}: cannot use socket {}: its directory {} does not exist; create it \
+         (mkdir -p {}) or choose another path",
+        path.display(), dir.display(), dir.display()
+    )]
+    SocketDirMissing {
+        /// Where.
+        at: Origin,
+        /// The socket path.
+        path: PathBuf,
+        /// The missing directory.
+        dir: PathBuf,
+    },
+    /// The switch may not create files in the socket's directory.
+    #[error(
+        "{at}: cannot create socket {}: directory {} is not writable by this user; choose a \
+         writable directory or fix its permissions",
+        path.display(), dir.display()
+    )]
+    SocketDirNotWritable {
+        /// Where.
+        at: Origin,
+        /// The socket path.
+        path: PathBuf,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A socket path that cannot be a socket, for the reason given.
+    #[error("{at}: cannot use socket {}: {reason}", path.display())]
+    SocketPath {
+        /// Where.
+        at: Origin,
+        /// The socket path.
+        path: PathBuf,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// A `[policy] allow` entry that is not a pair of S-VIDs.
+    #[error("{at}: [policy] allow entry #{index} {detail}; write pairs of S-VIDs, e.g. allow = [[100, 200]]")]
+    PolicyEntry {
+        /// Where.
+        at: Origin,
+        /// The entry's position, 1-based.
+        index: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An unknown log level.
+    #[error("{at}: log level {value:?} is unknown; use off, error, warn, info, debug or trace")]
+    LogLevel {
+        /// Where.
+        at: Origin,
+        /// The level given.
+        value: String,
+    },
+    /// A busy-poll CPU list that cannot be used.
+    #[error(
+        "{at}: poll cores: {detail}; list distinct CPUs this process may run on (see taskset -p \
+         or nproc), or leave busy-poll off"
+    )]
+    PollCores {
+        /// Where.
+        at: Origin,
+        /// Which CPU and why.
+        detail: String,
+    },
+    /// `[[uplink]]` tables: not supported yet.
+    #[error(
+        "{at}: [[uplink]] is not supported yet: this version switches between local VMs only; \
+         remove the [[uplink]] tables"
+    )]
+    Uplink {
+        /// Where.
+        at: Origin,
+    },
+    /// No port at all.
+    #[error(
+        "no ports configured: at least one port is needed; add --port NAME,socket=PATH,channel=SVID \
+         or a [[port]] table in the file given to --config"
+    )]
+    NoPorts,
+}

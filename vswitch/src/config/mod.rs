@@ -1,0 +1,339 @@
+//! Configuration: a TOML file and `--port` flags, parsed and validated into a [`Config`]
+//! before anything starts.
+//!
+//! ```toml
+//! [switch]                 # all optional; flags override
+//! ctl = "/run/vswitch/ctl.sock"
+//! stats_interval_s = 10
+//! log_level = "info"
+//!
+//! [fdb]                    # all optional
+//! aging_s = 300
+//! mac_limit = 4096         # default per-port limit
+//! capacity = 131072
+//!
+//! [policy]                 # directed: frames of 100 may reach VMs on 200
+//! allow = [[100, 200]]
+//!
+//! [[port]]
+//! name = "vm1"
+//! socket = "/run/vswitch/vm1.sock"
+//! channel = 100
+//! mac = "52:54:00:00:00:01"  # optional: locks the source MAC
+//! mode = "listen"            # or "connect"
+//! mac-limit = 64             # optional (mac_limit also accepted)
+//! mtu = 1500                 # optional, 68..=9000
+//! ```
+//!
+//! The same port as a flag: `--port vm1,socket=/run/vswitch/vm1.sock,channel=100,mac=...`.
+//! File ports come first, then flag ports.
+
+mod cpus;
+mod error;
+mod port;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use vswitch_channels::{ChannelId, Policy};
+use vswitch_vhost::SocketRole;
+
+pub use error::{ConfigError, Origin};
+pub use port::socket_key;
+pub use raw::{RawNumber, RawPort};
+
+use crate::spec::{PortSpec, SwitchSettings};
+use raw::{RawFdb, RawFile, RawSwitch};
+
+/// What the command line gave: the file to read, the flags, and the overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config FILE`.
+    pub file: Option<PathBuf>,
+    /// `--port SPEC`, in order.
+    pub ports: Vec<String>,
+    /// `--ctl PATH` (overrides `[switch] ctl`).
+    pub ctl: Option<PathBuf>,
+    /// `--log-level LEVEL` (overrides `[switch] log_level`).
+    pub log_level: Option<String>,
+    /// `--stats-interval SECS` (overrides `[switch] stats_interval_s`).
+    pub stats_interval_s: Option<u64>,
+    /// `--poll-cores LIST` (overrides `[switch] poll_cores`).
+    pub poll_cores: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Ports, file ports first, then flag ports. At least one.
+    pub ports: Vec<PortSpec>,
+    /// Delivery policy.
+    pub policy: Policy,
+    /// Switch-wide settings.
+    pub settings: SwitchSettings,
+    /// Control socket path.
+    pub ctl: Option<PathBuf>,
+    /// How often counters are logged.
+    pub stats_interval: Option<Duration>,
+    /// Log level, where the flag or the file set one (`None`: `RUST_LOG`, else info).
+    pub log_level: Option<LevelFilter>,
+}
+
+impl Config {
+    /// Reads the file (if any) and validates everything.
+    pub fn load(src: &Sources) -> Result<Config, ConfigError> {
+        let file = match &src.file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((path.as_path(), text))
+            }
+            None => None,
+        };
+        Config::from_text(file.as_ref().map(|(p, t)| (*p, t.as_str())), src)
+    }
+
+    /// Validates a file's text (with the path it came from, for messages) and the flags.
+    pub fn from_text(file: Option<(&Path, &str)>, src: &Sources) -> Result<Config, ConfigError> {
+        let (path, raw) = match file {
+            Some((path, text)) => (Some(path), RawFile::parse(path, text)?),
+            None => (None, RawFile::default()),
+        };
+        let file_at = |line| Origin::File {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            line,
+        };
+        if raw.uplink.is_some() {
+            return Err(ConfigError::Uplink { at: file_at(None) });
+        }
+        let mut ports: Vec<(PortSpec, Origin)> = Vec::new();
+        for (i, rp) in raw.port.into_iter().enumerate() {
+            let at = Origin::FilePort {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                index: i + 1,
+                name: rp.name.clone(),
+            };
+            ports.push((port::port_spec(rp, &at)?, at));
+        }
+        for text in &src.ports {
+            let at = Origin::Flag(text.clone());
+            let rp = RawPort::parse_spec(text, &at)?;
+            ports.push((port::port_spec(rp, &at)?, at));
+        }
+        if ports.is_empty() {
+            return Err(ConfigError::NoPorts);
+        }
+        check_unique(&ports)?;
+        for (spec, at) in &ports {
+            port::check_socket(&spec.socket, spec.role, at)?;
+        }
+
+        let policy = policy(
+            raw.policy.map(|p| p.allow).unwrap_or_default(),
+            &file_at(None),
+        )?;
+        let mut settings = settings(raw.fdb.unwrap_or_default(), &file_at(None))?;
+        let mut sw = raw.switch.unwrap_or_default();
+        settings.poll_cores = match (&src.poll_cores, sw.poll_cores.take()) {
+            (Some(text), _) => {
+                cpus::poll_cores(&cpus::parse_list(text), &Origin::Option("--poll-cores"))?
+            }
+            (None, Some(list)) => cpus::poll_cores(&list, &file_at(None))?,
+            (None, None) => Vec::new(),
+        };
+        let (ctl, stats_interval, log_level) = switch_options(sw, src, &file_at(None))?;
+        if let Some(ctl) = &ctl {
+            let at = match &src.ctl {
+                Some(_) => Origin::Option("--ctl"),
+                None => file_at(None),
+            };
+            port::check_socket(ctl, SocketRole::Listen, &at)?;
+            let key = port::socket_key(ctl);
+            if let Some((_, first)) = ports
+                .iter()
+                .find(|(s, _)| port::socket_key(&s.socket) == key)
+            {
+                return Err(ConfigError::DuplicateSocket {
+                    path: ctl.clone(),
+                    first: Box::new(first.clone()),
+                    second: Box::new(at),
+                });
+            }
+        }
+        Ok(Config {
+            ports: ports.into_iter().map(|(s, _)| s).collect(),
+            policy,
+            settings,
+            ctl,
+            stats_interval,
+            log_level,
+        })
+    }
+}
+
+/// Validates one port given on the control API, as `NAME,key=value,...` text.
+pub fn port_from_spec(text: &str) -> Result<PortSpec, ConfigError> {
+    let at = Origin::Api("add-port");
+    let spec = port::port_spec(RawPort::parse_spec(text, &at)?, &at)?;
+    port::check_socket(&spec.socket, spec.role, &at)?;
+    Ok(spec)
+}
+
+/// Validates one port given on the control API as an object (the keys of a `[[port]]` table).
+pub fn port_from_json(value: serde_json::Value) -> Result<PortSpec, ConfigError> {
+    let at = Origin::Api("add-port");
+    let raw: RawPort = serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        match raw::unknown_field(&msg) {
+            Some((key, expected)) => ConfigError::UnknownKey {
+                at: at.clone(),
+                key,
+                expected,
+            },
+            None => ConfigError::MalformedSpec {
+                at: at.clone(),
+                detail: msg,
+            },
+        }
+    })?;
+    let spec = port::port_spec(raw, &at)?;
+    port::check_socket(&spec.socket, spec.role, &at)?;
+    Ok(spec)
+}
+
+/// Validates `[from, to]` pairs of S-VIDs into a policy.
+pub fn policy_from_pairs(pairs: Vec<Vec<RawNumber>>, at: &Origin) -> Result<Policy, ConfigError> {
+    policy(pairs, at)
+}
+
+/// Parses one S-VID given as a number or text.
+pub fn parse_channel(raw: &serde_json::Value, at: &Origin) -> Result<ChannelId, ConfigError> {
+    let n: RawNumber =
+        serde_json::from_value(raw.clone()).map_err(|e| ConfigError::MalformedSpec {
+            at: at.clone(),
+            detail: format!("channel: {e}"),
+        })?;
+    port::channel_id(&n, at)
+}
+
+fn check_unique(ports: &[(PortSpec, Origin)]) -> Result<(), ConfigError> {
+    let mut names: HashMap<&str, &Origin> = HashMap::new();
+    let mut sockets: HashMap<PathBuf, &Origin> = HashMap::new();
+    for (spec, at) in ports {
+        if let Some(first) = names.insert(&spec.name, at) {
+            return Err(ConfigError::DuplicateName {
+                name: spec.name.clone(),
+                first: Box::new(first.clone()),
+                second: Box::new(at.clone()),
+            });
+        }
+        if let Some(first) = sockets.insert(port::socket_key(&spec.socket), at) {
+            return Err(ConfigError::DuplicateSocket {
+                path: spec.socket.clone(),
+                first: Box::new(first.clone()),
+                second: Box::new(at.clone()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn policy(pairs: Vec<Vec<RawNumber>>, at: &Origin) -> Result<Policy, ConfigError> {
+    let mut allowed = Vec::with_capacity(pairs.len());
+    for (i, pair) in pairs.iter().enumerate() {
+        let entry = |detail: String| ConfigError::PolicyEntry {
+            at: at.clone(),
+            index: i + 1,
+            detail,
+        };
+        let [from, to] = pair.as_slice() else {
+            return Err(entry(format!(
+                "has {} element(s), not 2 (a directed pair [from, to])",
+                pair.len()
+            )));
+        };
+        let id = |n: &RawNumber| {
+            n.as_text()
+                .parse::<ChannelId>()
+                .map_err(|e| entry(format!("is not a pair of channels: {e}")))
+        };
+        allowed.push((id(from)?, id(to)?));
+    }
+    Ok(Policy::with_allowed(allowed))
+}
+
+fn settings(fdb: RawFdb, at: &Origin) -> Result<SwitchSettings, ConfigError> {
+    let mut s = SwitchSettings::default();
+    if let Some(v) = fdb.aging_s {
+        let secs = v
+            .in_range(1..=1_000_000)
+            .ok_or_else(|| ConfigError::BadNumber {
+                at: at.clone(),
+                key: "[fdb] aging_s",
+                value: v.to_string(),
+                expected: "use a whole number of seconds in 1..=1000000 (default 300)",
+            })?;
+        s.aging = Duration::from_secs(secs);
+    }
+    if let Some(v) = fdb.mac_limit {
+        s.mac_limit = port::mac_limit(&v, "[fdb] mac_limit", at)?;
+    }
+    if let Some(v) = fdb.capacity {
+        let cap = v
+            .in_range(1..=1 << 24)
+            .and_then(|c| usize::try_from(c).ok())
+            .ok_or_else(|| ConfigError::BadNumber {
+                at: at.clone(),
+                key: "[fdb] capacity",
+                value: v.to_string(),
+                expected: "use a whole number of entries in 1..=16777216 (default 131072)",
+            })?;
+        s.fdb_capacity = cap;
+    }
+    Ok(s)
+}
+
+type SwitchOptions = (Option<PathBuf>, Option<Duration>, Option<LevelFilter>);
+
+fn switch_options(sw: RawSwitch, src: &Sources, at: &Origin) -> Result<SwitchOptions, ConfigError> {
+    let ctl = src.ctl.clone().or(sw.ctl.map(PathBuf::from));
+    let bad_interval = |at: Origin, value: String| ConfigError::BadNumber {
+        at,
+        key: "stats interval",
+        value,
+        expected: "use a whole number of seconds, at least 1, or leave it out",
+    };
+    let stats_interval = match (src.stats_interval_s, sw.stats_interval_s) {
+        (Some(0), _) => return Err(bad_interval(Origin::Option("--stats-interval"), "0".into())),
+        (Some(s), _) => Some(Duration::from_secs(s)),
+        (None, Some(v)) => {
+            let secs = v
+                .in_range(1..=u64::from(u32::MAX))
+                .ok_or_else(|| bad_interval(at.clone(), v.to_string()))?;
+            Some(Duration::from_secs(secs))
+        }
+        (None, None) => None,
+    };
+    let log_level = match (&src.log_level, sw.log_level) {
+        (Some(l), _) => Some(level(l, Origin::Option("--log-level"))?),
+        (None, Some(l)) => Some(level(&l, at.clone())?),
+        (None, None) => None,
+    };
+    Ok((ctl, stats_interval, log_level))
+}
+
+fn level(text: &str, at: Origin) -> Result<LevelFilter, ConfigError> {
+    text.parse::<LevelFilter>()
+        .map_err(|_| ConfigError::LogLevel {
+            at,
+            value: text.to_owned(),
+        })
+}

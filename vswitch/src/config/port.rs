@@ -1,0 +1,252 @@
+//! One port: [`RawPort`] → [`PortSpec`], and the checks on a socket path that can be made
+//! before anything is created.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Component, Path, PathBuf};
+
+use vswitch_channels::{ChannelId, ChannelMode, MacAddr};
+use vswitch_vhost::SocketRole;
+
+use super::error::{ConfigError, Origin};
+use super::raw::{RawNumber, RawPort};
+use crate::spec::PortSpec;
+
+/// Smallest MTU accepted (the IPv4 minimum).
+pub const MIN_MTU: u16 = 68;
+/// Largest MTU accepted (jumbo frames).
+pub const MAX_MTU: u16 = 9000;
+/// Largest per-port (or default) MAC limit accepted.
+pub const MAX_MAC_LIMIT: u64 = 1 << 20;
+/// The longest socket path a `sockaddr_un` holds (108 bytes with the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Validates one port's fields (not its socket path: see [`check_socket`]).
+pub fn port_spec(raw: RawPort, at: &Origin) -> Result<PortSpec, ConfigError> {
+    let missing = |key| ConfigError::MissingKey {
+        at: at.clone(),
+        key,
+    };
+    let name = raw.name.ok_or_else(|| missing("name"))?;
+    check_name(&name, at)?;
+    let socket = raw.socket.ok_or_else(|| missing("socket"))?;
+    let channel = raw.channel.ok_or_else(|| missing("channel"))?;
+    let channel = channel_id(&channel, at)?;
+    let mut spec = PortSpec::new(name, PathBuf::from(socket), channel);
+    if let Some(mode) = raw.channel_mode {
+        spec.channel_mode = channel_mode(&mode, at)?;
+    }
+    if let Some(mode) = raw.mode {
+        spec.role = role(&mode, at)?;
+    }
+    if let Some(mac) = raw.mac {
+        spec.mac = Some(unicast_mac(&mac, at)?);
+    }
+    if let Some(limit) = raw.mac_limit {
+        spec.mac_limit = Some(mac_limit(&limit, "mac-limit", at)?);
+    }
+    if let Some(mtu) = raw.mtu {
+        spec.mtu = mtu_value(&mtu, at)?;
+    }
+    Ok(spec)
+}
+
+/// A port name: 1 to 64 of `[A-Za-z0-9_.-]`.
+pub fn check_name(name: &str, at: &Origin) -> Result<(), ConfigError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadName {
+            at: at.clone(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// An S-VID.
+pub fn channel_id(raw: &RawNumber, at: &Origin) -> Result<ChannelId, ConfigError> {
+    raw.as_text()
+        .parse::<ChannelId>()
+        .map_err(|source| ConfigError::Channel {
+            at: at.clone(),
+            source,
+        })
+}
+
+fn channel_mode(text: &str, at: &Origin) -> Result<ChannelMode, ConfigError> {
+    match text.parse::<ChannelMode>() {
+        Ok(ChannelMode::Veb) => Ok(ChannelMode::Veb),
+        Ok(ChannelMode::Vepa) => Err(ConfigError::Vepa { at: at.clone() }),
+        Err(source) => Err(ConfigError::ChannelMode {
+            at: at.clone(),
+            source,
+        }),
+    }
+}
+
+fn role(text: &str, at: &Origin) -> Result<SocketRole, ConfigError> {
+    if text.eq_ignore_ascii_case("listen") {
+        Ok(SocketRole::Listen)
+    } else if text.eq_ignore_ascii_case("connect") {
+        Ok(SocketRole::Connect)
+    } else if text.eq_ignore_ascii_case("vepa") {
+        // `mode` is the socket role, but someone asking for VEPA deserves the VEPA answer.
+        Err(ConfigError::Vepa { at: at.clone() })
+    } else {
+        Err(ConfigError::Mode {
+            at: at.clone(),
+            value: text.to_owned(),
+        })
+    }
+}
+
+fn unicast_mac(text: &str, at: &Origin) -> Result<MacAddr, ConfigError> {
+    let mac = text.parse::<MacAddr>().map_err(|source| ConfigError::Mac {
+        at: at.clone(),
+        source,
+    })?;
+    if mac.is_multicast() {
+        return Err(ConfigError::MulticastMac {
+            at: at.clone(),
+            mac,
+        });
+    }
+    Ok(mac)
+}
+
+/// A MAC limit in `1..=MAX_MAC_LIMIT`.
+pub fn mac_limit(raw: &RawNumber, key: &'static str, at: &Origin) -> Result<u32, ConfigError> {
+    raw.in_range(1..=MAX_MAC_LIMIT)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| ConfigError::BadNumber {
+            at: at.clone(),
+            key,
+            value: raw.to_string(),
+            expected: "use a whole number of MACs in 1..=1048576 (0 would drop every frame)",
+        })
+}
+
+fn mtu_value(raw: &RawNumber, at: &Origin) -> Result<u16, ConfigError> {
+    raw.in_range(u64::from(MIN_MTU)..=u64::from(MAX_MTU))
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| ConfigError::BadNumber {
+            at: at.clone(),
+            key: "mtu",
+            value: raw.to_string(),
+            expected: "use a whole number of bytes in 68..=9000, e.g. 1500",
+        })
+}
+
+/// Checks that a socket can be created (`Listen`) or connected to later (`Connect`) at `path`,
+/// without creating anything.
+pub fn check_socket(path: &Path, role: SocketRole, at: &Origin) -> Result<(), ConfigError> {
+    let refuse = |reason: String| ConfigError::SocketPath {
+        at: at.clone(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(refuse(
+            "the path is empty; give a file path such as /run/vswitch/vm1.sock".into(),
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(refuse("the path contains a NUL byte".into()));
+    }
+    if bytes.len() > MAX_SOCKET_PATH {
+        return Err(refuse(format!(
+            "the path is {} bytes long and a Unix socket path holds at most {MAX_SOCKET_PATH}; \
+             use a shorter path",
+            bytes.len()
+        )));
+    }
+    let names_a_file = bytes.last() != Some(&b'/')
+        && matches!(path.components().next_back(), Some(Component::Normal(_)));
+    if !names_a_file {
+        return Err(refuse(
+            "the path names a directory, not a socket file; add a file name, e.g. vm1.sock".into(),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(refuse(format!(
+                "{} is not a directory; choose a path in an existing directory",
+                dir.display()
+            )))
+        }
+        Err(_) => {
+            return Err(ConfigError::SocketDirMissing {
+                at: at.clone(),
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+            })
+        }
+    }
+    if role == SocketRole::Listen && !writable(dir) {
+        return Err(ConfigError::SocketDirNotWritable {
+            at: at.clone(),
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(()),
+        Ok(m) if m.is_dir() => Err(refuse(
+            "a directory exists at that path; add a file name, e.g. vm1.sock".into(),
+        )),
+        Ok(_) => Err(refuse(
+            "a file that is not a socket exists at that path and the switch will not delete \
+             it; remove it or choose another path"
+                .into(),
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// True if this process may create entries in `dir`.
+fn writable(dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// A key under which two paths naming the same socket compare equal: absolute, `.` and `..`
+/// resolved, and the directory's symlinks resolved where it exists.
+pub fn socket_key(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    if let (Some(dir), Some(file)) = (abs.parent(), abs.file_name()) {
+        if let Ok(dir) = dir.canonicalize() {
+            return dir.join(file);
+        }
+    }
+    let mut norm = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                norm.pop();
+            }
+            other => norm.push(other),
+        }
+    }
+    norm
+}

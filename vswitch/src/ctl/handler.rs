@@ -1,0 +1,112 @@
+//! Carries out one control request against the switch.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use vswitch_channels::Policy;
+
+use super::proto::{Request, Response};
+use crate::config::{self, Origin};
+use crate::spec::PortSpec;
+use crate::Switch;
+
+/// Carries out `req`; every failure becomes an error response.
+pub fn handle(sw: &Switch, ctl_path: &Path, req: Request) -> Response {
+    match run(sw, ctl_path, req) {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(e),
+    }
+}
+
+fn run(sw: &Switch, ctl_path: &Path, req: Request) -> Result<Value, String> {
+    let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
+    match req {
+        Request::Ports {} => to_value(serde_json::to_value(sw.ports())),
+        Request::Fdb {} => to_value(serde_json::to_value(sw.fdb())),
+        Request::Stats {} => to_value(serde_json::to_value(sw.stats())),
+        Request::Metrics {} => Ok(Value::String(sw.prometheus())),
+        Request::Channels {} => Ok(channels(sw)),
+        Request::Policy {} => Ok(policy_json(&sw.policy())),
+        Request::SetPolicy { allow } => {
+            let policy = config::policy_from_pairs(allow, &Origin::Api("set-policy"))
+                .map_err(|e| e.to_string())?;
+            sw.set_policy(policy);
+            log::info!("policy set to {}", policy_json(&sw.policy()));
+            Ok(policy_json(&sw.policy()))
+        }
+        Request::AddPort { spec } => {
+            let spec = match spec {
+                Value::String(text) => config::port_from_spec(&text),
+                other => config::port_from_json(other),
+            }
+            .map_err(|e| e.to_string())?;
+            check_socket_free(sw, ctl_path, &spec)?;
+            let name = spec.name.clone();
+            let id = sw.add_port(spec).map_err(|e| e.to_string())?;
+            Ok(json!({ "name": name, "id": id.get() }))
+        }
+        Request::RemovePort { name } => {
+            sw.remove_port(&name).map_err(|e| e.to_string())?;
+            Ok(json!({ "removed": name }))
+        }
+        Request::Associate { name, channel } => {
+            let channel = config::parse_channel(&channel, &Origin::Api("associate"))
+                .map_err(|e| e.to_string())?;
+            sw.associate(&name, channel).map_err(|e| e.to_string())?;
+            Ok(json!({ "name": name, "channel": channel.get() }))
+        }
+        Request::Disassociate { name } => {
+            sw.disassociate(&name).map_err(|e| e.to_string())?;
+            Ok(json!({ "name": name, "channel": null }))
+        }
+    }
+}
+
+/// Refuses a new port whose socket is the control socket or, spelled differently, another
+/// port's socket (the switch itself compares paths as given).
+fn check_socket_free(sw: &Switch, ctl_path: &Path, spec: &PortSpec) -> Result<(), String> {
+    let key = config::socket_key(&spec.socket);
+    if key == config::socket_key(ctl_path) {
+        return Err(format!(
+            "add-port request: socket {} is the control socket; choose another path",
+            spec.socket.display()
+        ));
+    }
+    if let Some(p) = sw
+        .ports()
+        .into_iter()
+        .find(|p| config::socket_key(Path::new(&p.socket)) == key)
+    {
+        return Err(format!(
+            "add-port request: socket {} is already used by port {:?}; give every port its own \
+             socket path",
+            spec.socket.display(),
+            p.name
+        ));
+    }
+    Ok(())
+}
+
+/// The channel table: `{"channels": [{"channel": 100, "ports": [...]}], "unassociated": [...]}`.
+fn channels(sw: &Switch) -> Value {
+    let mut by_channel: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut unassociated = Vec::new();
+    for p in sw.ports() {
+        match p.channel {
+            Some(c) => by_channel.entry(c).or_default().push(p.name),
+            None => unassociated.push(p.name),
+        }
+    }
+    let channels: Vec<Value> = by_channel
+        .into_iter()
+        .map(|(channel, ports)| json!({ "channel": channel, "ports": ports }))
+        .collect();
+    json!({ "channels": channels, "unassociated": unassociated })
+}
+
+/// `{"allow": [[from, to], ...]}`: the directed pairs beyond equal channels.
+pub fn policy_json(p: &Policy) -> Value {
+    let allow: Vec<[u16; 2]> = p.allowed_pairs().map(|(a, b)| [a.get(), b.get()]).collect();
+    json!({ "allow": allow })
+}

@@ -1,0 +1,288 @@
+//! `vswitch run` with bad input: a non-zero exit, a message naming the problem, and nothing
+//! started (no socket file). And with good input: it starts, serves its sockets, and SIGTERM /
+//! SIGINT stop it cleanly, removing them.
+
+mod bin_util;
+
+use std::path::Path;
+
+use bin_util::{files_in, run_to_end, Running};
+use tempfile::TempDir;
+
+/// Runs `vswitch run ARGS` expecting exit code 2, a message with every one of `needles`, and no
+/// new file in `dir`. Returns stderr.
+fn refused(dir: &Path, args: &[String], needles: &[&str]) -> String {
+    let before = files_in(dir);
+    let mut full = vec!["run".to_owned()];
+    full.extend(args.iter().cloned());
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    let out = run_to_end(&refs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "args {args:?}; stderr:\n{stderr}"
+    );
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}:\n{stderr}");
+    }
+    assert_eq!(files_in(dir), before, "a file was created for {args:?}");
+    stderr
+}
+
+/// A valid first port, so that "nothing started" means something.
+fn good_port(dir: &TempDir) -> String {
+    format!(
+        "--port=vm0,socket={}/ok.sock,channel=100",
+        dir.path().display()
+    )
+}
+
+fn port(spec: String) -> String {
+    format!("--port={spec}")
+}
+
+#[test]
+fn unknown_key_in_toml() {
+    let d = TempDir::new().expect("tempdir");
+    let file = d.path().join("vswitch.toml");
+    let text = format!(
+        "[[port]]\nname = \"vm1\"\nsocket = \"{}/a.sock\"\nchannel = 100\nvlan = 7\n",
+        d.path().display()
+    );
+    std::fs::write(&file, text).expect("write");
+    let args = vec![format!("--config={}", file.display()), good_port(&d)];
+    refused(
+        d.path(),
+        &args,
+        &["unknown key `vlan`", "vswitch.toml line 5", "mac-limit"],
+    );
+}
+
+#[test]
+fn unknown_key_in_flag() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    let args = vec![
+        good_port(&d),
+        port(format!("vm1,socket={dir}/a.sock,channel=1,vlan=2")),
+    ];
+    refused(d.path(), &args, &["unknown key `vlan`", "--port"]);
+}
+
+#[test]
+fn svid_zero_reserved_and_out_of_range() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    for (svid, needle) in [
+        ("0", "channel id 0 is not valid"),
+        ("4095", "4095 is reserved"),
+        ("4096", "out of range"),
+        ("blue", "not a decimal number"),
+    ] {
+        let args = vec![
+            good_port(&d),
+            port(format!("vm1,socket={dir}/a.sock,channel={svid}")),
+        ];
+        refused(d.path(), &args, &[needle, "1..=4094", "vm1,socket="]);
+    }
+}
+
+#[test]
+fn svid_zero_in_toml() {
+    let d = TempDir::new().expect("tempdir");
+    let file = d.path().join("v.toml");
+    let text = format!(
+        "[[port]]\nname = \"vm1\"\nsocket = \"{}/a.sock\"\nchannel = 0\n",
+        d.path().display()
+    );
+    std::fs::write(&file, text).expect("write");
+    let args = vec![format!("--config={}", file.display())];
+    refused(d.path(), &args, &["channel id 0", "[[port]] #1 (\"vm1\")"]);
+}
+
+#[test]
+fn duplicate_port_name() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    let args = vec![
+        port(format!("vm1,socket={dir}/a.sock,channel=1")),
+        port(format!("vm1,socket={dir}/b.sock,channel=1")),
+    ];
+    refused(
+        d.path(),
+        &args,
+        &["port name \"vm1\" is used twice", "own name"],
+    );
+}
+
+#[test]
+fn duplicate_socket_path() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    let args = vec![
+        port(format!("vm1,socket={dir}/a.sock,channel=1")),
+        port(format!("vm2,socket={dir}/./a.sock,channel=2")),
+    ];
+    refused(
+        d.path(),
+        &args,
+        &["a.sock", "is used twice", "own socket path"],
+    );
+}
+
+#[test]
+fn socket_directory_missing() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    let args = vec![
+        good_port(&d),
+        port(format!("vm1,socket={dir}/nope/a.sock,channel=1")),
+    ];
+    refused(d.path(), &args, &["does not exist", "mkdir -p", "nope"]);
+}
+
+#[test]
+fn socket_path_is_a_regular_file() {
+    let d = TempDir::new().expect("tempdir");
+    std::fs::write(d.path().join("taken"), b"x").expect("write");
+    let dir = d.path().display();
+    let args = vec![
+        good_port(&d),
+        port(format!("vm1,socket={dir}/taken,channel=1")),
+    ];
+    refused(d.path(), &args, &["not a socket", "will not delete"]);
+    assert_eq!(
+        std::fs::read(d.path().join("taken")).ok(),
+        Some(b"x".to_vec())
+    );
+}
+
+#[test]
+fn malformed_and_multicast_mac() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    let args = vec![
+        good_port(&d),
+        port(format!(
+            "vm1,socket={dir}/a.sock,channel=1,mac=52:54:00:12:34"
+        )),
+    ];
+    refused(
+        d.path(),
+        &args,
+        &["MAC address \"52:54:00:12:34\" is malformed", "e.g."],
+    );
+    let args = vec![
+        good_port(&d),
+        port(format!(
+            "vm1,socket={dir}/a.sock,channel=1,mac=01:00:5e:00:00:01"
+        )),
+    ];
+    refused(d.path(), &args, &["multicast", "unicast"]);
+}
+
+#[test]
+fn bad_mode_mtu_mac_limit_and_vepa() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    for (extra, needle) in [
+        ("mode=server", "mode \"server\" is unknown"),
+        ("mtu=9001", "68..=9000"),
+        ("mac-limit=0", "mac-limit 0 is not valid"),
+        ("channel-mode=vepa", "uplinks are not supported yet"),
+    ] {
+        let args = vec![
+            good_port(&d),
+            port(format!("vm1,socket={dir}/a.sock,channel=1,{extra}")),
+        ];
+        refused(d.path(), &args, &[needle]);
+    }
+}
+
+#[test]
+fn no_ports_and_bad_flags() {
+    let d = TempDir::new().expect("tempdir");
+    refused(d.path(), &[], &["at least one port"]);
+    refused(
+        d.path(),
+        &[good_port(&d), "--log-level=loud".into()],
+        &["log level \"loud\""],
+    );
+    refused(
+        d.path(),
+        &[good_port(&d), "--stats-interval=0".into()],
+        &["stats interval"],
+    );
+    refused(
+        d.path(),
+        &[good_port(&d), "--poll-cores=4000".into()],
+        &["CPU 4000 is not available"],
+    );
+    // clap's own refusals are usage errors too.
+    refused(d.path(), &[good_port(&d), "--bogus".into()], &["--bogus"]);
+    let file = d.path().join("missing.toml");
+    refused(
+        d.path(),
+        &[format!("--config={}", file.display())],
+        &["cannot read config file"],
+    );
+}
+
+#[test]
+fn starts_serves_and_stops_cleanly_on_sigterm() {
+    let d = TempDir::new().expect("tempdir");
+    let (a, b) = (d.path().join("a.sock"), d.path().join("b.sock"));
+    let args = vec![
+        port(format!("vm1,socket={},channel=100", a.display())),
+        port(format!("vm2,socket={},channel=100", b.display())),
+        "--stats-interval=1".into(),
+    ];
+    let mut sw = Running::start(&args, &[a.clone(), b.clone()]);
+    assert!(sw.is_running());
+    // A frontend can connect to the listen sockets.
+    let _c = std::os::unix::net::UnixStream::connect(&a).expect("connect a");
+    let (status, stderr) = sw.stop_with(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(!a.exists() && !b.exists(), "sockets left behind");
+    assert!(
+        stderr.contains("SIGTERM") && stderr.contains("final counters"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("port vm1") && stderr.contains("channel 100"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_file_and_flags_start_together_and_sigint_stops() {
+    let d = TempDir::new().expect("tempdir");
+    let (a, b, ctl) = (
+        d.path().join("a.sock"),
+        d.path().join("b.sock"),
+        d.path().join("ctl.sock"),
+    );
+    let file = d.path().join("v.toml");
+    let text = format!(
+        "[switch]\nctl = \"{}\"\n[fdb]\naging_s = 30\n[policy]\nallow = [[100, 200]]\n\
+         [[port]]\nname = \"vm1\"\nsocket = \"{}\"\nchannel = 100\nmac = \"52:54:00:00:00:01\"\n",
+        ctl.display(),
+        a.display()
+    );
+    std::fs::write(&file, text).expect("write");
+    let args = vec![
+        format!("--config={}", file.display()),
+        port(format!(
+            "vm2,socket={},channel=200,mode=listen",
+            b.display()
+        )),
+    ];
+    let sw = Running::start(&args, &[a.clone(), b.clone(), ctl.clone()]);
+    let (status, stderr) = sw.stop_with(libc::SIGINT);
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        !a.exists() && !b.exists() && !ctl.exists(),
+        "sockets left behind"
+    );
+}
