@@ -20,15 +20,14 @@ impl TxSink for Forward {
     fn on_tx(&self, batch: &TxBatch<'_>) {
         let Some(peer) = self.peer.get() else { return };
         let Some(ring) = peer.rx().ring() else { return };
-        let writer = ring.writer();
-        match writer {
-            Some(mut w) => {
-                for f in batch.iter() {
-                    let _ = w.deliver(f);
-                }
+        let done = ring.with_writer(|w| {
+            for f in batch.iter() {
+                let _ = w.deliver(f);
             }
-            None => ring.count_not_running(batch.len() as u64),
-        };
+        });
+        if done.is_none() {
+            ring.count_not_running(batch.len() as u64);
+        }
     }
 }
 

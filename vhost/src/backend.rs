@@ -8,10 +8,9 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use log::{debug, warn};
+use log::debug;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringT};
-use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -23,6 +22,7 @@ use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
 use crate::port::{PortShared, TxPoller};
+use crate::ring::SplitRing;
 use crate::rx::RxRing;
 use crate::stats::PortStats;
 use crate::tx::{parse_chain, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
@@ -96,110 +96,125 @@ impl NetBackend {
     }
 
     /// Drains a TX ring: batches of chains are validated, handed to the sink, then returned to
-    /// the guest, with one notification per batch when the guest wants one.
+    /// the guest, with one notification per batch when the guest wants one. Re-arms guest
+    /// kicks when the ring is empty.
     pub(crate) fn process_tx(&self, vring: &Vring) {
-        let inner = &self.0;
-        let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
-        let max_frame = inner.port.cfg.max_frame_len();
-        // The scratch is only ever used by this connection's worker: never contended.
-        let mut scratch = match inner.scratch.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        loop {
-            if neg.event_idx {
-                let _ = vring.disable_notification();
-            }
-            while self.tx_batch(vring, &neg, max_frame, &mut scratch) {}
-            if !neg.event_idx {
-                break;
-            }
-            // Re-arm; if the guest added chains meanwhile, go round again.
-            match vring.enable_notification() {
-                Ok(true) => continue,
-                _ => break,
-            }
-        }
+        self.drain_tx(vring, true);
     }
 
-    /// Busy-poll mode: drains the TX ring without re-arming guest notifications (with
-    /// EVENT_IDX the stale avail_event keeps the guest from kicking). Returns true if any
-    /// chain was processed.
+    /// Busy-poll mode: drains the TX ring without re-arming guest kicks (with EVENT_IDX the
+    /// stale avail_event keeps the guest from kicking). Returns true if any chain was taken.
     pub(crate) fn poll_tx(&self, vring: &Vring) -> bool {
+        self.drain_tx(vring, false)
+    }
+
+    fn drain_tx(&self, vring: &Vring, rearm: bool) -> bool {
+        let inner = &self.0;
+        // The scratch is only used by whoever drains this connection's TX ring (its worker,
+        // or one poll thread): never contended in practice.
+        let mut scratch = match inner.scratch.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let mut any = false;
+        loop {
+            match self.tx_batch(vring, &mut scratch, rearm) {
+                TxOutcome::More => any = true,
+                TxOutcome::Done(n) => return any || n,
+            }
+        }
+    }
+
+    /// Handles one batch.
+    fn tx_batch(&self, vring: &Vring, scratch: &mut TxScratch, rearm: bool) -> TxOutcome {
         let inner = &self.0;
         let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
         let max_frame = inner.port.cfg.max_frame_len();
-        let Ok(mut scratch) = inner.scratch.try_lock() else {
-            return false;
-        };
-        if !neg.event_idx {
-            let _ = vring.disable_notification();
-        }
-        let mut any = false;
-        while self.tx_batch(vring, &neg, max_frame, &mut scratch) {
-            any = true;
-        }
-        any || !scratch.heads.is_empty()
-    }
-
-    /// Handles one batch; returns true if the ring may hold more.
-    fn tx_batch(
-        &self,
-        vring: &Vring,
-        neg: &Negotiated,
-        max_frame: usize,
-        scratch: &mut TxScratch,
-    ) -> bool {
-        let inner = &self.0;
         let mem = inner.mem.memory();
         let mem: &GuestMemory = &mem;
         let mut state = vring.get_mut();
-        if !state.get_queue().ready() || !state.get_queue().is_valid(mem) {
-            return false;
+        if !state.is_enabled() {
+            return TxOutcome::Done(false);
         }
+        let Some(mut ring) = SplitRing::new(mem, state.get_queue()) else {
+            return TxOutcome::Done(false);
+        };
+        ring.disable_notification();
         scratch.clear();
         let mut counts = TxBatchCounts::default();
-        {
-            let queue = state.get_queue_mut();
-            let Ok(iter) = queue.iter(mem) else {
-                return false;
-            };
-            for chain in iter.take(MAX_BATCH) {
-                scratch.heads.push(chain.head_index());
-                let r = parse_chain(mem, chain, neg.hdr_len, max_frame, &mut scratch.segs);
-                counts.count(&r);
-                if let Ok(f) = r {
-                    scratch.frames.push(f);
+        let mut broken = false;
+        while scratch.heads.len() < MAX_BATCH {
+            match ring.pop() {
+                Ok(Some(head)) => {
+                    let r = parse_chain(
+                        mem,
+                        ring.chain(head),
+                        neg.hdr_len,
+                        max_frame,
+                        &mut scratch.segs,
+                    );
+                    counts.count(&r);
+                    // A head beyond the table cannot be returned: it is dropped (and counted).
+                    if head < ring.size() {
+                        scratch.heads.push(head);
+                    }
+                    if let Ok(f) = r {
+                        scratch.frames.push(f);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // The guest moved its avail index by more than the ring size.
+                    counts.bad_descriptor += 1;
+                    broken = true;
+                    break;
                 }
             }
         }
-        if scratch.heads.is_empty() {
-            return false;
+        let taken = !scratch.heads.is_empty() || counts.bad_descriptor > 0;
+        if taken {
+            let refused = TxBatchCounts {
+                frames: 0,
+                bytes: 0,
+                ..counts
+            };
+            inner.port.sink.on_tx(&TxBatch::new(mem, scratch, refused));
         }
-        let refused = TxBatchCounts {
-            frames: 0,
-            bytes: 0,
-            ..counts
-        };
-        inner.port.sink.on_tx(&TxBatch::new(mem, scratch, refused));
-        let queue = state.get_queue_mut();
         for &head in &scratch.heads {
-            if let Err(e) = queue.add_used(mem, head, 0) {
-                warn!("{}: tx add_used: {e}", inner.port.cfg.name);
-            }
+            ring.push_used(head, 0);
         }
-        let notify = queue.needs_notification(mem).unwrap_or(true);
-        if notify && state.signal_used_queue().is_ok() {
+        ring.publish_used();
+        if ring.needs_notification() && state.signal_used_queue().is_ok() {
             PortStats::add(&inner.port.stats.notifications, 1);
         }
+        let outcome = if broken {
+            TxOutcome::Done(taken)
+        } else if scratch.heads.len() == MAX_BATCH {
+            TxOutcome::More
+        } else if rearm && ring.enable_notification() {
+            // Chains arrived while re-arming: go round again.
+            TxOutcome::More
+        } else {
+            TxOutcome::Done(taken)
+        };
+        ring.store_back(state.get_queue_mut());
         let stats = &inner.port.stats;
         PortStats::add(&stats.from_guest_frames, counts.frames);
         PortStats::add(&stats.from_guest_bytes, counts.bytes);
         PortStats::add(&stats.tx_bad_descriptor, counts.bad_descriptor);
         PortStats::add(&stats.tx_oversize, counts.oversize);
         PortStats::add(&stats.tx_runt, counts.runt);
-        scratch.heads.len() == MAX_BATCH
+        outcome
     }
+}
+
+/// What one TX batch left behind.
+enum TxOutcome {
+    /// The ring may hold more: go again.
+    More,
+    /// Nothing more for now; whether this batch took anything.
+    Done(bool),
 }
 
 impl VhostUserBackend for NetBackend {

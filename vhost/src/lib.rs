@@ -16,6 +16,7 @@ mod error;
 pub mod features;
 pub mod memory;
 mod port;
+mod ring;
 pub mod rx;
 pub mod stats;
 pub mod tx;

@@ -1,23 +1,21 @@
 //! The guest's receive side: writing frames into its RX ring.
 //!
 //! Any thread may deliver into a port: it takes the port's RX ring once per batch
-//! ([`RxQueue::writer`]), delivers frames one by one, and the writer marks the buffers used and
-//! notifies the guest once, honouring EVENT_IDX, when it is dropped. A guest without buffers
+//! ([`RxRing::with_writer`]), delivers frames one by one, and then the used entries are
+//! published with one store and the guest is notified once, honouring EVENT_IDX. A guest without buffers
 //! costs the frame (counted), never blocks the caller. The guest's RX buffers are hostile input
 //! like everything else in its memory: a malformed chain costs that frame and a counter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use vhost_user_backend::{VringState, VringT};
-use virtio_queue::QueueT;
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryLoadGuard,
-};
+use vhost_user_backend::VringT;
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
 
 use crate::features::Negotiated;
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
+use crate::ring::SplitRing;
 use crate::stats::PortStats;
 use crate::tx::FrameRef;
 
@@ -66,28 +64,43 @@ impl RxQueue {
 }
 
 impl RxRing {
-    /// Locks the ring for one batch of deliveries. Returns `None` while the ring is not running
-    /// (not started, disabled, stopped, or its addresses are not valid in guest memory).
-    pub fn writer(&self) -> Option<RxWriter<'_>> {
-        let state = self.vring.get_mut();
-        let mem = self.mem.memory();
-        let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
-        let q = state.get_queue();
-        if !q.ready() || !state.is_enabled() || !q.is_valid(&*mem) {
+    /// Locks the ring for one batch of deliveries and runs `f` with a writer; afterwards the
+    /// used entries are published with one store and the guest is notified once if it wants.
+    /// Returns `None` (without calling `f`) while the ring is not running (not started,
+    /// disabled, stopped, or its areas are not guest memory).
+    pub fn with_writer<R>(&self, f: impl FnOnce(&mut RxWriter<'_>) -> R) -> Option<R> {
+        let mut state = self.vring.get_mut();
+        if !state.is_enabled() {
             return None;
         }
-        Some(RxWriter {
-            ring: self,
-            state,
-            mem,
+        let mem = self.mem.memory();
+        let ring = SplitRing::new(&mem, state.get_queue())?;
+        let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
+        let mut w = RxWriter {
+            ring,
             neg,
-            used: 0,
-            frames: 0,
-            bytes: 0,
-            no_buffer: 0,
-            bad_descriptor: 0,
-            oversize: 0,
-        })
+            counts: RxCounts::default(),
+        };
+        let r = f(&mut w);
+        let RxWriter {
+            mut ring, counts, ..
+        } = w;
+        ring.publish_used();
+        let notify = ring.needs_notification();
+        ring.store_back(state.get_queue_mut());
+        let stats = &self.stats;
+        PortStats::add(&stats.to_guest_frames, counts.frames);
+        PortStats::add(&stats.to_guest_bytes, counts.bytes);
+        PortStats::add(&stats.rx_no_buffer, counts.no_buffer);
+        PortStats::add(&stats.rx_bad_descriptor, counts.bad_descriptor);
+        PortStats::add(&stats.rx_oversize, counts.oversize);
+        if notify {
+            match state.signal_used_queue() {
+                Ok(()) => PortStats::add(&stats.notifications, 1),
+                Err(e) => log::debug!("rx notify failed: {e}"),
+            }
+        }
+        Some(r)
     }
 
     /// Counts frames that could not even be offered to this ring (ring not running).
@@ -96,13 +109,8 @@ impl RxRing {
     }
 }
 
-/// A locked RX ring: deliver frames, then drop it to publish them and notify the guest once.
-pub struct RxWriter<'r> {
-    ring: &'r RxRing,
-    state: MutexGuard<'r, VringState<GuestMemoryAtomic>>,
-    mem: GuestMemoryLoadGuard<GuestMemory>,
-    neg: Negotiated,
-    used: u32,
+#[derive(Default)]
+struct RxCounts {
     frames: u64,
     bytes: u64,
     no_buffer: u64,
@@ -110,11 +118,11 @@ pub struct RxWriter<'r> {
     oversize: u64,
 }
 
-/// A chain taken from the avail ring for the frame being written.
-#[derive(Clone, Copy, Default)]
-struct Taken {
-    head: u16,
-    written: u32,
+/// A locked RX ring for one batch (see [`RxRing::with_writer`]).
+pub struct RxWriter<'m> {
+    ring: SplitRing<'m>,
+    neg: Negotiated,
+    counts: RxCounts,
 }
 
 /// The writer's position in the source frame.
@@ -154,15 +162,15 @@ impl RxWriter<'_> {
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
         match self.try_deliver(frame) {
             Ok(()) => {
-                self.frames += 1;
-                self.bytes += frame.len() as u64;
+                self.counts.frames += 1;
+                self.counts.bytes += frame.len() as u64;
                 Ok(())
             }
             Err(e) => {
                 match e {
-                    RxDrop::NoBuffer => self.no_buffer += 1,
-                    RxDrop::BadDescriptor => self.bad_descriptor += 1,
-                    RxDrop::Oversize => self.oversize += 1,
+                    RxDrop::NoBuffer => self.counts.no_buffer += 1,
+                    RxDrop::BadDescriptor => self.counts.bad_descriptor += 1,
+                    RxDrop::Oversize => self.counts.oversize += 1,
                 }
                 Err(e)
             }
@@ -176,11 +184,12 @@ impl RxWriter<'_> {
         } else {
             1
         };
-        let mem: &GuestMemory = &self.mem;
-        let queue = self.state.get_queue_mut();
-        let saved_next_avail = queue.next_avail();
+        let ring = &mut self.ring;
+        let mem = ring.mem();
+        let size = ring.size();
 
-        let mut taken = [Taken::default(); MAX_BUFFERS_PER_FRAME];
+        // (head, bytes written) of each chain taken for this frame.
+        let mut taken: [(u16, u32); MAX_BUFFERS_PER_FRAME] = [(0, 0); MAX_BUFFERS_PER_FRAME];
         let mut ntaken = 0usize;
         let mut hdr_addr: Option<GuestAddress> = None;
         let mut src = SrcCursor {
@@ -188,36 +197,39 @@ impl RxWriter<'_> {
             seg: 0,
             off: 0,
         };
-        let mut hdr_left = hdr_len;
 
         let outcome: Result<(), RxDrop> = loop {
-            if src.done() && hdr_left == 0 {
+            if src.done() && hdr_addr.is_some() {
                 break Ok(());
             }
             if ntaken == max_chains {
                 // Without mergeable buffers one chain must hold the whole frame.
                 break Err(RxDrop::Oversize);
             }
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break Err(RxDrop::NoBuffer);
+            let head = match ring.pop() {
+                Ok(Some(h)) => h,
+                Ok(None) => break Err(RxDrop::NoBuffer),
+                Err(_) => break Err(RxDrop::BadDescriptor),
             };
-            let head = chain.head_index();
-            taken[ntaken] = Taken { head, written: 0 };
+            if head >= size {
+                break Err(RxDrop::BadDescriptor);
+            }
+            taken[ntaken] = (head, 0);
             ntaken += 1;
-
-            let mut ended = false;
-            let mut count = 0usize;
+            let mut written = 0u32;
             let mut bad = false;
-            for desc in chain {
-                count += 1;
-                ended = !desc.has_next();
-                if !desc.is_write_only() || desc.len() == 0 {
+            for desc in ring.chain(head) {
+                let Ok(desc) = desc else {
+                    bad = true;
+                    break;
+                };
+                if !desc.write || desc.len == 0 {
                     bad = true;
                     break;
                 }
-                let mut addr = desc.addr();
-                let mut room = desc.len() as usize;
-                if hdr_left > 0 {
+                let mut addr = desc.addr;
+                let mut room = desc.len as usize;
+                if hdr_addr.is_none() {
                     // The header must sit in the first descriptor of the first chain (every
                     // driver does this); it is written last, once num_buffers is known.
                     if room < hdr_len || !mem.check_range(addr, hdr_len) {
@@ -225,29 +237,29 @@ impl RxWriter<'_> {
                         break;
                     }
                     hdr_addr = Some(addr);
-                    hdr_left = 0;
                     room -= hdr_len;
-                    addr = match addr.checked_add(hdr_len as u64) {
-                        Some(a) => a,
+                    written += hdr_len as u32;
+                    match addr.checked_add(hdr_len as u64) {
+                        Some(a) => addr = a,
                         None => {
                             bad = true;
                             break;
                         }
-                    };
-                    taken[ntaken - 1].written += hdr_len as u32;
+                    }
                 }
                 if room == 0 || src.done() {
                     continue;
                 }
                 match copy_into(mem, addr, room, &mut src) {
-                    Ok(n) => taken[ntaken - 1].written += n as u32,
+                    Ok(n) => written += n as u32,
                     Err(()) => {
                         bad = true;
                         break;
                     }
                 }
             }
-            if bad || count == 0 || !ended {
+            taken[ntaken - 1].1 = written;
+            if bad {
                 break Err(RxDrop::BadDescriptor);
             }
         };
@@ -262,26 +274,22 @@ impl RxWriter<'_> {
                 if mem.write_slice(&hdr[..hdr_len], hdr_at).is_err() {
                     return Err(RxDrop::BadDescriptor);
                 }
-                for t in &taken[..ntaken] {
-                    if queue.add_used(mem, t.head, t.written).is_err() {
-                        return Err(RxDrop::BadDescriptor);
-                    }
+                for &(head, len) in &taken[..ntaken] {
+                    ring.push_used(head, len);
                 }
-                self.used += ntaken as u32;
                 Ok(())
             }
             Err(RxDrop::BadDescriptor) => {
                 // The guest posted a malformed buffer: give back every chain this frame took
                 // (as empty) so a bad chain cannot wedge the ring.
-                for t in &taken[..ntaken] {
-                    let _ = queue.add_used(mem, t.head, 0);
+                for &(head, _) in &taken[..ntaken] {
+                    ring.push_used(head, 0);
                 }
-                self.used += ntaken as u32;
                 Err(RxDrop::BadDescriptor)
             }
             Err(e) => {
                 // Not enough room: nothing was published; the chains stay available.
-                queue.set_next_avail(saved_next_avail);
+                ring.unpop(ntaken as u16);
                 Err(e)
             }
         }
@@ -319,30 +327,4 @@ fn copy_into(
         }
     }
     Ok(written)
-}
-
-impl Drop for RxWriter<'_> {
-    fn drop(&mut self) {
-        let stats = &self.ring.stats;
-        PortStats::add(&stats.to_guest_frames, self.frames);
-        PortStats::add(&stats.to_guest_bytes, self.bytes);
-        PortStats::add(&stats.rx_no_buffer, self.no_buffer);
-        PortStats::add(&stats.rx_bad_descriptor, self.bad_descriptor);
-        PortStats::add(&stats.rx_oversize, self.oversize);
-        if self.used == 0 {
-            return;
-        }
-        let mem: &GuestMemory = &self.mem;
-        let notify = self
-            .state
-            .get_queue_mut()
-            .needs_notification(mem)
-            .unwrap_or(true);
-        if notify {
-            match self.state.signal_used_queue() {
-                Ok(()) => PortStats::add(&stats.notifications, 1),
-                Err(e) => log::debug!("rx notify failed: {e}"),
-            }
-        }
-    }
 }

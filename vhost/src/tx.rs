@@ -6,10 +6,10 @@
 //! maximum, and it holds at least a virtio-net header and an Ethernet header. Anything else
 //! costs that one chain and a counter.
 
-use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::memory::GuestMemory;
+use crate::ring::Chain;
 
 /// Most chains taken from a TX ring in one batch.
 pub const MAX_BATCH: usize = 64;
@@ -236,7 +236,7 @@ impl<'a> FrameRef<'a> {
 /// Walks one TX chain, validating it and recording its segments (header stripped) in `segs`.
 pub(crate) fn parse_chain(
     mem: &GuestMemory,
-    chain: DescriptorChain<&GuestMemory>,
+    chain: Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
@@ -251,7 +251,7 @@ pub(crate) fn parse_chain(
 
 fn walk_chain(
     mem: &GuestMemory,
-    chain: DescriptorChain<&GuestMemory>,
+    chain: Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
@@ -261,22 +261,23 @@ fn walk_chain(
     let mut hdr_got = 0usize;
     let mut frame_len = 0usize;
     let mut count = 0usize;
-    let mut ended = false;
     let mut oversize = false;
 
     for desc in chain {
+        let Ok(desc) = desc else {
+            return Err(TxChainError::BadDescriptor);
+        };
         count += 1;
-        ended = !desc.has_next();
         if oversize {
-            // Keep walking (bounded by the queue size) only to tell a long chain from a
+            // Keep walking (bounded by the table size) only to tell a long chain from a
             // broken one: a loop is a bad descriptor, not an oversize frame.
             continue;
         }
-        let len = desc.len() as usize;
-        if desc.is_write_only() || len == 0 {
+        let len = desc.len as usize;
+        if desc.write || len == 0 {
             return Err(TxChainError::BadDescriptor);
         }
-        let mut addr = desc.addr();
+        let mut addr = desc.addr;
         let mut left = len;
         if hdr_got < hdr_len {
             let take = left.min(hdr_len - hdr_got);
@@ -313,9 +314,7 @@ fn walk_chain(
                 .ok_or(TxChainError::BadDescriptor)?;
         }
     }
-    // The iterator stops silently on a loop, an index beyond the queue, an unreadable
-    // descriptor or a broken indirect table: then the last descriptor still claims a next one.
-    if count == 0 || !ended {
+    if count == 0 {
         return Err(TxChainError::BadDescriptor);
     }
     if oversize {

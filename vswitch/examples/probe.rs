@@ -77,8 +77,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut g =
             TestGuest::connect(&dir_b.join("b.sock"), cfg(mb)).map_err(|e| e.to_string())?;
         g.post_rx(4096).map_err(|e| e.to_string())?;
-        let t0 = thread_cpu();
+        let mut k = 0u32;
+        let sink_cpu = AtomicU64::new(0);
+        let _ = &sink_cpu;
         while !st.load(Ordering::Relaxed) {
+            k = k.wrapping_add(1);
+            if k % 64 == 0 {
+                gc.store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
+            }
             let (n, _) = g.rx_drain_count();
             if n > 0 {
                 rc.fetch_add(n, Ordering::Relaxed);
@@ -86,11 +92,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::thread::yield_now();
             }
         }
-        gc.fetch_add((thread_cpu() - t0).as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     });
     std::thread::sleep(Duration::from_millis(300));
-    let (dir_a, st, gc) = (dir.clone(), stop.clone(), gen_cpu.clone());
+    let gen_cpu2 = Arc::new(AtomicU64::new(0));
+    let (dir_a, st, gc) = (dir.clone(), stop.clone(), gen_cpu2.clone());
     let sent = Arc::new(AtomicU64::new(0));
     let sc = sent.clone();
     let gen = std::thread::spawn(move || -> Result<(), String> {
@@ -99,8 +105,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             TestGuest::connect(&dir_a.join("a.sock"), cfg(ma)).map_err(|e| e.to_string())?;
         let f = EthFrame::new(mb, ma, 0x88b5, &vec![0u8; len - 14]).build();
         let frames: Vec<&[u8]> = (0..256).map(|_| &f[..]).collect();
-        let t0 = thread_cpu();
+        let mut k = 0u32;
         while !st.load(Ordering::Relaxed) {
+            k = k.wrapping_add(1);
+            if k % 16 == 0 {
+                gc.store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
+            }
             g.reclaim_tx();
             let n = g.send_batch(&frames).map_err(|e| e.to_string())?;
             sc.fetch_add(n as u64, Ordering::Relaxed);
@@ -108,35 +118,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::thread::yield_now();
             }
         }
-        gc.fetch_add((thread_cpu() - t0).as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (r0, c0, t0) = (
+    let peers = || gen_cpu.load(Ordering::Relaxed) + gen_cpu2.load(Ordering::Relaxed);
+    let (r0, c0, t0, p0) = (
         received.load(Ordering::Relaxed),
         process_cpu(),
         Instant::now(),
+        peers(),
     );
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let (r1, c1, el) = (
+    let (r1, c1, el, p1) = (
         received.load(Ordering::Relaxed),
         process_cpu(),
         t0.elapsed(),
+        peers(),
     );
-    let gen_sink_before = gen_cpu.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     gen.join().map_err(|_| "gen panicked")??;
     sink.join().map_err(|_| "sink panicked")??;
-    let _ = gen_sink_before;
     let pkts = r1 - r0;
     let pps = pkts as f64 / el.as_secs_f64();
     let total_cpu = (c1 - c0).as_nanos() as f64;
+    let switch_cpu = total_cpu - (p1 - p0) as f64;
     let st = sw.stats();
     println!(
-        "{len}B {}: {:.3} Mpps, {:.1} ns/packet wall, process cpu {:.1} ns/packet (gen+sink+switch), sent {} drops {:?}",
+        "{len}B {}: {:.3} Mpps, {:.1} ns/packet wall, switch cpu {:.1} ns/packet, all cpu {:.1} ns/packet, sent {} drops {:?}",
         if poll { "poll" } else { "event" },
         pps / 1e6,
         1e9 / pps,
+        switch_cpu / pkts as f64,
         total_cpu / pkts as f64,
         sent.load(Ordering::Relaxed),
         st.port("b").map(|p| p.switch.drops)

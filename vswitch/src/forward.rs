@@ -236,26 +236,23 @@ fn deliver_group(
     match dest.handle.rx().ring() {
         None => drops.add(DropReason::NoRxBuffer, n),
         Some(ring) => {
-            let writer = ring.writer();
-            match writer {
-                None => {
-                    ring.count_not_running(n);
-                    drops.add(DropReason::NoRxBuffer, n);
-                }
-                Some(mut w) => {
-                    for &(_, i) in group {
-                        let f = batch.frame(usize::from(i));
-                        match w.deliver(f) {
-                            Ok(()) => {
-                                out_frames += 1;
-                                out_bytes += f.len() as u64;
-                            }
-                            Err(RxDrop::NoBuffer) => drops.add(DropReason::NoRxBuffer, 1),
-                            Err(RxDrop::BadDescriptor) => drops.add(DropReason::BadDescriptor, 1),
-                            Err(RxDrop::Oversize) => drops.add(DropReason::Oversize, 1),
+            let done = ring.with_writer(|w| {
+                for &(_, i) in group {
+                    let f = batch.frame(usize::from(i));
+                    match w.deliver(f) {
+                        Ok(()) => {
+                            out_frames += 1;
+                            out_bytes += f.len() as u64;
                         }
+                        Err(RxDrop::NoBuffer) => drops.add(DropReason::NoRxBuffer, 1),
+                        Err(RxDrop::BadDescriptor) => drops.add(DropReason::BadDescriptor, 1),
+                        Err(RxDrop::Oversize) => drops.add(DropReason::Oversize, 1),
                     }
                 }
+            });
+            if done.is_none() {
+                ring.count_not_running(n);
+                drops.add(DropReason::NoRxBuffer, n);
             }
         }
     }

@@ -21,15 +21,14 @@ impl TxSink for Forward {
         let Some(ring) = peer.rx().ring() else {
             return;
         };
-        let writer = ring.writer();
-        match writer {
-            Some(mut w) => {
-                for f in batch.iter() {
-                    let _ = w.deliver(f);
-                }
+        let done = ring.with_writer(|w| {
+            for f in batch.iter() {
+                let _ = w.deliver(f);
             }
-            None => ring.count_not_running(batch.len() as u64),
-        };
+        });
+        if done.is_none() {
+            ring.count_not_running(batch.len() as u64);
+        }
     }
 }
 
