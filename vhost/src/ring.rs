@@ -155,12 +155,12 @@ impl<'m> SplitRing<'m> {
 
     /// Records a used entry (not visible to the guest until [`SplitRing::publish_used`]).
     pub(crate) fn push_used(&mut self, head: u16, len: u32) {
-        let slot = usize::from(self.next_used.0 % self.size);
-        let mut elem = [0u8; 8];
-        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        elem[4..].copy_from_slice(&len.to_le_bytes());
-        // The slice was resolved for the whole ring: the offset is in range by construction.
-        let _ = self.used.write_slice(&elem, 4 + 8 * slot);
+        let off = 4 + 8 * usize::from(self.next_used.0 % self.size);
+        // The slice was resolved for the whole ring: offsets are in range by construction.
+        let _ = self
+            .used
+            .store(u32::from(head).to_le(), off, Ordering::Relaxed);
+        let _ = self.used.store(len.to_le(), off + 4, Ordering::Relaxed);
         self.next_used += Wrapping(1);
     }
 

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
-use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+use vm_memory::{Address, GuestAddressSpace, GuestMemoryBackend, VolatileSlice};
 
 use crate::features::Negotiated;
-use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
+use crate::memory::{GuestMemoryAtomic, Vring};
 use crate::ring::SplitRing;
 use crate::stats::PortStats;
 use crate::tx::FrameRef;
@@ -80,6 +80,7 @@ impl RxRing {
             ring,
             neg,
             counts: RxCounts::default(),
+            taken: [(0, 0); MAX_BUFFERS_PER_FRAME],
         };
         let r = f(&mut w);
         let RxWriter {
@@ -123,6 +124,9 @@ pub struct RxWriter<'m> {
     ring: SplitRing<'m>,
     neg: Negotiated,
     counts: RxCounts,
+    /// (head, bytes written) of each chain taken for the frame being written; kept here so
+    /// that it is initialised once per batch, not per frame.
+    taken: [(u16, u32); MAX_BUFFERS_PER_FRAME],
 }
 
 /// The writer's position in the source frame.
@@ -187,11 +191,9 @@ impl RxWriter<'_> {
         let ring = &mut self.ring;
         let mem = ring.mem();
         let size = ring.size();
-
-        // (head, bytes written) of each chain taken for this frame.
-        let mut taken: [(u16, u32); MAX_BUFFERS_PER_FRAME] = [(0, 0); MAX_BUFFERS_PER_FRAME];
+        let taken = &mut self.taken;
         let mut ntaken = 0usize;
-        let mut hdr_addr: Option<GuestAddress> = None;
+        let mut hdr_slot: Option<VolatileSlice<'_, ()>> = None;
         let mut src = SrcCursor {
             frame,
             seg: 0,
@@ -199,7 +201,7 @@ impl RxWriter<'_> {
         };
 
         let outcome: Result<(), RxDrop> = loop {
-            if src.done() && hdr_addr.is_some() {
+            if src.done() && hdr_slot.is_some() {
                 break Ok(());
             }
             if ntaken == max_chains {
@@ -227,35 +229,37 @@ impl RxWriter<'_> {
                     bad = true;
                     break;
                 }
-                let mut addr = desc.addr;
-                let mut room = desc.len as usize;
-                if hdr_addr.is_none() {
-                    // The header must sit in the first descriptor of the first chain (every
-                    // driver does this); it is written last, once num_buffers is known.
-                    if room < hdr_len || !mem.check_range(addr, hdr_len) {
+                // One lookup per descriptor (split at memory-region boundaries).
+                for dst in mem.get_slices(desc.addr, desc.len as usize) {
+                    let Ok(mut dst) = dst else {
                         bad = true;
                         break;
+                    };
+                    if hdr_slot.is_none() {
+                        // The header must sit at the start of the first buffer (every driver
+                        // does this); it is written last, once num_buffers is known.
+                        let (Ok(h), Ok(rest)) = (dst.subslice(0, hdr_len), dst.offset(hdr_len))
+                        else {
+                            bad = true;
+                            break;
+                        };
+                        hdr_slot = Some(h);
+                        written += hdr_len as u32;
+                        dst = rest;
                     }
-                    hdr_addr = Some(addr);
-                    room -= hdr_len;
-                    written += hdr_len as u32;
-                    match addr.checked_add(hdr_len as u64) {
-                        Some(a) => addr = a,
-                        None => {
+                    if src.done() {
+                        break;
+                    }
+                    match copy_into(dst, &mut src) {
+                        Ok(n) => written += n as u32,
+                        Err(()) => {
                             bad = true;
                             break;
                         }
                     }
                 }
-                if room == 0 || src.done() {
-                    continue;
-                }
-                match copy_into(mem, addr, room, &mut src) {
-                    Ok(n) => written += n as u32,
-                    Err(()) => {
-                        bad = true;
-                        break;
-                    }
+                if bad || src.done() {
+                    break;
                 }
             }
             taken[ntaken - 1].1 = written;
@@ -266,14 +270,12 @@ impl RxWriter<'_> {
 
         match outcome {
             Ok(()) => {
-                let Some(hdr_at) = hdr_addr else {
+                let Some(hdr_at) = hdr_slot else {
                     return Err(RxDrop::BadDescriptor);
                 };
                 let mut hdr = [0u8; 12];
                 hdr[10..12].copy_from_slice(&(ntaken as u16).to_le_bytes());
-                if mem.write_slice(&hdr[..hdr_len], hdr_at).is_err() {
-                    return Err(RxDrop::BadDescriptor);
-                }
+                hdr_at.copy_from(&hdr[..hdr_len]);
                 for &(head, len) in &taken[..ntaken] {
                     ring.push_used(head, len);
                 }
@@ -296,35 +298,22 @@ impl RxWriter<'_> {
     }
 }
 
-/// Copies from the source cursor into `[addr, addr + room)` of the destination guest's memory.
-/// Returns the bytes written; `Err` if the destination range is not guest memory.
-fn copy_into(
-    mem: &GuestMemory,
-    addr: GuestAddress,
-    room: usize,
-    src: &mut SrcCursor<'_>,
-) -> Result<usize, ()> {
-    let mut written = 0usize;
-    for dst in mem.get_slices(addr, room) {
-        let dst = dst.map_err(|_| ())?;
-        let mut doff = 0usize;
-        while doff < dst.len() && !src.done() {
-            let seg = src.frame.segs[src.seg];
-            let n = src.remaining_in_seg().min(dst.len() - doff);
-            let from = seg
-                .addr
-                .checked_add(src.off as u64)
-                .ok_or(())
-                .and_then(|a| src.frame.mem.get_slice(a, n).map_err(|_| ()))?;
-            let to = dst.subslice(doff, n).map_err(|_| ())?;
-            from.copy_to_volatile_slice(to);
-            doff += n;
-            src.advance(n);
-        }
-        written += doff;
-        if src.done() {
-            break;
-        }
+/// Copies from the source cursor into `dst` (destination guest memory) until either is
+/// exhausted. Returns the bytes written; `Err` if a source segment is no longer guest memory.
+fn copy_into(dst: VolatileSlice<'_, ()>, src: &mut SrcCursor<'_>) -> Result<usize, ()> {
+    let mut doff = 0usize;
+    while doff < dst.len() && !src.done() {
+        let seg = src.frame.segs[src.seg];
+        let n = src.remaining_in_seg().min(dst.len() - doff);
+        let from = seg
+            .addr
+            .checked_add(src.off as u64)
+            .ok_or(())
+            .and_then(|a| src.frame.mem.get_slice(a, n).map_err(|_| ()))?;
+        let to = dst.subslice(doff, n).map_err(|_| ())?;
+        from.copy_to_volatile_slice(to);
+        doff += n;
+        src.advance(n);
     }
-    Ok(written)
+    Ok(doff)
 }

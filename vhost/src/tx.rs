@@ -259,6 +259,8 @@ fn walk_chain(
     let start = segs.len();
     let mut hdr = [0u8; 12];
     let mut hdr_got = 0usize;
+    let mut prefix = [0u8; PREFIX_LEN];
+    let mut prefix_got = 0usize;
     let mut frame_len = 0usize;
     let mut count = 0usize;
     let mut oversize = false;
@@ -277,41 +279,42 @@ fn walk_chain(
         if desc.write || len == 0 {
             return Err(TxChainError::BadDescriptor);
         }
-        let mut addr = desc.addr;
-        let mut left = len;
-        if hdr_got < hdr_len {
-            let take = left.min(hdr_len - hdr_got);
-            mem.read_slice(&mut hdr[hdr_got..hdr_got + take], addr)
-                .map_err(|_| TxChainError::BadDescriptor)?;
-            hdr_got += take;
-            left -= take;
-            addr = addr
-                .checked_add(take as u64)
-                .ok_or(TxChainError::BadDescriptor)?;
-        }
-        if left == 0 {
-            continue;
-        }
-        frame_len += left;
-        if frame_len > max_frame {
+        if frame_len + hdr_got + len > max_frame + hdr_len {
             oversize = true;
             continue;
         }
-        // Split at memory-region boundaries so that every segment maps to one host range.
-        let mut cur = addr;
-        for slice in mem.get_slices(addr, left) {
-            let slice = slice.map_err(|_| TxChainError::BadDescriptor)?;
+        // One lookup per descriptor: the slices (split at memory-region boundaries) serve the
+        // header, the parse prefix and the segment list.
+        let mut cur = desc.addr;
+        for slice in mem.get_slices(desc.addr, len) {
+            let mut slice = slice.map_err(|_| TxChainError::BadDescriptor)?;
+            let mut at = cur;
+            cur = cur
+                .checked_add(slice.len() as u64)
+                .ok_or(TxChainError::BadDescriptor)?;
+            if hdr_got < hdr_len {
+                let take = slice.len().min(hdr_len - hdr_got);
+                slice.copy_to(&mut hdr[hdr_got..hdr_got + take]);
+                hdr_got += take;
+                if take == slice.len() {
+                    continue;
+                }
+                slice = slice
+                    .offset(take)
+                    .map_err(|_| TxChainError::BadDescriptor)?;
+                at = at.unchecked_add(take as u64);
+            }
+            if prefix_got < PREFIX_LEN {
+                prefix_got += slice.copy_to(&mut prefix[prefix_got..]);
+            }
             if segs.len() - start >= MAX_SEGS_PER_FRAME {
                 return Err(TxChainError::BadDescriptor);
             }
-            let n = slice.len();
+            frame_len += slice.len();
             segs.push(Segment {
-                addr: cur,
-                len: n as u32,
+                addr: at,
+                len: slice.len() as u32,
             });
-            cur = cur
-                .checked_add(n as u64)
-                .ok_or(TxChainError::BadDescriptor)?;
         }
     }
     if count == 0 {
@@ -323,20 +326,6 @@ fn walk_chain(
     if hdr_got < hdr_len || frame_len < MIN_FRAME_LEN {
         return Err(TxChainError::Runt);
     }
-
-    let mut prefix = [0u8; PREFIX_LEN];
-    let want = frame_len.min(PREFIX_LEN);
-    let mut got = 0;
-    for s in &segs[start..] {
-        if got == want {
-            break;
-        }
-        let n = (s.len as usize).min(want - got);
-        mem.read_slice(&mut prefix[got..got + n], s.addr)
-            .map_err(|_| TxChainError::BadDescriptor)?;
-        got += n;
-    }
-
     Ok(TxFrame {
         seg_start: start as u32,
         seg_end: segs.len() as u32,
