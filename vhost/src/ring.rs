@@ -284,7 +284,7 @@ impl Iterator for Chain<'_, '_> {
                 if self.indirect
                     || flags & F_NEXT != 0
                     || len == 0
-                    || len % DESC_SIZE != 0
+                    || !len.is_multiple_of(DESC_SIZE)
                     || len / DESC_SIZE > usize::from(u16::MAX)
                 {
                     return self.fail(ChainError::BadIndirect);
