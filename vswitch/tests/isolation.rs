@@ -88,6 +88,10 @@ fn no_kind_of_traffic_crosses_channels() {
     assert_eq!(drain(&mut g3).len(), 0, "vm3: exactly zero");
     assert_eq!(drain(&mut g4).len(), 0, "vm4: exactly zero");
     let st = net.sw.stats();
+    // Shown with --nocapture: the counters of one isolation run.
+    for line in st.log_lines() {
+        eprintln!("{line}");
+    }
     let c100 = st.channel(100).expect("channel 100");
     assert_eq!(c100.counters.in_frames, 5);
     assert_eq!(c100.counters.flooded, 5);
