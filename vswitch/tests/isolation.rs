@@ -172,6 +172,9 @@ fn a_poisoned_fdb_misroutes_but_never_leaks() {
         "misrouted, so vm2 does not get it either"
     );
     let st = net.sw.stats();
+    for line in st.log_lines() {
+        eprintln!("{line}");
+    }
     assert_eq!(
         st.channel(100)
             .expect("100")
