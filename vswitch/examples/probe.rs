@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = &sink_cpu;
         while !st.load(Ordering::Relaxed) {
             k = k.wrapping_add(1);
-            if k % 64 == 0 {
+            if k.is_multiple_of(64) {
                 gc.store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
             }
             let (n, _) = g.rx_drain_count();
@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut k = 0u32;
         while !st.load(Ordering::Relaxed) {
             k = k.wrapping_add(1);
-            if k % 16 == 0 {
+            if k.is_multiple_of(16) {
                 gc.store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
             }
             g.reclaim_tx();
