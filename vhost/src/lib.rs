@@ -18,6 +18,7 @@ pub mod memory;
 mod port;
 mod ring;
 pub mod rx;
+mod shim;
 pub mod stats;
 pub mod tx;
 

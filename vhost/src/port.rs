@@ -7,11 +7,12 @@
 //! `vhost_mode=server`). Each connection gets a fresh daemon, rings and worker thread.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use log::{debug, info, warn};
@@ -24,6 +25,7 @@ use crate::backend::{capture_event_id, NetBackend};
 use crate::error::PortError;
 use crate::memory::{GuestMemory, GuestMemoryAtomic};
 use crate::rx::RxQueue;
+use crate::shim::ShimEndpoint;
 use crate::stats::{PortStats, PortStatsSnapshot};
 use crate::tx::TxBatch;
 
@@ -296,57 +298,80 @@ fn serve_connection(shared: &PortShared, daemon: &mut Daemon) {
     }
 }
 
-fn listen_loop(shared: &Arc<PortShared>, mut listener: Listener) {
+fn listen_loop(shared: &Arc<PortShared>, listener: Listener) {
     let fd = listener.as_raw_fd();
     while wait_readable(shared, fd) {
-        let (mut daemon, _backend) = match new_daemon(shared) {
-            Ok(d) => d,
+        match listener.accept() {
+            Ok(Some(frontend)) => serve_stream(shared, frontend),
+            Ok(None) => {}
             Err(e) => {
-                warn!("{}: cannot create daemon: {e}", shared.cfg.name);
+                warn!("{}: accept failed: {e}", shared.cfg.name);
                 thread::sleep(Duration::from_millis(200));
-                continue;
             }
-        };
-        match daemon.start(&mut listener) {
-            Ok(()) => serve_connection(shared, &mut daemon),
-            Err(e) => warn!("{}: accept failed: {e}", shared.cfg.name),
         }
     }
 }
 
 fn connect_loop(shared: &Arc<PortShared>) {
-    let path = shared.cfg.socket.to_string_lossy().into_owned();
+    let path = &shared.cfg.socket;
     let mut backoff = Duration::from_millis(50);
-    let mut current: Option<Daemon> = None;
     while !shared.stop.load(Ordering::Acquire) {
-        let mut daemon = match current.take() {
-            Some(d) => d,
-            None => match new_daemon(shared) {
-                Ok((d, _)) => d,
-                Err(e) => {
-                    warn!("{}: cannot create daemon: {e}", shared.cfg.name);
-                    thread::sleep(Duration::from_secs(1));
+        match UnixStream::connect(path) {
+            Ok(frontend) => {
+                let started = Instant::now();
+                serve_stream(shared, frontend);
+                // A frontend that drops every connection at once must not make this a busy loop.
+                if started.elapsed() >= Duration::from_secs(1) {
+                    backoff = Duration::from_millis(50);
                     continue;
                 }
-            },
-        };
-        match daemon.start_client(&path) {
-            Ok(()) => {
-                backoff = Duration::from_millis(50);
-                serve_connection(shared, &mut daemon);
             }
-            Err(e) => {
-                debug!("{}: connect to {path}: {e}", shared.cfg.name);
-                // The daemon never started: keep it for the next attempt.
-                current = Some(daemon);
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+            Err(e) => debug!("{}: connect to {}: {e}", shared.cfg.name, path.display()),
         }
+        thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
-    if let Some(d) = current {
-        for h in d.get_epoll_handlers() {
-            h.send_exit_event();
+}
+
+/// Serves one frontend connection with a fresh daemon, through the [`shim`](crate::shim) relay.
+fn serve_stream(shared: &Arc<PortShared>, frontend: UnixStream) {
+    let (mut daemon, _backend) = match new_daemon(shared) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("{}: cannot create daemon: {e}", shared.cfg.name);
+            thread::sleep(Duration::from_millis(200));
+            return;
         }
+    };
+    let mut shim = match ShimEndpoint::new(&shared.cfg.name) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("{}: cannot create the relay socket: {e}", shared.cfg.name);
+            retire(&daemon);
+            thread::sleep(Duration::from_millis(200));
+            return;
+        }
+    };
+    if let Err(e) = daemon.start(&mut shim.listener) {
+        warn!("{}: cannot start the daemon: {e}", shared.cfg.name);
+        retire(&daemon);
+        return;
+    }
+    // If the relay thread cannot start, both its sockets are closed and the daemon's
+    // connection ends at once.
+    let relay = shim
+        .relay(frontend, shared.cfg.name.clone())
+        .map_err(|e| warn!("{}: cannot start the relay: {e}", shared.cfg.name))
+        .ok();
+    serve_connection(shared, &mut daemon);
+    if let Some(h) = relay {
+        let _ = h.join();
+    }
+}
+
+/// Stops the worker threads of a daemon that never served a connection.
+fn retire(daemon: &Daemon) {
+    for h in daemon.get_epoll_handlers() {
+        h.send_exit_event();
     }
 }
