@@ -1,0 +1,478 @@
+//! The traffic engine: in-process vhost-user guests (real frontends over real sockets, memfd
+//! memory) driven by threads pinned to the generator CPU. A generator loops "reclaim TX, fill
+//! every free slot, one kick"; a sink loops "drain and repost RX". One warm-up, one
+//! measurement window, then a drain so that drops = sent - received exactly.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use vswitch_testguest::{GuestConfig, TestGuest};
+
+use crate::peers::{Cost, Forwarder, Window};
+use crate::scenario::Topology;
+use crate::sys;
+
+/// RX buffer and TX slot size: one buffer per frame up to 1518 bytes plus the header.
+pub const BUF_SIZE: u32 = 2048;
+
+const RUN: u8 = 0;
+const DRAIN: u8 = 1;
+const STOP: u8 = 2;
+
+/// How traffic runs.
+#[derive(Debug, Clone)]
+pub struct TrafficOpts {
+    /// Ring entries per virtqueue of every guest.
+    pub queue_size: u16,
+    /// Traffic before the window (not counted).
+    pub warmup: Duration,
+    /// The measurement window.
+    pub duration: Duration,
+    /// CPU of the traffic threads.
+    pub gen_cpu: usize,
+}
+
+/// One run of one scenario through one forwarder.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// Window length (s).
+    pub secs: f64,
+    /// Frames received by the sinks in the window.
+    pub rx_frames: u64,
+    /// Frames queued by the generators in the window.
+    pub tx_frames: u64,
+    /// Delivered rate (Mpps).
+    pub mpps: f64,
+    /// Offered rate (Mpps): what the generators queued.
+    pub offered_mpps: f64,
+    /// Delivered frame bytes (no virtio header, no FCS) in Gbit/s.
+    pub gbps: f64,
+    /// 1e9 / delivered pps.
+    pub ns_per_pkt: f64,
+    /// Frames sent and never received, over the whole run (warm-up and drain included).
+    pub drops: u64,
+    /// Frames sent over the whole run.
+    pub sent_total: u64,
+    /// Share of the generator CPU the traffic threads used in the window.
+    pub traffic_cpu_share: f64,
+    /// Share of traffic-thread loop iterations that found nothing to do.
+    pub idle_loop_share: f64,
+    /// Malformed used entries the guests saw (a correct forwarder keeps this at 0).
+    pub device_errors: u64,
+    /// CPU time other processes of the machine used during the window, in CPUs (noise).
+    pub other_load: f64,
+    /// Mpps of every repetition (`--repeat`); this measurement is the best of them.
+    pub runs_mpps: Vec<f64>,
+    /// The forwarder's own cost.
+    pub cost: Cost,
+}
+
+/// The guest configuration used for every peer.
+pub fn guest_config(queue_size: u16, mac: [u8; 6]) -> GuestConfig {
+    let q = u64::from(queue_size);
+    // Rings, RX buffers, TX slots, indirect tables (256 B per descriptor), plus slack.
+    let need = q * (2 * u64::from(BUF_SIZE) + 256 + 64) + (1 << 20);
+    GuestConfig {
+        mem_size: need.div_ceil(4096) as usize * 4096,
+        queue_size,
+        rx_buffer_size: BUF_SIZE,
+        tx_buffer_size: BUF_SIZE,
+        connect_timeout: Duration::from_secs(15),
+        mac,
+        ..GuestConfig::default()
+    }
+}
+
+/// An IPv4/UDP frame of exactly `len` bytes (no FCS) from `src` to `dst`.
+pub fn build_frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let len = len.max(60);
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (len - 14) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, src[4], src[5]]);
+    ip[16..20].copy_from_slice(&[10, 0, dst[4], dst[5]]);
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&5000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&5001u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+/// Counters one traffic thread publishes (it alone writes them).
+#[repr(align(64))]
+#[derive(Default)]
+struct Counters {
+    tx: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    inflight: AtomicU64,
+    loops: AtomicU64,
+    idle: AtomicU64,
+}
+
+/// Frames each guest has received so far, indexed by guest ordinal (written by its owner).
+#[repr(align(64))]
+#[derive(Default)]
+struct RxCount(AtomicU64);
+
+struct Driven {
+    guest: TestGuest,
+    frames: Vec<Vec<u8>>,
+    sink: bool,
+    /// This guest's ordinal (its slot in the received-frames array).
+    me: usize,
+    /// Ordinals of the guests receiving what this one sends.
+    dests: Vec<usize>,
+}
+
+/// The closed loop: a generator never has more frames in flight (sent and not yet drained by
+/// its sinks) than a sink has RX buffers, so no forwarder ever drops for want of buffers and
+/// every peer is measured at its lossless rate.
+fn traffic_thread(
+    mut guests: Vec<Driven>,
+    phase: &AtomicU8,
+    c: &Counters,
+    received: &[RxCount],
+    queue_size: u16,
+) -> Result<u64> {
+    let burst = usize::from(queue_size) / 2;
+    let limit = u64::from(queue_size);
+    let mut sent = vec![0u64; guests.len()];
+    // Per generator: a window of frame references, as long as a full ring past any start.
+    let frames: Vec<Vec<Vec<u8>>> = guests
+        .iter_mut()
+        .map(|d| std::mem::take(&mut d.frames))
+        .collect();
+    let refs: Vec<Vec<&[u8]>> = frames
+        .iter()
+        .map(|fs| {
+            let k = fs.len();
+            if k == 0 {
+                Vec::new()
+            } else {
+                (0..k + burst).map(|i| fs[i % k].as_slice()).collect()
+            }
+        })
+        .collect();
+    let mut pos = vec![0usize; guests.len()];
+    let (mut tx, mut rxf, mut rxb, mut loops, mut idle) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    loop {
+        let ph = phase.load(Ordering::Relaxed);
+        if ph == STOP {
+            break;
+        }
+        let mut did = false;
+        let mut inflight = 0u64;
+        for (i, d) in guests.iter_mut().enumerate() {
+            let r = &refs[i];
+            if !r.is_empty() {
+                did |= d.guest.reclaim_tx() > 0;
+                if ph == RUN {
+                    let drained: u64 = d
+                        .dests
+                        .iter()
+                        .map(|&o| received[o].0.load(Ordering::Relaxed))
+                        .sum();
+                    let credit = limit.saturating_sub(sent[i].saturating_sub(drained));
+                    // HeaderSeparate: two descriptors per frame.
+                    let n = (d.guest.tx_free() / 2).min(burst).min(credit as usize);
+                    if n > 0 {
+                        let n_sent = d
+                            .guest
+                            .send_batch(&r[pos[i]..pos[i] + n])
+                            .map_err(|e| anyhow!("send_batch: {e}"))?;
+                        pos[i] = (pos[i] + n_sent) % (r.len() - burst);
+                        sent[i] += n_sent as u64;
+                        tx += n_sent as u64;
+                        did |= n_sent > 0;
+                    }
+                }
+                inflight += (usize::from(queue_size) - d.guest.tx_free()) as u64;
+            }
+            if d.sink {
+                let (f, b) = d.guest.rx_drain_count();
+                if f > 0 {
+                    rxf += f;
+                    rxb += b;
+                    received[d.me].0.fetch_add(f, Ordering::Relaxed);
+                    did = true;
+                }
+            }
+        }
+        loops += 1;
+        if !did {
+            idle += 1;
+        }
+        c.tx.store(tx, Ordering::Relaxed);
+        c.rx_frames.store(rxf, Ordering::Relaxed);
+        c.rx_bytes.store(rxb, Ordering::Relaxed);
+        c.inflight.store(inflight, Ordering::Relaxed);
+        c.loops.store(loops, Ordering::Relaxed);
+        c.idle.store(idle, Ordering::Relaxed);
+        if !did {
+            // Let the other traffic thread on this CPU run.
+            thread::yield_now();
+        }
+    }
+    Ok(guests.iter().map(|d| d.guest.device_errors()).sum())
+}
+
+#[derive(Clone, Copy, Default)]
+struct Snap {
+    at: Option<Instant>,
+    tx: u64,
+    rx_frames: u64,
+    rx_bytes: u64,
+    loops: u64,
+    idle: u64,
+    proc_cpu: u64,
+    traffic_cpu: u64,
+}
+
+struct Running {
+    phase: Arc<AtomicU8>,
+    counters: Vec<Arc<Counters>>,
+    threads: Vec<JoinHandle<Result<u64>>>,
+}
+
+impl Running {
+    fn snap(&self) -> Snap {
+        let mut s = Snap {
+            at: Some(Instant::now()),
+            ..Snap::default()
+        };
+        for c in &self.counters {
+            s.tx += c.tx.load(Ordering::Relaxed);
+            s.rx_frames += c.rx_frames.load(Ordering::Relaxed);
+            s.rx_bytes += c.rx_bytes.load(Ordering::Relaxed);
+            s.loops += c.loops.load(Ordering::Relaxed);
+            s.idle += c.idle.load(Ordering::Relaxed);
+        }
+        s.traffic_cpu =
+            self.threads.iter().map(sys::thread_cpu_ns).sum::<u64>() + sys::self_thread_cpu_ns();
+        s.proc_cpu = sys::process_cpu_ns();
+        s
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.threads.iter().any(|t| t.is_finished()) {
+            bail!("a traffic thread stopped early (see its error below)");
+        }
+        Ok(())
+    }
+
+    /// Stops generating, waits until every TX ring is reclaimed and the sinks stop receiving
+    /// (at most 3 s), then stops and joins the threads.
+    fn finish(self) -> Result<(Snap, u64)> {
+        self.phase.store(DRAIN, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut last = (u64::MAX, Instant::now());
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            let inflight: u64 = self
+                .counters
+                .iter()
+                .map(|c| c.inflight.load(Ordering::Relaxed))
+                .sum();
+            let rx: u64 = self
+                .counters
+                .iter()
+                .map(|c| c.rx_frames.load(Ordering::Relaxed))
+                .sum();
+            if rx != last.0 {
+                last = (rx, Instant::now());
+            } else if inflight == 0 && last.1.elapsed() > Duration::from_millis(100) {
+                break;
+            }
+        }
+        let end = self.snap();
+        self.phase.store(STOP, Ordering::Relaxed);
+        let mut errors = 0;
+        let mut failure = None;
+        for t in self.threads {
+            match t.join() {
+                Ok(Ok(e)) => errors += e,
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some(anyhow!("a traffic thread panicked")),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((end, errors)),
+        }
+    }
+}
+
+fn connect_all(topo: &Topology, fwd: &dyn Forwarder, q: u16) -> Result<Vec<Vec<Driven>>> {
+    let socks = fwd.sockets();
+    // Guest ordinal of each port (ports without a guest have none).
+    let mut ordinal = vec![usize::MAX; topo.ports.len()];
+    for (k, r) in topo.threads.iter().flatten().enumerate() {
+        ordinal[r.port] = k;
+    }
+    let mut out = Vec::new();
+    for roles in &topo.threads {
+        let mut ds = Vec::new();
+        for r in roles {
+            let p = &topo.ports[r.port];
+            let path = socks
+                .get(r.port)
+                .ok_or_else(|| anyhow!("no socket for port {}", r.port))?;
+            let mut guest = TestGuest::connect(path, guest_config(q, p.mac))
+                .map_err(|e| anyhow!("guest {} connecting to {}: {e}", r.port, path.display()))?;
+            if r.sink {
+                guest
+                    .post_rx(usize::from(q))
+                    .map_err(|e| anyhow!("post_rx: {e}"))?;
+            }
+            let dests = r
+                .dst_ports
+                .iter()
+                .map(|&p| match ordinal.get(p) {
+                    Some(&o) if o != usize::MAX => Ok(o),
+                    _ => Err(anyhow!("port {p} receives traffic but has no guest")),
+                })
+                .collect::<Result<_>>()?;
+            ds.push(Driven {
+                guest,
+                frames: Vec::new(),
+                sink: r.sink,
+                me: ordinal[r.port],
+                dests,
+            });
+        }
+        out.push(ds);
+    }
+    Ok(out)
+}
+
+/// Runs `topo` through `fwd` with `frame_len`-byte frames.
+pub fn run(
+    topo: &Topology,
+    fwd: &mut dyn Forwarder,
+    frame_len: usize,
+    o: &TrafficOpts,
+) -> Result<Measurement> {
+    let mut groups = connect_all(topo, fwd, o.queue_size)?;
+    for (roles, ds) in topo.threads.iter().zip(groups.iter_mut()) {
+        for (r, d) in roles.iter().zip(ds.iter_mut()) {
+            let src = topo.ports[r.port].mac;
+            d.frames = r
+                .dst_macs
+                .iter()
+                .map(|&dst| build_frame(dst, src, frame_len))
+                .collect();
+        }
+    }
+    fwd.after_connect(topo).context("preparing the forwarder")?;
+    let nguests = topo.threads.iter().map(Vec::len).sum::<usize>();
+    let received: Arc<Vec<RxCount>> = Arc::new((0..nguests).map(|_| RxCount::default()).collect());
+    let phase = Arc::new(AtomicU8::new(RUN));
+    let mut run = Running {
+        phase: phase.clone(),
+        counters: Vec::new(),
+        threads: Vec::new(),
+    };
+    for (i, ds) in groups.into_iter().enumerate() {
+        let c = Arc::new(Counters::default());
+        run.counters.push(c.clone());
+        let (ph, q, cpu, rx) = (phase.clone(), o.queue_size, o.gen_cpu, received.clone());
+        let t = thread::Builder::new()
+            .name(format!("traffic-{i}"))
+            .spawn(move || {
+                sys::pin_current_thread(cpu)?;
+                traffic_thread(ds, &ph, &c, &rx, q)
+            })
+            .context("spawning a traffic thread")?;
+        run.threads.push(t);
+    }
+    let result = measure(&run, fwd, o);
+    // Always stop the threads; a failure of the window comes first, then one of the threads.
+    let finished = run.finish();
+    let (s0, s1, cost, other_load) = result?;
+    let (end, device_errors) = finished?;
+    let secs = (s1.at.zip(s0.at))
+        .map(|(b, a)| (b - a).as_secs_f64())
+        .unwrap_or(0.0)
+        .max(1e-9);
+    let rx = s1.rx_frames - s0.rx_frames;
+    let pps = rx as f64 / secs;
+    let loops = (s1.loops - s0.loops).max(1);
+    Ok(Measurement {
+        secs,
+        rx_frames: rx,
+        tx_frames: s1.tx - s0.tx,
+        mpps: pps / 1e6,
+        offered_mpps: (s1.tx - s0.tx) as f64 / secs / 1e6,
+        gbps: (s1.rx_bytes - s0.rx_bytes) as f64 * 8.0 / secs / 1e9,
+        ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
+        drops: end.tx.saturating_sub(end.rx_frames),
+        sent_total: end.tx,
+        traffic_cpu_share: (s1.traffic_cpu - s0.traffic_cpu) as f64 / secs / 1e9,
+        idle_loop_share: (s1.idle - s0.idle) as f64 / loops as f64,
+        device_errors,
+        other_load,
+        runs_mpps: Vec::new(),
+        cost,
+    })
+}
+
+/// CPU time used by other processes of the machine while `f` runs, in CPUs (1.0 = one CPU
+/// fully taken): machine busy time minus this process's and the forwarder's.
+pub fn foreign_load<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, f64) {
+    let me = std::process::id();
+    let ours = || sys::process_ticks(me) + pids.iter().map(|&p| sys::process_ticks(p)).sum::<u64>();
+    let (m0, o0, t0) = (sys::machine_busy_ticks(), ours(), Instant::now());
+    let r = f();
+    let (m1, o1, secs) = (
+        sys::machine_busy_ticks(),
+        ours(),
+        t0.elapsed().as_secs_f64(),
+    );
+    let foreign = (m1 - m0).saturating_sub(o1 - o0) as f64 / sys::clk_tck();
+    (r, foreign / secs.max(1e-9))
+}
+
+fn measure(
+    run: &Running,
+    fwd: &mut dyn Forwarder,
+    o: &TrafficOpts,
+) -> Result<(Snap, Snap, Cost, f64)> {
+    thread::sleep(o.warmup);
+    run.check_alive()?;
+    fwd.begin_window()?;
+    let pids = fwd.pids();
+    let ((s0, s1), load) = foreign_load(&pids, || {
+        let s0 = run.snap();
+        thread::sleep(o.duration);
+        (s0, run.snap())
+    });
+    run.check_alive()?;
+    let w = Window {
+        secs: (s1.at.zip(s0.at))
+            .map(|(b, a)| (b - a).as_secs_f64())
+            .unwrap_or(0.0),
+        rx_frames: s1.rx_frames - s0.rx_frames,
+        process_cpu_ns: s1.proc_cpu - s0.proc_cpu,
+        traffic_cpu_ns: s1.traffic_cpu - s0.traffic_cpu,
+    };
+    let cost = fwd.end_window(&w)?;
+    Ok((s0, s1, cost, load))
+}

@@ -1,0 +1,382 @@
+//! `vswitch-bench`: the end-to-end benchmark (issue 7, docs/performance.md).
+//!
+//! In-process vhost-user guests generate and sink traffic through each forwarder in turn —
+//! this switch (event-driven and busy-poll), DPDK testpmd io forwarding, Open vSwitch with
+//! DPDK — plus a memcpy baseline, all in one run with the same generator, sink and core
+//! placement. Prints a table (Markdown), and optionally writes JSON and a PNG plot.
+//!
+//! `cargo run --release -p vswitch --features bench --bin vswitch-bench -- [--quick]
+//! [--json out.json] [--plot out.png] [--scenario NAME]...`
+
+mod generator;
+mod memcpy;
+mod peers;
+mod plot;
+mod report;
+mod scenario;
+mod sys;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use generator::TrafficOpts;
+use peers::{Ctx, MEMCPY, OVS, TESTPMD, VSWITCH, VSWITCH_POLL};
+use report::{Report, Row};
+use scenario::{Kind, Scenario};
+
+/// End-to-end benchmark of vswitch against memcpy, DPDK testpmd and OVS-DPDK.
+#[derive(Parser, Debug)]
+#[command(name = "vswitch-bench")]
+struct Args {
+    /// Short run: 0.5 s warm-up and a 1 s window per measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Write every result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw Mpps and forwarder cost per scenario and peer into this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Run only these scenarios (repeatable or comma-separated; see --list).
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Run only these peers (vswitch, vswitch-poll, memcpy, testpmd, ovs-dpdk).
+    #[arg(long, value_delimiter = ',')]
+    peer: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Entries per virtqueue of every guest (power of two, 256..=32768).
+    #[arg(long, default_value_t = 4096)]
+    queue_size: u16,
+    /// Measurement window in seconds (default 3, 1 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up in seconds (default 1, 0.5 with --quick).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// CPU of the forwarder.
+    #[arg(long, default_value_t = 0)]
+    fwd_cpu: usize,
+    /// CPU of the generator and sink threads.
+    #[arg(long, default_value_t = 1)]
+    gen_cpu: usize,
+    /// Measure every scenario/peer this many times and keep the best (highest Mpps) run: on a
+    /// shared machine the best run is the least disturbed one.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Do not try to install missing DPDK/OVS packages (ci/bench-peers.sh).
+    #[arg(long)]
+    no_install: bool,
+}
+
+const ALL_PEERS: [&str; 5] = [VSWITCH, VSWITCH_POLL, MEMCPY, TESTPMD, OVS];
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = real_main() {
+        eprintln!("vswitch-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Peers that cannot run at all, with the exact reason.
+fn unavailable(args: &Args) -> Vec<(String, String)> {
+    let check = || {
+        let mut v = Vec::new();
+        if let Some(why) = peers::testpmd::unavailable() {
+            v.push((TESTPMD.to_string(), why));
+        }
+        if let Some(why) = peers::ovs::unavailable() {
+            v.push((OVS.to_string(), why));
+        }
+        v
+    };
+    let mut v = check();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !v.is_empty() && !args.no_install {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/bench-peers.sh");
+        if root && script.exists() {
+            println!("installing the reference peers: {}", script.display());
+            match std::process::Command::new("bash").arg(&script).status() {
+                Ok(s) if s.success() => v = check(),
+                Ok(s) => println!("{} failed ({s})", script.display()),
+                Err(e) => println!("cannot run {}: {e}", script.display()),
+            }
+        }
+    }
+    if !root && !v.iter().any(|(p, _)| p == OVS) {
+        v.push((
+            OVS.to_string(),
+            "needs root (the netdev datapath creates tap devices)".into(),
+        ));
+    }
+    v
+}
+
+fn select_scenarios(args: &Args) -> Result<Vec<Scenario>> {
+    let all = scenario::all();
+    if args.scenario.is_empty() {
+        return Ok(all);
+    }
+    for n in &args.scenario {
+        if !all.iter().any(|s| &s.name == n) {
+            let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+            bail!("unknown scenario {n}; known: {}", names.join(", "));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| args.scenario.contains(&s.name))
+        .collect())
+}
+
+/// memcpy is a per-frame-size baseline: measured with the unidirectional pair scenarios.
+fn runs_peer(peer: &str, s: &Scenario) -> bool {
+    match peer {
+        MEMCPY => s.kind == Kind::Pair { bidir: false },
+        _ => peers::supports(peer, s),
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args = Args::parse();
+    if args.list {
+        for s in scenario::all() {
+            println!("{:<14} {:>5} B  {:?}", s.name, s.frame_len, s.kind);
+        }
+        return Ok(());
+    }
+    if !(256..=32768).contains(&args.queue_size) || !args.queue_size.is_power_of_two() {
+        bail!("--queue-size must be a power of two in 256..=32768");
+    }
+    for p in &args.peer {
+        if !ALL_PEERS.contains(&p.as_str()) {
+            bail!("unknown peer {p}; known: {}", ALL_PEERS.join(", "));
+        }
+    }
+    let scenarios = select_scenarios(&args)?;
+    let cpus = sys::online_cpus();
+    if args.fwd_cpu == args.gen_cpu || args.fwd_cpu >= cpus || args.gen_cpu >= cpus {
+        bail!(
+            "need two distinct online CPUs for forwarder ({}) and generator ({}); this machine has {cpus}",
+            args.fwd_cpu,
+            args.gen_cpu
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let unavail = unavailable(&args);
+    // The main thread (and the peers' control processes it starts) stays off the forwarder CPU.
+    sys::pin_current_thread(args.gen_cpu)?;
+    let (warmup, duration) = match args.quick {
+        true => (args.warmup.unwrap_or(0.5), args.duration.unwrap_or(1.0)),
+        false => (args.warmup.unwrap_or(1.0), args.duration.unwrap_or(3.0)),
+    };
+    let topts = TrafficOpts {
+        queue_size: args.queue_size,
+        warmup: Duration::from_secs_f64(warmup),
+        duration: Duration::from_secs_f64(duration),
+        gen_cpu: args.gen_cpu,
+    };
+    let run_dir = std::env::temp_dir().join(format!("vswb-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let ctx = Ctx {
+        dir: run_dir.clone(),
+        fwd_cpu: args.fwd_cpu,
+        gen_cpu: args.gen_cpu,
+        tsc_mhz: sys::cpu_mhz(),
+    };
+    let meta = serde_json::json!({
+        "cpu": sys::cpu_model(),
+        "online_cpus": cpus,
+        "tsc_mhz": ctx.tsc_mhz,
+        "forwarder_cpu": args.fwd_cpu,
+        "generator_sink_cpu": args.gen_cpu,
+        "queue_size": args.queue_size,
+        "warmup_s": warmup,
+        "window_s": duration,
+        "repeat": args.repeat,
+        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "unix_time": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "git": git_head(),
+    });
+    println!(
+        "vswitch-bench: {} ({} CPUs online, {} MHz)",
+        sys::cpu_model(),
+        cpus,
+        ctx.tsc_mhz.map_or("?".into(), |m| format!("{m:.0}"))
+    );
+    println!(
+        "core placement: forwarder (switch threads / testpmd forwarding lcore / OVS PMD / memcpy) on CPU {}; generator + sink threads, testpmd main lcore and this thread on CPU {} (affinity now {:?})",
+        args.fwd_cpu,
+        args.gen_cpu,
+        sys::current_affinity()
+    );
+    println!(
+        "rings {} entries, RX buffers/TX slots {} B, warm-up {warmup} s, window {duration} s",
+        args.queue_size,
+        generator::BUF_SIZE
+    );
+    for (p, why) in &unavail {
+        println!("peer {p} cannot run: {why}");
+    }
+    let rows = run_all(&args, &scenarios, &unavail, &ctx, &topts, &stop);
+    peers::vswitch::reap();
+    let mut rows = rows;
+    report::compute_ratios(&mut rows, &scenarios);
+    println!("\n{}", report::table(&rows));
+    let notes = report::notes(&rows);
+    if !notes.is_empty() {
+        println!("notes:\n{notes}");
+    }
+    if let Some(path) = &args.json {
+        let r = Report {
+            meta,
+            unavailable: unavail.clone(),
+            scenarios: &scenarios,
+            rows: &rows,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&r)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("JSON: {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &scenarios, &rows).context("drawing the plot")?;
+        println!("plot: {}", path.display());
+    }
+    if let Err(e) = std::fs::remove_dir_all(&run_dir) {
+        eprintln!("warning: could not remove {}: {e}", run_dir.display());
+    }
+    if stop.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+fn run_all(
+    args: &Args,
+    scenarios: &[Scenario],
+    unavail: &[(String, String)],
+    ctx: &Ctx,
+    topts: &TrafficOpts,
+    stop: &AtomicBool,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (si, s) in scenarios.iter().enumerate() {
+        for peer in ALL_PEERS {
+            if !args.peer.is_empty() && !args.peer.iter().any(|p| p == peer) {
+                continue;
+            }
+            if !runs_peer(peer, s) {
+                continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return rows;
+            }
+            let mut row = Row {
+                scenario: s.name.clone(),
+                peer: peer.to_string(),
+                frame_len: s.frame_len,
+                result: None,
+                error: None,
+                ratios: Default::default(),
+            };
+            if let Some((_, why)) = unavail.iter().find(|(p, _)| p == peer) {
+                row.error = Some(why.clone());
+                rows.push(row);
+                continue;
+            }
+            let mut res: Result<generator::Measurement> = Err(anyhow::anyhow!("not run"));
+            let mut runs = Vec::new();
+            for rep in 0..args.repeat.max(1) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let tag = format!("s{si}-{peer}-{rep}");
+                match measure_once(peer, s, ctx, topts, &tag) {
+                    Ok(m) => {
+                        runs.push(m.mpps);
+                        if res.as_ref().map_or(true, |b| m.mpps > b.mpps) {
+                            res = Ok(m);
+                        }
+                    }
+                    Err(e) => {
+                        if res.is_err() {
+                            res = Err(e);
+                        }
+                    }
+                }
+            }
+            if let Ok(m) = res.as_mut() {
+                m.runs_mpps = runs;
+            }
+            match res {
+                Ok(m) => {
+                    println!(
+                        "{:<14} {:<13} {:>7.3} Mpps {:>6.2} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%",
+                        s.name,
+                        peer,
+                        m.mpps,
+                        m.gbps,
+                        m.cost
+                            .ns_per_pkt
+                            .map_or("?".into(), |v| format!("{v:.0}")),
+                        m.drops,
+                        m.other_load * 100.0
+                    );
+                    row.result = Some(m);
+                }
+                Err(e) => {
+                    println!("{:<14} {:<13} FAILED: {e:#}", s.name, peer);
+                    row.error = Some(format!("{e:#}"));
+                }
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+fn measure_once(
+    peer: &str,
+    s: &Scenario,
+    ctx: &Ctx,
+    topts: &TrafficOpts,
+    tag: &str,
+) -> Result<generator::Measurement> {
+    if peer == MEMCPY {
+        return memcpy::run(
+            s.frame_len,
+            topts.queue_size,
+            ctx.fwd_cpu,
+            topts.warmup,
+            topts.duration,
+        );
+    }
+    let topo = s.topology();
+    let mut fwd = peers::start(peer, &topo, ctx, tag)?;
+    generator::run(&topo, fwd.as_mut(), s.frame_len, topts)
+}
+
+fn git_head() -> Option<String> {
+    let o = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}

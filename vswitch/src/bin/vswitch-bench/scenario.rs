@@ -1,0 +1,318 @@
+//! Scenarios and the topology each one builds: ports (channel, MAC), which ports get an
+//! in-process guest, which guests generate to whom, which ones sink, and what the FDB holds
+//! before traffic starts.
+
+use serde::Serialize;
+
+/// The S-VID of the first channel.
+pub const BASE_CHANNEL: u16 = 100;
+
+/// What a scenario varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Two ports in one channel; unidirectional or both ways.
+    Pair { bidir: bool },
+    /// `ports` ports as `ports / 2` generator → sink pairs, all active. `channels`: every pair
+    /// in its own channel instead of all in one.
+    Pairs { ports: usize, own_channels: bool },
+    /// One generator rotating its destination MAC frame by frame over `ports - 1` sinks.
+    Fanout { ports: usize },
+    /// One pair; the FDB holds `macs` addresses behind the sink and the generator's
+    /// destination MACs cycle through all of them.
+    Macs { macs: usize },
+    /// `channels` channels configured (one port in each besides the measured pair, every one
+    /// learned in the FDB); traffic flows in the last one.
+    Channels { channels: usize },
+}
+
+/// One benchmark scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    /// Short name used on the command line, in the table and in the plot.
+    pub name: String,
+    /// Ethernet frame length without FCS (the bytes a guest hands to virtio).
+    pub frame_len: usize,
+    /// What it varies.
+    pub kind: Kind,
+    /// The scenario whose baselines (memcpy, testpmd, OVS) this one is compared with.
+    pub baseline_of: String,
+    /// The scenario whose vswitch cost this one's cost is compared with (flat-cost bars).
+    pub flat_ref: Option<String>,
+}
+
+impl Scenario {
+    fn new(name: &str, frame_len: usize, kind: Kind) -> Self {
+        let flat_ref = match kind {
+            Kind::Pair { .. } => None,
+            _ => Some("64B-uni".to_string()),
+        };
+        Scenario {
+            name: name.into(),
+            frame_len,
+            kind,
+            baseline_of: match kind {
+                Kind::Pair { .. } => name.into(),
+                _ => "64B-uni".into(),
+            },
+            flat_ref,
+        }
+    }
+
+    /// True for the two-port scenarios every peer can run.
+    pub fn is_pair(&self) -> bool {
+        matches!(self.kind, Kind::Pair { .. })
+    }
+
+    /// The topology of this scenario.
+    pub fn topology(&self) -> Topology {
+        Topology::build(self)
+    }
+}
+
+/// Every scenario, in table order.
+pub fn all() -> Vec<Scenario> {
+    use Kind::*;
+    vec![
+        Scenario::new("64B-uni", 64, Pair { bidir: false }),
+        Scenario::new("1518B-uni", 1518, Pair { bidir: false }),
+        Scenario::new("64B-bi", 64, Pair { bidir: true }),
+        Scenario::new("1518B-bi", 1518, Pair { bidir: true }),
+        Scenario::new(
+            "ports-8",
+            64,
+            Pairs {
+                ports: 8,
+                own_channels: false,
+            },
+        ),
+        Scenario::new(
+            "ports-32",
+            64,
+            Pairs {
+                ports: 32,
+                own_channels: false,
+            },
+        ),
+        Scenario::new(
+            "ports-64",
+            64,
+            Pairs {
+                ports: 64,
+                own_channels: false,
+            },
+        ),
+        Scenario::new("fanout-8", 64, Fanout { ports: 8 }),
+        Scenario::new("fanout-64", 64, Fanout { ports: 64 }),
+        Scenario::new("macs-1k", 64, Macs { macs: 1000 }),
+        Scenario::new("macs-10k", 64, Macs { macs: 10_000 }),
+        Scenario::new("chan-100", 64, Channels { channels: 100 }),
+        Scenario::new(
+            "chan-32-pairs",
+            64,
+            Pairs {
+                ports: 64,
+                own_channels: true,
+            },
+        ),
+    ]
+}
+
+/// A switch port of the topology.
+#[derive(Debug, Clone)]
+pub struct PortDef {
+    /// The S-VID of its channel.
+    pub channel: u16,
+    /// The VM's MAC (the port is locked to it on the vswitch).
+    pub mac: [u8; 6],
+    /// Whether an in-process guest attaches (idle ports only exist in the configuration).
+    pub guest: bool,
+    /// Extra MACs the FDB holds behind this port before traffic starts.
+    pub extra_macs: Vec<[u8; 6]>,
+}
+
+/// What one guest does.
+#[derive(Debug, Clone)]
+pub struct GuestRole {
+    /// Index of its port.
+    pub port: usize,
+    /// Destination MACs it sends to, cycled frame by frame (empty: it does not send).
+    pub dst_macs: Vec<[u8; 6]>,
+    /// The ports whose guests receive what it sends (for flow control).
+    pub dst_ports: Vec<usize>,
+    /// Whether it counts and recycles what it receives.
+    pub sink: bool,
+}
+
+/// Ports and the guests' roles, grouped by the traffic thread that drives them.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Ports, guest-less ones included.
+    pub ports: Vec<PortDef>,
+    /// Traffic threads (all pinned to the generator CPU), each with the guests it owns.
+    pub threads: Vec<Vec<GuestRole>>,
+}
+
+/// A locally administered unicast MAC numbered `n` in family `fam`.
+pub fn mac(fam: u8, n: u32) -> [u8; 6] {
+    let b = n.to_be_bytes();
+    [0x02, fam, b[0], b[1], b[2], b[3]]
+}
+
+impl Topology {
+    fn port(channel: u16, n: usize) -> PortDef {
+        PortDef {
+            channel,
+            mac: mac(0, n as u32),
+            guest: true,
+            extra_macs: Vec::new(),
+        }
+    }
+
+    fn build(s: &Scenario) -> Topology {
+        let c = BASE_CHANNEL;
+        match s.kind {
+            Kind::Pair { bidir } => {
+                let ports = vec![Self::port(c, 0), Self::port(c, 1)];
+                let (m0, m1) = (ports[0].mac, ports[1].mac);
+                let threads = if bidir {
+                    vec![
+                        vec![GuestRole {
+                            port: 0,
+                            dst_macs: vec![m1],
+                            dst_ports: vec![1],
+                            sink: true,
+                        }],
+                        vec![GuestRole {
+                            port: 1,
+                            dst_macs: vec![m0],
+                            dst_ports: vec![0],
+                            sink: true,
+                        }],
+                    ]
+                } else {
+                    vec![
+                        vec![GuestRole {
+                            port: 0,
+                            dst_macs: vec![m1],
+                            dst_ports: vec![1],
+                            sink: false,
+                        }],
+                        vec![GuestRole {
+                            port: 1,
+                            dst_macs: vec![],
+                            dst_ports: vec![],
+                            sink: true,
+                        }],
+                    ]
+                };
+                Topology { ports, threads }
+            }
+            Kind::Pairs {
+                ports: n,
+                own_channels,
+            } => {
+                let pairs = n / 2;
+                let mut ports = Vec::new();
+                for p in 0..pairs {
+                    let ch = if own_channels { c + p as u16 } else { c };
+                    ports.push(Self::port(ch, 2 * p));
+                    ports.push(Self::port(ch, 2 * p + 1));
+                }
+                let gens = (0..pairs)
+                    .map(|p| GuestRole {
+                        port: 2 * p,
+                        dst_macs: vec![ports[2 * p + 1].mac],
+                        dst_ports: vec![2 * p + 1],
+                        sink: false,
+                    })
+                    .collect();
+                let sinks = (0..pairs)
+                    .map(|p| GuestRole {
+                        port: 2 * p + 1,
+                        dst_macs: vec![],
+                        dst_ports: vec![],
+                        sink: true,
+                    })
+                    .collect();
+                Topology {
+                    ports,
+                    threads: vec![gens, sinks],
+                }
+            }
+            Kind::Fanout { ports: n } => {
+                let ports: Vec<PortDef> = (0..n).map(|i| Self::port(c, i)).collect();
+                let gen = GuestRole {
+                    port: 0,
+                    dst_macs: ports[1..].iter().map(|p| p.mac).collect(),
+                    dst_ports: (1..n).collect(),
+                    sink: false,
+                };
+                let sinks = (1..n)
+                    .map(|i| GuestRole {
+                        port: i,
+                        dst_macs: vec![],
+                        dst_ports: vec![],
+                        sink: true,
+                    })
+                    .collect();
+                Topology {
+                    ports,
+                    threads: vec![vec![gen], sinks],
+                }
+            }
+            Kind::Macs { macs } => {
+                let mut ports = vec![Self::port(c, 0), Self::port(c, 1)];
+                // The sink's own MAC counts as one of them.
+                ports[1].extra_macs = (1..macs).map(|i| mac(1, i as u32)).collect();
+                let mut dst = vec![ports[1].mac];
+                dst.extend(ports[1].extra_macs.iter().copied());
+                Topology {
+                    threads: vec![
+                        vec![GuestRole {
+                            port: 0,
+                            dst_macs: dst,
+                            dst_ports: vec![1],
+                            sink: false,
+                        }],
+                        vec![GuestRole {
+                            port: 1,
+                            dst_macs: vec![],
+                            dst_ports: vec![],
+                            sink: true,
+                        }],
+                    ],
+                    ports,
+                }
+            }
+            Kind::Channels { channels } => {
+                // Idle channels first, the measured pair in the last channel.
+                let last = c + channels as u16 - 1;
+                let mut ports = vec![Self::port(last, 0), Self::port(last, 1)];
+                for k in 0..channels - 1 {
+                    let mut p = Self::port(c + k as u16, 2 + k);
+                    p.guest = false;
+                    ports.push(p);
+                }
+                let m1 = ports[1].mac;
+                Topology {
+                    ports,
+                    threads: vec![
+                        vec![GuestRole {
+                            port: 0,
+                            dst_macs: vec![m1],
+                            dst_ports: vec![1],
+                            sink: false,
+                        }],
+                        vec![GuestRole {
+                            port: 1,
+                            dst_macs: vec![],
+                            dst_ports: vec![],
+                            sink: true,
+                        }],
+                    ],
+                }
+            }
+        }
+    }
+}
