@@ -2,6 +2,8 @@
 //!
 //! - [`qemu`]: real QEMU guests (TCG) attached over vhost-user, driven through their serial
 //!   console ([`QemuGuest`]), booted from the assets `ci/build-guest.sh` makes ([`guest_assets`]).
+//! - [`switch`]: the `vswitch` binary as a child process ([`Vswitch`]): ports, `vswitch ctl`
+//!   counters ([`Stats`]), kill and restart.
 //! - [`testpmd`]: DPDK testpmd as a reference vhost-user forwarder ([`Testpmd`]).
 //! - [`util`]: scratch directories, binary lookup, waiting helpers.
 //!
@@ -11,13 +13,16 @@
 //! - `VSW_GUEST_KERNEL` + `VSW_GUEST_INITRD`: boot these instead of building with
 //!   `ci/build-guest.sh`.
 //! - `VSW_QEMU`, `VSW_TESTPMD`: paths of `qemu-system-x86_64` and `dpdk-testpmd`.
+//! - `VSWITCH_BIN`: the `vswitch` binary (default: `vswitch` in this test binary's target dir).
 
 pub mod assets;
 pub mod qemu;
+pub mod switch;
 pub mod testpmd;
 pub mod util;
 
 pub use assets::{guest_assets, repo_root, GuestAssets};
 pub use qemu::{virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole};
+pub use switch::{vswitch_binary, Counters, PortMode, Stats, Vswitch, VswitchPort};
 pub use testpmd::{Testpmd, TestpmdPort};
 pub use util::{find_binary, ScratchDir};

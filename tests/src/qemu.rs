@@ -416,11 +416,13 @@ impl QemuGuest {
     }
 
     /// `ping -c COUNT` from the guest (busybox ping); true if at least one reply came back.
+    /// Takes about COUNT + 1 seconds when nothing answers (`-W 2`: busybox otherwise waits 10 s
+    /// for a late reply after the last request, whatever `-w` says).
     pub fn ping(&mut self, ip: &str, count: u32) -> Result<bool> {
         let count = count.max(1);
         let deadline = count + 2;
         let (rc, _) = self.run(
-            &format!("ping -c {count} -w {deadline} -q {ip}"),
+            &format!("ping -c {count} -w {deadline} -W 2 -q {ip}"),
             Duration::from_secs(u64::from(deadline) + 30),
         )?;
         Ok(rc == 0)
