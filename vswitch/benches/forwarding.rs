@@ -1,0 +1,108 @@
+//! Micro benchmarks of the per-packet decisions: FDB lookup and learning at 1, 1k and 10k MACs
+//! (with a `HashMap` baseline measured in the same run), the forwarding plan, and the delivery
+//! check. End-to-end throughput is `vswitch-bench` (docs/performance.md).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vswitch::fdb::Fdb;
+use vswitch::forward::{admit, plan_frame, Sender};
+use vswitch::switch::{Core, PolicyTable};
+use vswitch::SwitchSettings;
+use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
+
+fn ch(n: u16) -> ChannelId {
+    ChannelId::new(n).expect("valid channel")
+}
+
+fn mac(i: u32) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x52, 0x54, b[0], b[1], b[2], b[3]]
+}
+
+const BATCH: u32 = 64;
+
+fn fdb_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fdb_lookup");
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    for n in [1u32, 1_000, 10_000] {
+        let fdb = Fdb::new(1 << 17, 300);
+        let now = fdb.now();
+        let mut baseline: HashMap<(u16, [u8; 6]), u32> = HashMap::new();
+        for i in 0..n {
+            fdb.learn(ch(100), &mac(i), PortId::new(i % 64), u32::MAX, now);
+            baseline.insert((100, mac(i)), i % 64);
+        }
+        let keys: Vec<[u8; 6]> = (0..BATCH).map(|i| mac((i * 7919) % n)).collect();
+        g.bench_with_input(BenchmarkId::new("fdb", n), &n, |b, _| {
+            b.iter(|| {
+                let mut hits = 0u32;
+                for k in &keys {
+                    hits += u32::from(fdb.lookup(ch(100), black_box(k), now).is_some());
+                }
+                hits
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("std_hashmap_baseline", n), &n, |b, _| {
+            b.iter(|| {
+                let mut hits = 0u32;
+                for k in &keys {
+                    hits += u32::from(baseline.get(&(100, *black_box(k))).is_some());
+                }
+                hits
+            })
+        });
+    }
+    g.finish();
+}
+
+fn plan_and_check(c: &mut Criterion) {
+    let mut g = c.benchmark_group("plan_and_check");
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    for (ports, macs) in [(2u32, 1u32), (64, 1), (2, 10_000)] {
+        let core = Core::new(SwitchSettings::default(), Policy::default());
+        for p in 0..ports {
+            core.registry
+                .associate(VmId::port(PortId::new(p)), ChannelInfo::veb(ch(100)))
+                .expect("associate");
+        }
+        let now = core.fdb.now();
+        for i in 0..macs.max(ports) {
+            core.fdb
+                .learn(ch(100), &mac(i), PortId::new(i % ports), u32::MAX, now);
+        }
+        let reg = core.registry.load_full();
+        let policy = PolicyTable::new(Policy::default());
+        let from = Sender {
+            port: PortId::new(0),
+            channel: ch(100),
+            mac: None,
+            mac_limit: u32::MAX,
+        };
+        let src = mac(0);
+        let dsts: Vec<[u8; 6]> = (0..BATCH)
+            .map(|i| mac(1 + (i * 7919) % (macs.max(ports) - 1).max(1)))
+            .collect();
+        let mut dests = Vec::with_capacity(4096);
+        g.bench_function(format!("{ports}_ports_{macs}_macs"), |b| {
+            b.iter(|| {
+                dests.clear();
+                for (i, d) in dsts.iter().enumerate() {
+                    plan_frame(
+                        &reg, &policy, &core.fdb, now, &from, src, *d, i as u16, &mut dests,
+                    );
+                }
+                let mut ok = 0u32;
+                for &(q, _) in &dests {
+                    ok += u32::from(admit(&reg, &policy, ch(100), PortId::new(q)).is_ok());
+                }
+                ok
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fdb_lookup, plan_and_check);
+criterion_main!(benches);
