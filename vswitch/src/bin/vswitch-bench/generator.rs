@@ -434,22 +434,6 @@ pub fn run(
     })
 }
 
-/// CPU time used by other processes of the machine while `f` runs, in CPUs (1.0 = one CPU
-/// fully taken): machine busy time minus this process's and the forwarder's.
-pub fn foreign_load<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, f64) {
-    let me = std::process::id();
-    let ours = || sys::process_ticks(me) + pids.iter().map(|&p| sys::process_ticks(p)).sum::<u64>();
-    let (m0, o0, t0) = (sys::machine_busy_ticks(), ours(), Instant::now());
-    let r = f();
-    let (m1, o1, secs) = (
-        sys::machine_busy_ticks(),
-        ours(),
-        t0.elapsed().as_secs_f64(),
-    );
-    let foreign = (m1 - m0).saturating_sub(o1 - o0) as f64 / sys::clk_tck();
-    (r, foreign / secs.max(1e-9))
-}
-
 fn measure(
     run: &Running,
     fwd: &mut dyn Forwarder,
@@ -459,7 +443,7 @@ fn measure(
     run.check_alive()?;
     fwd.begin_window()?;
     let pids = fwd.pids();
-    let ((s0, s1), load) = foreign_load(&pids, || {
+    let ((s0, s1), load) = sys::foreign_load(&pids, || {
         let s0 = run.snap();
         thread::sleep(o.duration);
         (s0, run.snap())

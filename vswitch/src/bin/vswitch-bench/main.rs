@@ -70,6 +70,11 @@ struct Args {
     /// shared machine the best run is the least disturbed one.
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// Before each measurement, wait up to this many seconds for other processes of the
+    /// machine to use less than 20 % of a CPU (0: do not wait). The table shows the load that
+    /// was there anyway ("other load").
+    #[arg(long, default_value_t = 0.0)]
+    wait_quiet: f64,
     /// Do not try to install missing DPDK/OVS packages (ci/bench-peers.sh).
     #[arg(long)]
     no_install: bool,
@@ -304,6 +309,7 @@ fn run_all(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                wait_quiet(args.wait_quiet);
                 let tag = format!("s{si}-{peer}-{rep}");
                 match measure_once(peer, s, ctx, topts, &tag) {
                     Ok(m) => {
@@ -347,6 +353,27 @@ fn run_all(
         }
     }
     rows
+}
+
+/// Waits (at most `max_s` seconds) until other processes use less than 20 % of a CPU.
+fn wait_quiet(max_s: f64) {
+    if max_s <= 0.0 {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        let ((), load) = sys::foreign_load(&[], || std::thread::sleep(Duration::from_millis(500)));
+        if load < 0.2 {
+            return;
+        }
+        if t0.elapsed().as_secs_f64() > max_s {
+            println!(
+                "machine still busy ({:.0}% of a CPU used by others): measuring anyway",
+                load * 100.0
+            );
+            return;
+        }
+    }
 }
 
 fn measure_once(

@@ -25,9 +25,8 @@ pub fn run(
         .name("bench-memcpy".into())
         .spawn(move || {
             sys::pin_current_thread(cpu)?;
-            let (mut m, load) = crate::generator::foreign_load(&[], || {
-                copy_loop(frame_len, queue_size, warmup, duration)
-            });
+            let (mut m, load) =
+                sys::foreign_load(&[], || copy_loop(frame_len, queue_size, warmup, duration));
             m.other_load = load;
             Ok(m)
         })?

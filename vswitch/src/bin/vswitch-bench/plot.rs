@@ -139,6 +139,8 @@ fn panel(
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(0)
+        .x_labels(8)
+        .light_line_style(RGBColor(240, 240, 240))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(err)?;

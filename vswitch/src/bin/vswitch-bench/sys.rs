@@ -2,6 +2,7 @@
 
 use std::os::unix::thread::JoinHandleExt;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 
@@ -156,4 +157,16 @@ pub fn process_ticks(pid: u32) -> u64 {
     // utime and stime are fields 14 and 15, i.e. indices 11 and 12 after the state.
     let get = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
+}
+
+/// CPU time used by other processes of the machine while `f` runs, in CPUs (1.0 = one CPU
+/// fully taken): machine busy time minus this process's and the forwarder's.
+pub fn foreign_load<T>(pids: &[u32], f: impl FnOnce() -> T) -> (T, f64) {
+    let me = std::process::id();
+    let ours = || process_ticks(me) + pids.iter().map(|&p| process_ticks(p)).sum::<u64>();
+    let (m0, o0, t0) = (machine_busy_ticks(), ours(), Instant::now());
+    let r = f();
+    let (m1, o1, secs) = (machine_busy_ticks(), ours(), t0.elapsed().as_secs_f64());
+    let foreign = (m1 - m0).saturating_sub(o1 - o0) as f64 / clk_tck();
+    (r, foreign / secs.max(1e-9))
 }
