@@ -72,6 +72,11 @@ pub struct GuestConfig {
     pub console_log: Option<PathBuf>,
     /// Kernel and initramfs; default [`guest_assets()`].
     pub assets: Option<GuestAssets>,
+    /// Start QEMU through the example launch script a user would paste
+    /// (`examples/qemu-listen.sh` for a [`SocketRole::Client`] NIC, `examples/qemu-connect.sh`
+    /// for [`SocketRole::Server`]) instead of the harness's own command line. One NIC;
+    /// `device_opts` and `extra_args` are not used.
+    pub via_example_script: bool,
 }
 
 impl GuestConfig {
@@ -84,6 +89,7 @@ impl GuestConfig {
             extra_args: Vec::new(),
             console_log: None,
             assets: None,
+            via_example_script: false,
         }
     }
 
@@ -187,6 +193,39 @@ impl GuestConfig {
     }
 }
 
+/// `bash examples/qemu-{listen,connect}.sh SOCKET MAC IP` with the harness's console mode
+/// (APPEND overrides the script's `vsw.console=interactive`); the script execs QEMU, so the
+/// child's PID is QEMU's. Returns the command and its arguments (for logs).
+fn example_script_command(
+    cfg: &GuestConfig,
+    assets: &GuestAssets,
+    qemu: &Path,
+) -> Result<(Command, Vec<String>)> {
+    let [nic] = cfg.nics.as_slice() else {
+        bail!("example scripts boot guests with exactly one NIC");
+    };
+    let script = crate::assets::repo_root().join(match nic.role {
+        SocketRole::Client => "examples/qemu-listen.sh",
+        SocketRole::Server => "examples/qemu-connect.sh",
+    });
+    check_socket_path(&nic.socket)?;
+    let mut args = vec![path_arg(&script)?, path_arg(&nic.socket)?, nic.mac.clone()];
+    args.extend(nic.ip.clone());
+    let append = format!(
+        "vsw.console=harness vsw.hostname={} {}",
+        hostname_of(&cfg.name),
+        cfg.extra_cmdline
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(&args)
+        .env("KERNEL", &assets.kernel)
+        .env("INITRD", &assets.initrd)
+        .env("MEM", cfg.memory_mb.to_string())
+        .env("QEMU", qemu)
+        .env("APPEND", append.trim_end());
+    Ok((cmd, args))
+}
+
 fn hostname_of(name: &str) -> String {
     let h: String = name
         .chars()
@@ -255,7 +294,14 @@ impl QemuGuest {
             Some(a) => a.clone(),
             None => guest_assets()?,
         };
-        let args = cfg.qemu_args(&assets)?;
+        let (mut cmd, args) = if cfg.via_example_script {
+            example_script_command(&cfg, &assets, &qemu)?
+        } else {
+            let args = cfg.qemu_args(&assets)?;
+            let mut cmd = Command::new(&qemu);
+            cmd.args(&args);
+            (cmd, args)
+        };
         let console_log = match &cfg.console_log {
             Some(p) => p.clone(),
             None => cfg
@@ -278,8 +324,7 @@ impl QemuGuest {
         let err_log = std::fs::File::create(&err_path)
             .with_context(|| format!("creating {}", PathBuf::from(&err_path).display()))?;
 
-        let mut child = Command::new(&qemu)
-            .args(&args)
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,15 +8,17 @@
 //!   stays unresolved, even a static ARP entry for vm1's MAC gets nothing through) and the
 //!   switch's counters account for it. Then the switch is SIGKILLed and restarted while the
 //!   guests keep running: connectivity comes back without a guest reboot, isolation still holds.
-//! - `guest_restarts`: guests on a listen port and on a connect port are killed and booted again,
-//!   five times; each time they reach a peer that stays up.
+//! - `guest_restarts`: guests on a listen port and on a connect port, started with the example
+//!   launch scripts (`examples/qemu-listen.sh`, `examples/qemu-connect.sh`), are killed and
+//!   booted again, five times; each time they reach a peer that stays up.
 //!
 //! The tests fail (never skip) when QEMU or the guest image is missing.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 use vswitch_tests::{
-    find_binary, guest_assets, virtio_net_feature_names, QemuGuest, ScratchDir, SocketRole, Stats,
-    Vswitch, VswitchPort,
+    find_binary, guest_assets, virtio_net_feature_names, GuestConfig, QemuGuest, ScratchDir,
+    SocketRole, Stats, Vswitch, VswitchPort,
 };
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -338,23 +340,28 @@ fn guest_restarts() {
 
     for cycle in 1..=CYCLES {
         let t = Instant::now();
-        // "a" is a QEMU client of a listen port, "b" a QEMU server the switch connects to.
-        let mut a = QemuGuest::boot(
-            &format!("a{cycle}"),
+        // "a" is a QEMU client of a listen port, "b" a QEMU server the switch connects to,
+        // both started with the example launch scripts (examples/qemu-listen.sh and
+        // examples/qemu-connect.sh), as a user would.
+        let boot = |name: String, sock: &Path, role, mac: &str, ip: &str| {
+            let mut cfg = GuestConfig::new(&name).nic(sock, role, mac, ip);
+            cfg.via_example_script = true;
+            QemuGuest::spawn(cfg).or_panic()
+        };
+        let mut a = boot(
+            format!("a{cycle}"),
             &sa,
             SocketRole::Client,
             mac_a,
             "10.0.1.10/24",
-        )
-        .or_panic();
-        let mut b = QemuGuest::boot(
-            &format!("b{cycle}"),
+        );
+        let mut b = boot(
+            format!("b{cycle}"),
             &sb,
             SocketRole::Server,
             mac_b,
             "10.0.1.11/24",
-        )
-        .or_panic();
+        );
         peer.wait_ready(BOOT).or_panic();
         a.wait_ready(BOOT).or_panic();
         b.wait_ready(BOOT).or_panic();
