@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use log::{debug, info, warn};
@@ -318,18 +318,18 @@ fn connect_loop(shared: &Arc<PortShared>) {
     while !shared.stop.load(Ordering::Acquire) {
         match UnixStream::connect(path) {
             Ok(frontend) => {
-                let started = Instant::now();
                 serve_stream(shared, frontend);
-                // A frontend that drops every connection at once must not make this a busy loop.
-                if started.elapsed() >= Duration::from_secs(1) {
-                    backoff = Duration::from_millis(50);
-                    continue;
-                }
+                // A short pause after every connection: a frontend that drops each connection
+                // at once must not turn this into a busy loop.
+                backoff = Duration::from_millis(50);
+                thread::sleep(backoff);
             }
-            Err(e) => debug!("{}: connect to {}: {e}", shared.cfg.name, path.display()),
+            Err(e) => {
+                debug!("{}: connect to {}: {e}", shared.cfg.name, path.display());
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
         }
-        thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 
