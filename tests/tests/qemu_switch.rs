@@ -6,8 +6,10 @@
 //!   server (`server=on`, switch `mode=connect`). vm1 and vm2 ping each other and run iperf3;
 //!   their drivers negotiated MRG_RXBUF and EVENT_IDX. vm3 reaches neither (ping fails, its ARP
 //!   stays unresolved, even a static ARP entry for vm1's MAC gets nothing through) and the
-//!   switch's counters account for it. Then the switch is SIGKILLed and restarted while the
-//!   guests keep running: connectivity comes back without a guest reboot, isolation still holds.
+//!   switch's counters account for it. The manager moves vm3 to channel 100 (`vswitch ctl
+//!   associate`): it reaches vm1; moved back, it does not. Then the switch is SIGKILLed and
+//!   restarted while the guests keep running: connectivity comes back without a guest reboot,
+//!   isolation still holds.
 //! - `guest_restarts`: guests on a listen port and on a connect port, started with the example
 //!   launch scripts (`examples/qemu-listen.sh`, `examples/qemu-connect.sh`), are killed and
 //!   booted again, five times; each time they reach a peer that stays up.
@@ -256,6 +258,20 @@ fn two_channels_both_roles_then_switch_restart() {
         c100.dropped("channel_mismatch"),
         c200.dropped("channel_mismatch")
     );
+
+    // --- the manager moves vm3 to channel 100 and back, at run time (vswitch ctl associate) --
+    sw.ctl(&["associate", "vm3", "100"]).or_panic();
+    let t = vm3.wait_ping(IP1, PATH_UP).or_panic();
+    eprintln!("vm3 moved to channel 100: reaches vm1 after {t:.1?}");
+    assert!(
+        vm1.ping(IP3, 2).or_panic(),
+        "vm1 cannot reach vm3 on channel 100"
+    );
+    sw.ctl(&["associate", "vm3", "200"]).or_panic();
+    // Both ARP caches now hold the other's MAC: the unicast frames still go nowhere.
+    assert_unreachable(&mut vm3, IP1);
+    assert_unreachable(&mut vm1, IP3);
+    eprintln!("vm3 back on channel 200: isolated again");
 
     // --- the switch is killed and restarted under running guests ------------------------------
     for g in [&mut vm1, &mut vm2] {
