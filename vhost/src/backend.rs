@@ -5,6 +5,7 @@
 //! starting over per connection is what makes a rebooted or reconnected frontend start clean.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +44,7 @@ struct Inner {
     scratch: Mutex<TxScratch>,
     published: AtomicBool,
     capture: EventFd,
+    exit_fds: Mutex<Vec<RawFd>>,
 }
 
 /// The virtio-net device of one connection.
@@ -60,7 +62,28 @@ impl NetBackend {
             scratch: Mutex::new(TxScratch::default()),
             published: AtomicBool::new(false),
             capture,
+            exit_fds: Mutex::new(Vec::new()),
         })))
+    }
+
+    /// Closes the exit eventfds that vhost-user-backend leaks (see `exit_event`). Call only
+    /// after the daemon that used them has been dropped (its worker threads joined).
+    pub(crate) fn release_exit_fds(&self) {
+        let fds = match self.0.exit_fds.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        for fd in fds {
+            // Only close what is still the eventfd we created: should a later version of the
+            // crate close it itself, the number may have been reused by something else.
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+            if link.is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]") {
+                // SAFETY: `fd` is the exit eventfd this backend created; its owner (the
+                // daemon's epoll handler) has been dropped without closing it, so nothing
+                // else refers to it and closing it cannot affect another object.
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 
     /// The eventfd that, once written, makes the worker publish its rings (see `port.rs`).
@@ -266,7 +289,14 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        let (consumer, notifier) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        // vhost-user-backend 0.24 turns the consumer into a raw fd for its epoll set and never
+        // closes it: remember it so that it can be closed once the daemon is gone.
+        if let Ok(mut fds) = self.0.exit_fds.lock() {
+            fds.push(consumer.as_raw_fd());
+        }
+        Some((consumer, notifier))
     }
 
     fn handle_event(

@@ -335,7 +335,7 @@ fn connect_loop(shared: &Arc<PortShared>) {
 
 /// Serves one frontend connection with a fresh daemon, through the [`shim`](crate::shim) relay.
 fn serve_stream(shared: &Arc<PortShared>, frontend: UnixStream) {
-    let (mut daemon, _backend) = match new_daemon(shared) {
+    let (daemon, backend) = match new_daemon(shared) {
         Ok(d) => d,
         Err(e) => {
             warn!("{}: cannot create daemon: {e}", shared.cfg.name);
@@ -343,6 +343,12 @@ fn serve_stream(shared: &Arc<PortShared>, frontend: UnixStream) {
             return;
         }
     };
+    // Dropping the daemon joins its worker thread; only then are its exit fds unused.
+    run_daemon(shared, frontend, daemon);
+    backend.release_exit_fds();
+}
+
+fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon) {
     let mut shim = match ShimEndpoint::new(&shared.cfg.name) {
         Ok(s) => s,
         Err(e) => {
