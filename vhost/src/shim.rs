@@ -18,7 +18,7 @@
 //! file descriptors passed straight to the daemon.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,7 @@ use std::thread::{self, JoinHandle};
 
 use log::{debug, trace};
 use vhost::vhost_user::Listener;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 const HDR_LEN: usize = 12;
 /// Largest payload a vhost-user message may carry (the crate's own limit is lower).
@@ -88,7 +89,7 @@ impl ShimEndpoint {
 /// One message: header, payload and the file descriptors that came with it (owned).
 struct Msg {
     bytes: Vec<u8>,
-    fds: Vec<std::os::fd::OwnedFd>,
+    fds: Vec<OwnedFd>,
 }
 
 impl Msg {
@@ -142,7 +143,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
             return Err(e);
         }
         if pfds[0].revents != 0 {
-            let Some(m) = recv_msg(frontend.as_raw_fd())? else {
+            let Some(m) = recv_msg(frontend)? else {
                 return Ok(()); // frontend closed
             };
             match m.request() {
@@ -175,10 +176,10 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
                     ack.extend_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
                     ack.extend_from_slice(&8u32.to_le_bytes());
                     ack.extend_from_slice(&0u64.to_le_bytes());
-                    send_msg(frontend.as_raw_fd(), &ack, &[])?;
+                    send_msg(frontend, &ack, &[])?;
                 }
             } else {
-                forward(daemon.as_raw_fd(), &m)?;
+                forward(daemon, &m)?;
                 if m.request() == REQ_SET_FEATURES {
                     let protocol =
                         matches!(acked_features, Some(f) if f & F_PROTOCOL_FEATURES != 0);
@@ -192,13 +193,13 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
                         msg.extend_from_slice(&FLAG_VERSION.to_le_bytes());
                         msg.extend_from_slice(&8u32.to_le_bytes());
                         msg.extend_from_slice(&state);
-                        send_msg(daemon.as_raw_fd(), &msg, &[])?;
+                        send_msg(daemon, &msg, &[])?;
                     }
                 }
             }
         }
         if pfds[1].revents != 0 {
-            let Some(m) = recv_msg(daemon.as_raw_fd())? else {
+            let Some(m) = recv_msg(daemon)? else {
                 return Ok(()); // daemon ended the connection
             };
             trace!(
@@ -207,25 +208,25 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
                 m.flags(),
                 m.bytes.len() - HDR_LEN
             );
-            forward(frontend.as_raw_fd(), &m)?;
+            forward(frontend, &m)?;
         }
     }
 }
 
-fn forward(fd: RawFd, m: &Msg) -> io::Result<()> {
+fn forward(sock: &UnixStream, m: &Msg) -> io::Result<()> {
     let raw: Vec<RawFd> = m.fds.iter().map(AsRawFd::as_raw_fd).collect();
-    send_msg(fd, &m.bytes, &raw)
+    send_msg(sock, &m.bytes, &raw)
 }
 
 /// Reads one message (header, then `size` bytes of payload); `None` at EOF before a header.
-fn recv_msg(fd: RawFd) -> io::Result<Option<Msg>> {
+fn recv_msg(sock: &UnixStream) -> io::Result<Option<Msg>> {
     let mut bytes = vec![0u8; HDR_LEN];
     let mut fds = Vec::new();
-    let n = recv_with_fds(fd, &mut bytes, &mut fds)?;
+    let n = recv_with_fds(sock, &mut bytes, &mut fds)?;
     if n == 0 {
         return Ok(None);
     }
-    read_exact(fd, &mut bytes[n..], &mut fds)?;
+    read_exact(sock, &mut bytes[n..], &mut fds)?;
     let size = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     if size > MAX_PAYLOAD {
         return Err(io::Error::new(
@@ -234,17 +235,13 @@ fn recv_msg(fd: RawFd) -> io::Result<Option<Msg>> {
         ));
     }
     bytes.resize(HDR_LEN + size, 0);
-    read_exact(fd, &mut bytes[HDR_LEN..], &mut fds)?;
+    read_exact(sock, &mut bytes[HDR_LEN..], &mut fds)?;
     Ok(Some(Msg { bytes, fds }))
 }
 
-fn read_exact(
-    fd: RawFd,
-    mut buf: &mut [u8],
-    fds: &mut Vec<std::os::fd::OwnedFd>,
-) -> io::Result<()> {
+fn read_exact(sock: &UnixStream, mut buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = recv_with_fds(fd, buf, fds)?;
+        let n = recv_with_fds(sock, buf, fds)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -253,107 +250,43 @@ fn read_exact(
     Ok(())
 }
 
-/// recvmsg(2) into `buf`, collecting SCM_RIGHTS descriptors into `fds`.
-fn recv_with_fds(
-    fd: RawFd,
-    buf: &mut [u8],
-    fds: &mut Vec<std::os::fd::OwnedFd>,
-) -> io::Result<usize> {
-    use std::os::fd::FromRawFd;
-    // u64 elements keep the control buffer aligned for cmsghdr.
-    let mut cbuf = [0u64; (MAX_FDS * 4 + 64) / 8];
+/// Reads into `buf`, collecting the SCM_RIGHTS descriptors that came with it into `fds`.
+fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut raw: [RawFd; MAX_FDS] = [-1; MAX_FDS];
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
     loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: zeroed msghdr is a valid "empty" value; fields are set below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-        // SAFETY: msg points at valid buffers (buf, cbuf) that outlive the call.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: walking the control messages the kernel wrote into `cbuf`, per cmsg(3).
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                    for i in 0..len / std::mem::size_of::<RawFd>() {
-                        let raw = std::ptr::read_unaligned(data.add(i));
-                        fds.push(std::os::fd::OwnedFd::from_raw_fd(raw));
-                    }
+        // SAFETY: the iovec points at `buf`, which we borrow mutably for the call and which may
+        // hold any bytes.
+        match unsafe { sock.recv_with_fds(&mut iov, &mut raw) } {
+            Ok((n, nfds)) => {
+                for &fd in &raw[..nfds] {
+                    // SAFETY: descriptors received over the socket are new and ours alone.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
-                c = libc::CMSG_NXTHDR(&msg, c);
+                return Ok(n);
             }
+            Err(e) if e.errno() == libc::EINTR => continue,
+            Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
         }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "vhost-user message carried too many file descriptors",
-            ));
-        }
-        return Ok(n as usize);
     }
 }
 
-/// sendmsg(2) of all of `data`, with `fds` attached to the first chunk.
-fn send_msg(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+/// Writes all of `data`, with `fds` attached to the first chunk.
+fn send_msg(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut off = 0;
     let mut fds = fds;
     while off < data.len() {
-        let mut cbuf = [0u64; (MAX_FDS * 4 + 64) / 8];
-        let mut iov = libc::iovec {
-            iov_base: data[off..].as_ptr() as *mut libc::c_void,
-            iov_len: data.len() - off,
-        };
-        // SAFETY: zeroed msghdr is a valid "empty" value; fields are set below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if !fds.is_empty() {
-            let bytes = std::mem::size_of_val(fds);
-            // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
-            let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-            if space > std::mem::size_of_val(&cbuf) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "too many file descriptors",
-                ));
+        match sock.send_with_fds(&[&data[off..]], fds) {
+            Ok(n) => {
+                off += n;
+                fds = &[];
             }
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = space as _;
-            // SAFETY: the control buffer is large enough (checked) and aligned; the header
-            // and data are written within it.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
-                std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
-            }
+            Err(e) if e.errno() == libc::EINTR => continue,
+            Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
         }
-        // SAFETY: msg points at valid buffers that outlive the call.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        off += n as usize;
-        fds = &[];
     }
     Ok(())
 }
