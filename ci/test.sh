@@ -17,7 +17,10 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "build (debug binaries used by the integration tests, release loopback example)"
+step "cargo clippy on the benchmark (feature bench)"
+cargo clippy -p vswitch --features bench --all-targets --locked -- -D warnings
+
+step "build (debug binaries and examples used by the integration tests)"
 cargo build --workspace --all-targets --locked
 
 step "guest image"
