@@ -1,0 +1,210 @@
+//! `vswitch ctl stats`, parsed: per-port and per-channel counters.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Switch counters of a port or a channel (the `switch` / `counters` objects of `ctl stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub in_frames: u64,
+    pub in_bytes: u64,
+    pub out_frames: u64,
+    pub out_bytes: u64,
+    pub flooded: u64,
+    /// Drops by reason: channel_mismatch, no_rx_buffer, bad_descriptor, oversize,
+    /// unknown_channel, mac_limit, source_spoof.
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    fn from_json(v: &Value) -> Result<Self> {
+        let n = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .with_context(|| format!("counter {k} missing in {v}"))
+        };
+        let drops = v
+            .get("drops")
+            .and_then(Value::as_object)
+            .with_context(|| format!("drops missing in {v}"))?
+            .iter()
+            .map(|(k, x)| (k.clone(), x.as_u64().unwrap_or(0)))
+            .collect();
+        Ok(Self {
+            in_frames: n("in_frames")?,
+            in_bytes: n("in_bytes")?,
+            out_frames: n("out_frames")?,
+            out_bytes: n("out_bytes")?,
+            flooded: n("flooded")?,
+            drops,
+        })
+    }
+
+    /// Drops for one reason (0 when the reason is unknown).
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.drops.get(reason).copied().unwrap_or(0)
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+
+    /// "reason=n reason=n" for the non-zero drop reasons, or "-".
+    pub fn drops_text(&self) -> String {
+        let v: Vec<String> = self
+            .drops
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(" ")
+        }
+    }
+}
+
+/// One port in `ctl stats`.
+#[derive(Debug, Clone)]
+pub struct PortStats {
+    pub name: String,
+    pub channel: Option<u16>,
+    /// Switch-level counters: in = frames from the guest, out = frames delivered to it.
+    pub switch: Counters,
+    /// The vhost-user port's own counters (connections, to_guest_frames, rx_no_buffer, ...).
+    pub port: BTreeMap<String, u64>,
+}
+
+/// One channel in `ctl stats`.
+#[derive(Debug, Clone)]
+pub struct ChannelStats {
+    pub channel: u16,
+    pub ports: u64,
+    pub counters: Counters,
+}
+
+/// `vswitch ctl stats`, parsed.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub ports: Vec<PortStats>,
+    pub channels: Vec<ChannelStats>,
+    /// The answer as it came.
+    pub raw: Value,
+}
+
+impl Stats {
+    /// Parses the JSON `vswitch ctl stats` prints.
+    pub fn from_json(raw: Value) -> Result<Self> {
+        let mut ports = Vec::new();
+        for p in raw
+            .get("ports")
+            .and_then(Value::as_array)
+            .context("stats: no ports list")?
+        {
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .context("stats: port without a name")?
+                .to_string();
+            let channel = p
+                .get("channel")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok());
+            let switch = Counters::from_json(p.get("switch").context("stats: no switch")?)
+                .with_context(|| format!("stats of port {name}"))?;
+            let port = p
+                .get("port")
+                .and_then(Value::as_object)
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            ports.push(PortStats {
+                name,
+                channel,
+                switch,
+                port,
+            });
+        }
+        let mut channels = Vec::new();
+        for c in raw
+            .get("channels")
+            .and_then(Value::as_array)
+            .context("stats: no channels list")?
+        {
+            let channel = c
+                .get("channel")
+                .and_then(Value::as_u64)
+                .and_then(|c| u16::try_from(c).ok())
+                .context("stats: channel without an id")?;
+            let counters = Counters::from_json(c.get("counters").context("stats: no counters")?)
+                .with_context(|| format!("stats of channel {channel}"))?;
+            channels.push(ChannelStats {
+                channel,
+                ports: c.get("ports").and_then(Value::as_u64).unwrap_or(0),
+                counters,
+            });
+        }
+        Ok(Self {
+            ports,
+            channels,
+            raw,
+        })
+    }
+
+    /// The named port's counters.
+    pub fn port(&self, name: &str) -> Result<&PortStats> {
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no port {name} in the stats"))
+    }
+
+    /// A channel's counters.
+    pub fn channel(&self, id: u16) -> Result<&ChannelStats> {
+        self.channels
+            .iter()
+            .find(|c| c.channel == id)
+            .with_context(|| format!("no channel {id} in the stats"))
+    }
+
+    /// A table: one line per port and per channel (in/out frames, flooded, drops by reason).
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
+            "port", "channel", "in", "out", "flooded"
+        );
+        for p in &self.ports {
+            s.push_str(&format!(
+                "{:<10} {:>7} {:>10} {:>10} {:>8}  {}\n",
+                p.name,
+                p.channel.map(|c| c.to_string()).unwrap_or("-".into()),
+                p.switch.in_frames,
+                p.switch.out_frames,
+                p.switch.flooded,
+                p.switch.drops_text()
+            ));
+        }
+        s.push_str(&format!(
+            "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
+            "channel", "ports", "in", "out", "flooded"
+        ));
+        for c in &self.channels {
+            s.push_str(&format!(
+                "{:<10} {:>7} {:>10} {:>10} {:>8}  {}\n",
+                c.channel,
+                c.ports,
+                c.counters.in_frames,
+                c.counters.out_frames,
+                c.counters.flooded,
+                c.counters.drops_text()
+            ));
+        }
+        s
+    }
+}
