@@ -21,7 +21,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
-use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
+use crate::memory::{GuestMemory, GuestMemoryAtomic, Regions, Vring};
 use crate::port::{PortShared, TxPoller};
 use crate::ring::SplitRing;
 use crate::rx::RxRing;
@@ -164,6 +164,7 @@ impl NetBackend {
             return TxOutcome::Done(false);
         };
         ring.disable_notification();
+        let regions = Regions::new(mem);
         scratch.clear();
         let mut counts = TxBatchCounts::default();
         let mut broken = false;
@@ -171,7 +172,7 @@ impl NetBackend {
             match ring.pop() {
                 Ok(Some(head)) => {
                     let r = parse_chain(
-                        mem,
+                        &regions,
                         ring.chain(head),
                         neg.hdr_len,
                         max_frame,
@@ -202,7 +203,10 @@ impl NetBackend {
                 bytes: 0,
                 ..counts
             };
-            inner.port.sink.on_tx(&TxBatch::new(mem, scratch, refused));
+            inner
+                .port
+                .sink
+                .on_tx(&TxBatch::new(&regions, scratch, refused));
         }
         for &head in &scratch.heads {
             ring.push_used(head, 0);

@@ -12,7 +12,6 @@
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
 
-use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
@@ -231,11 +230,33 @@ impl<'m> SplitRing<'m> {
     pub(crate) fn size(&self) -> u16 {
         self.size
     }
+}
 
-    /// The guest memory behind this ring.
-    pub(crate) fn mem(&self) -> &'m GuestMemory {
-        self.mem
+/// A descriptor as read from a table (little-endian fields decoded).
+struct RawDesc {
+    addr: GuestAddress,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+/// Reads entry `index` of a descriptor table with one 16-byte copy.
+#[inline]
+fn read_desc(table: &VolatileSlice<'_, ()>, index: u16) -> Option<RawDesc> {
+    let off = usize::from(index) * DESC_SIZE;
+    if off + DESC_SIZE > table.len() {
+        return None;
     }
+    let mut b = [0u8; DESC_SIZE];
+    table.read_slice(&mut b, off).ok()?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[0..8]);
+    Some(RawDesc {
+        addr: GuestAddress(u64::from_le_bytes(a)),
+        len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        flags: u16::from_le_bytes([b[12], b[13]]),
+        next: u16::from_le_bytes([b[14], b[15]]),
+    })
 }
 
 /// Iterates over the descriptors of one chain, following `next` and one level of indirection,
@@ -271,16 +292,13 @@ impl Iterator for Chain<'_, '_> {
             if self.next >= self.table_len {
                 return self.fail(ChainError::IndexOutOfRange);
             }
-            let Ok(d) = self
-                .table
-                .read_obj::<Descriptor>(usize::from(self.next) * DESC_SIZE)
-            else {
+            let Some(d) = read_desc(&self.table, self.next) else {
                 return self.fail(ChainError::Unreadable);
             };
             self.ttl -= 1;
-            let flags = d.flags();
+            let flags = d.flags;
             if flags & F_INDIRECT != 0 {
-                let len = d.len() as usize;
+                let len = d.len as usize;
                 if self.indirect
                     || flags & F_NEXT != 0
                     || len == 0
@@ -289,7 +307,7 @@ impl Iterator for Chain<'_, '_> {
                 {
                     return self.fail(ChainError::BadIndirect);
                 }
-                let Ok(table) = self.ring.mem.get_slice(d.addr(), len) else {
+                let Ok(table) = self.ring.mem.get_slice(d.addr, len) else {
                     return self.fail(ChainError::BadIndirect);
                 };
                 self.table = table;
@@ -300,13 +318,13 @@ impl Iterator for Chain<'_, '_> {
                 continue;
             }
             if flags & F_NEXT != 0 {
-                self.next = d.next();
+                self.next = d.next;
             } else {
                 self.done = true;
             }
             return Some(Ok(Desc {
-                addr: d.addr(),
-                len: d.len(),
+                addr: d.addr,
+                len: d.len,
                 write: flags & F_WRITE != 0,
             }));
         }

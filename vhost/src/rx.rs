@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
-use vm_memory::{Address, GuestAddressSpace, GuestMemoryBackend, VolatileSlice};
+use vm_memory::{Address, GuestAddressSpace, VolatileSlice};
 
 use crate::features::Negotiated;
-use crate::memory::{GuestMemoryAtomic, Vring};
+use crate::memory::{GuestMemoryAtomic, Regions, Vring};
 use crate::ring::SplitRing;
 use crate::stats::PortStats;
 use crate::tx::FrameRef;
@@ -77,6 +77,7 @@ impl RxRing {
         let ring = SplitRing::new(&mem, state.get_queue())?;
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
         let mut w = RxWriter {
+            regions: Regions::new(&mem),
             ring,
             neg,
             counts: RxCounts::default(),
@@ -122,6 +123,7 @@ struct RxCounts {
 /// A locked RX ring for one batch (see [`RxRing::with_writer`]).
 pub struct RxWriter<'m> {
     ring: SplitRing<'m>,
+    regions: Regions<'m>,
     neg: Negotiated,
     counts: RxCounts,
     /// (head, bytes written) of each chain taken for the frame being written; kept here so
@@ -189,7 +191,7 @@ impl RxWriter<'_> {
             1
         };
         let ring = &mut self.ring;
-        let mem = ring.mem();
+        let regions = &self.regions;
         let size = ring.size();
         let taken = &mut self.taken;
         let mut ntaken = 0usize;
@@ -230,8 +232,8 @@ impl RxWriter<'_> {
                     break;
                 }
                 // One lookup per descriptor (split at memory-region boundaries).
-                for dst in mem.get_slices(desc.addr, desc.len as usize) {
-                    let Ok(mut dst) = dst else {
+                for dst in regions.slices(desc.addr, desc.len as usize) {
+                    let Some(mut dst) = dst else {
                         bad = true;
                         break;
                     };
@@ -309,7 +311,7 @@ fn copy_into(dst: VolatileSlice<'_, ()>, src: &mut SrcCursor<'_>) -> Result<usiz
             .addr
             .checked_add(src.off as u64)
             .ok_or(())
-            .and_then(|a| src.frame.mem.get_slice(a, n).map_err(|_| ()))?;
+            .and_then(|a| src.frame.regions.slice(a, n).ok_or(()))?;
         let to = dst.subslice(doff, n).map_err(|_| ())?;
         from.copy_to_volatile_slice(to);
         doff += n;

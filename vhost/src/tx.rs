@@ -6,13 +6,13 @@
 //! maximum, and it holds at least a virtio-net header and an Ethernet header. Anything else
 //! costs that one chain and a counter.
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Address, Bytes, GuestAddress};
 
-use crate::memory::GuestMemory;
+use crate::memory::Regions;
 use crate::ring::Chain;
 
 /// Most chains taken from a TX ring in one batch.
-pub const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 256;
 /// Most guest-memory segments one frame may be made of.
 pub const MAX_SEGS_PER_FRAME: usize = 64;
 /// How many leading frame bytes are copied beside the frame for parsing (MACs, tags,
@@ -111,7 +111,7 @@ impl TxScratch {
 /// A batch of frames a guest transmitted, still in its memory. Valid only for the duration of
 /// the [`crate::TxSink::on_tx`] call that receives it.
 pub struct TxBatch<'a> {
-    pub(crate) mem: &'a GuestMemory,
+    pub(crate) regions: &'a Regions<'a>,
     pub(crate) frames: &'a [TxFrame],
     pub(crate) segs: &'a [Segment],
     pub(crate) refused: TxBatchCounts,
@@ -119,9 +119,9 @@ pub struct TxBatch<'a> {
 
 impl<'a> TxBatch<'a> {
     /// Builds a batch view (used by the port, and by benchmarks that drive a sink directly).
-    pub fn new(mem: &'a GuestMemory, scratch: &'a TxScratch, refused: TxBatchCounts) -> Self {
+    pub fn new(regions: &'a Regions<'a>, scratch: &'a TxScratch, refused: TxBatchCounts) -> Self {
         TxBatch {
-            mem,
+            regions,
             frames: &scratch.frames,
             segs: &scratch.segs,
             refused,
@@ -147,7 +147,7 @@ impl<'a> TxBatch<'a> {
     pub fn frame(&self, i: usize) -> FrameRef<'a> {
         let f = &self.frames[i];
         FrameRef {
-            mem: self.mem,
+            regions: self.regions,
             segs: &self.segs[f.seg_start as usize..f.seg_end as usize],
             len: f.len,
             prefix: &self.frames[i].prefix,
@@ -164,7 +164,7 @@ impl<'a> TxBatch<'a> {
 /// A frame that lies in some guest's memory: the source of a copy into another guest.
 #[derive(Clone, Copy)]
 pub struct FrameRef<'a> {
-    pub(crate) mem: &'a GuestMemory,
+    pub(crate) regions: &'a Regions<'a>,
     pub(crate) segs: &'a [Segment],
     pub(crate) len: u32,
     pub(crate) prefix: &'a [u8; PREFIX_LEN],
@@ -221,7 +221,8 @@ impl<'a> FrameRef<'a> {
             }
             let n = (s.len as usize).min(out.len() - done);
             if self
-                .mem
+                .regions
+                .mem()
                 .read_slice(&mut out[done..done + n], s.addr)
                 .is_err()
             {
@@ -235,14 +236,14 @@ impl<'a> FrameRef<'a> {
 
 /// Walks one TX chain, validating it and recording its segments (header stripped) in `segs`.
 pub(crate) fn parse_chain(
-    mem: &GuestMemory,
+    regions: &Regions<'_>,
     chain: Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
 ) -> Result<TxFrame, TxChainError> {
     let start = segs.len();
-    let result = walk_chain(mem, chain, hdr_len, max_frame, segs);
+    let result = walk_chain(regions, chain, hdr_len, max_frame, segs);
     if result.is_err() {
         segs.truncate(start);
     }
@@ -250,7 +251,7 @@ pub(crate) fn parse_chain(
 }
 
 fn walk_chain(
-    mem: &GuestMemory,
+    regions: &Regions<'_>,
     chain: Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
@@ -286,8 +287,8 @@ fn walk_chain(
         // One lookup per descriptor: the slices (split at memory-region boundaries) serve the
         // header, the parse prefix and the segment list.
         let mut cur = desc.addr;
-        for slice in mem.get_slices(desc.addr, len) {
-            let mut slice = slice.map_err(|_| TxChainError::BadDescriptor)?;
+        for slice in regions.slices(desc.addr, len) {
+            let mut slice = slice.ok_or(TxChainError::BadDescriptor)?;
             let mut at = cur;
             cur = cur
                 .checked_add(slice.len() as u64)

@@ -34,6 +34,16 @@ pub enum Ingress {
     Dropped(DropReason),
 }
 
+/// The decision for the previous frame of a batch, reused for a frame with the same addresses.
+#[derive(Clone, Copy)]
+struct Planned {
+    src: [u8; 6],
+    dst: [u8; 6],
+    ingress: Ingress,
+    start: usize,
+    end: usize,
+}
+
 /// The sending port, as the planner needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sender {
@@ -150,18 +160,45 @@ pub fn forward_batch(core: &Core, src: PortId, batch: &TxBatch<'_>, scratch: &mu
     let mut ingress_drops = Drops::default();
     let (mut in_frames, mut in_bytes, mut flooded) = (0u64, 0u64, 0u64);
     scratch.dests.clear();
+    // Frames of a batch mostly belong to a few flows: a frame with the same addresses as the
+    // previous one gets the same decision (same checks, already learned, same destinations)
+    // without touching the FDB again.
+    let mut prev: Option<Planned> = None;
     for (i, f) in batch.iter().enumerate() {
-        match plan_frame(
-            &reg,
-            &policy,
-            &core.fdb,
-            now,
-            &from,
-            f.src_mac(),
-            f.dst_mac(),
-            i as u16,
-            &mut scratch.dests,
-        ) {
+        let (src, dst) = (f.src_mac(), f.dst_mac());
+        let idx = i as u16;
+        let ingress = match prev {
+            Some(p) if p.src == src && p.dst == dst => {
+                for k in p.start..p.end {
+                    let q = scratch.dests[k].0;
+                    scratch.dests.push((q, idx));
+                }
+                p.ingress
+            }
+            _ => {
+                let start = scratch.dests.len();
+                let r = plan_frame(
+                    &reg,
+                    &policy,
+                    &core.fdb,
+                    now,
+                    &from,
+                    src,
+                    dst,
+                    idx,
+                    &mut scratch.dests,
+                );
+                prev = Some(Planned {
+                    src,
+                    dst,
+                    ingress: r,
+                    start,
+                    end: scratch.dests.len(),
+                });
+                r
+            }
+        };
+        match ingress {
             Ingress::Accepted { flooded: n, .. } => {
                 in_frames += 1;
                 in_bytes += f.len() as u64;
