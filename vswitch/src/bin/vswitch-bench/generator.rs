@@ -22,6 +22,9 @@ pub const BUF_SIZE: u32 = 2048;
 const RUN: u8 = 0;
 const DRAIN: u8 = 1;
 const STOP: u8 = 2;
+/// A generator whose sinks receive nothing for this long while none of its frames is left in
+/// its TX ring writes the missing frames off as dropped.
+const LOSS_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// How traffic runs.
 #[derive(Debug, Clone)]
@@ -57,6 +60,9 @@ pub struct Measurement {
     pub drops: u64,
     /// Frames sent over the whole run.
     pub sent_total: u64,
+    /// Frames the generators wrote off as lost to keep the closed loop going (0 unless the
+    /// forwarder dropped).
+    pub written_off: u64,
     /// Share of the generator CPU the traffic threads used in the window.
     pub traffic_cpu_share: f64,
     /// Share of traffic-thread loop iterations that found nothing to do.
@@ -65,8 +71,9 @@ pub struct Measurement {
     pub device_errors: u64,
     /// CPU time other processes of the machine used during the window, in CPUs (noise).
     pub other_load: f64,
-    /// Mpps of every repetition (`--repeat`); this measurement is the best of them.
-    pub runs_mpps: Vec<f64>,
+    /// Every repetition (`--repeat`): Mpps, drops, other load, or the error; this measurement
+    /// is the best of them.
+    pub runs: Vec<serde_json::Value>,
     /// The forwarder's own cost.
     pub cost: Cost,
 }
@@ -125,6 +132,7 @@ struct Counters {
     inflight: AtomicU64,
     loops: AtomicU64,
     idle: AtomicU64,
+    lost: AtomicU64,
 }
 
 /// Frames each guest has received so far, indexed by guest ordinal (written by its owner).
@@ -155,6 +163,9 @@ fn traffic_thread(
     let burst = usize::from(queue_size) / 2;
     let limit = u64::from(queue_size);
     let mut sent = vec![0u64; guests.len()];
+    // Frames written off as lost (see below), and when each generator last saw progress.
+    let mut lost = vec![0u64; guests.len()];
+    let mut progress: Vec<(u64, Instant)> = vec![(0, Instant::now()); guests.len()];
     // Per generator: a window of frame references, as long as a full ring past any start.
     let frames: Vec<Vec<Vec<u8>>> = guests
         .iter_mut()
@@ -190,7 +201,22 @@ fn traffic_thread(
                         .iter()
                         .map(|&o| received[o].0.load(Ordering::Relaxed))
                         .sum();
-                    let credit = limit.saturating_sub(sent[i].saturating_sub(drained));
+                    let now = Instant::now();
+                    let mut inflight_i = sent[i].saturating_sub(lost[i] + drained);
+                    if drained != progress[i].0 {
+                        progress[i] = (drained, now);
+                    } else if inflight_i > 0
+                        && d.guest.tx_free() == usize::from(queue_size)
+                        && now - progress[i].1 > LOSS_TIMEOUT
+                    {
+                        // The forwarder took every frame and nothing arrives any more: what is
+                        // missing was dropped. Without this a forwarder that drops would starve
+                        // the closed loop for good.
+                        lost[i] += inflight_i;
+                        inflight_i = 0;
+                        progress[i].1 = now;
+                    }
+                    let credit = limit.saturating_sub(inflight_i);
                     // HeaderSeparate: two descriptors per frame.
                     let n = (d.guest.tx_free() / 2).min(burst).min(credit as usize);
                     if n > 0 {
@@ -226,6 +252,7 @@ fn traffic_thread(
         c.inflight.store(inflight, Ordering::Relaxed);
         c.loops.store(loops, Ordering::Relaxed);
         c.idle.store(idle, Ordering::Relaxed);
+        c.lost.store(lost.iter().sum(), Ordering::Relaxed);
         if !did {
             // Let the other traffic thread on this CPU run.
             thread::yield_now();
@@ -242,6 +269,7 @@ struct Snap {
     rx_bytes: u64,
     loops: u64,
     idle: u64,
+    lost: u64,
     proc_cpu: u64,
     traffic_cpu: u64,
 }
@@ -264,6 +292,7 @@ impl Running {
             s.rx_bytes += c.rx_bytes.load(Ordering::Relaxed);
             s.loops += c.loops.load(Ordering::Relaxed);
             s.idle += c.idle.load(Ordering::Relaxed);
+            s.lost += c.lost.load(Ordering::Relaxed);
         }
         s.traffic_cpu =
             self.threads.iter().map(sys::thread_cpu_ns).sum::<u64>() + sys::self_thread_cpu_ns();
@@ -425,11 +454,12 @@ pub fn run(
         ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
         drops: end.tx.saturating_sub(end.rx_frames),
         sent_total: end.tx,
+        written_off: end.lost,
         traffic_cpu_share: (s1.traffic_cpu - s0.traffic_cpu) as f64 / secs / 1e9,
         idle_loop_share: (s1.idle - s0.idle) as f64 / loops as f64,
         device_errors,
         other_load,
-        runs_mpps: Vec::new(),
+        runs: Vec::new(),
         cost,
     })
 }

@@ -230,9 +230,11 @@ fn real_main() -> Result<()> {
         sys::current_affinity()
     );
     println!(
-        "rings {} entries, RX buffers/TX slots {} B, warm-up {warmup} s, window {duration} s",
+        "rings {} entries, RX buffers/TX slots {} B, warm-up {warmup} s, window {duration} s, best of {}, source {}",
         args.queue_size,
-        generator::BUF_SIZE
+        generator::BUF_SIZE,
+        args.repeat.max(1),
+        meta["git"].as_str().unwrap_or("?")
     );
     for (p, why) in &unavail {
         println!("peer {p} cannot run: {why}");
@@ -313,12 +315,20 @@ fn run_all(
                 let tag = format!("s{si}-{peer}-{rep}");
                 match measure_once(peer, s, ctx, topts, &tag) {
                     Ok(m) => {
-                        runs.push(m.mpps);
+                        runs.push(serde_json::json!({
+                            "mpps": m.mpps,
+                            "offered_mpps": m.offered_mpps,
+                            "drops": m.drops,
+                            "written_off": m.written_off,
+                            "fwd_ns_per_pkt": m.cost.ns_per_pkt,
+                            "other_load": m.other_load,
+                        }));
                         if res.as_ref().map_or(true, |b| m.mpps > b.mpps) {
                             res = Ok(m);
                         }
                     }
                     Err(e) => {
+                        runs.push(serde_json::json!({ "error": format!("{e:#}") }));
                         if res.is_err() {
                             res = Err(e);
                         }
@@ -326,7 +336,7 @@ fn run_all(
                 }
             }
             if let Ok(m) = res.as_mut() {
-                m.runs_mpps = runs;
+                m.runs = runs;
             }
             match res {
                 Ok(m) => {
@@ -397,13 +407,28 @@ fn measure_once(
     generator::run(&topo, fwd.as_mut(), s.frame_len, topts)
 }
 
+/// The commit the binary was built from, "+dirty" when the switch's sources had uncommitted
+/// changes at run time.
 fn git_head() -> Option<String> {
-    let o = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()?;
-    o.status
-        .success()
-        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"])?;
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "../vswitch/src",
+        "../vhost/src",
+        "../channels/src",
+    ])
+    .is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}+dirty") } else { head })
 }

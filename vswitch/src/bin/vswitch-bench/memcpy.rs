@@ -93,11 +93,12 @@ fn copy_loop(
         ns_per_pkt: 1e9 / pps.max(1e-9),
         drops: 0,
         sent_total: copied,
+        written_off: 0,
         traffic_cpu_share: 0.0,
         idle_loop_share: 0.0,
         device_errors: 0,
         other_load: 0.0,
-        runs_mpps: Vec::new(),
+        runs: Vec::new(),
         cost: Cost {
             ns_per_pkt: Some(cpu / pkts.max(1) as f64),
             cycles_per_pkt: None,

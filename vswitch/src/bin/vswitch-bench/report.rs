@@ -148,6 +148,30 @@ pub fn notes(rows: &[Row]) -> String {
     let mut t = String::new();
     for r in rows {
         if let Some(m) = &r.result {
+            if m.runs.len() > 1 {
+                let v: Vec<String> = m
+                    .runs
+                    .iter()
+                    .map(|x| match x.get("mpps").and_then(|v| v.as_f64()) {
+                        Some(v) => format!("{v:.2}"),
+                        None => "error".into(),
+                    })
+                    .collect();
+                let _ = writeln!(
+                    t,
+                    "- {} / {}: runs (Mpps) {}",
+                    r.scenario,
+                    r.peer,
+                    v.join(", ")
+                );
+            }
+            if m.written_off > 0 {
+                let _ = writeln!(
+                    t,
+                    "- {} / {}: {} frames written off as dropped by the forwarder (closed-loop recovery)",
+                    r.scenario, r.peer, m.written_off
+                );
+            }
             for n in &m.cost.notes {
                 let _ = writeln!(t, "- {} / {}: {n}", r.scenario, r.peer);
             }
