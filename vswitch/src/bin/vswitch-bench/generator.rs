@@ -37,6 +37,9 @@ pub struct TrafficOpts {
     pub duration: Duration,
     /// CPU of the traffic threads.
     pub gen_cpu: usize,
+    /// One traffic thread per role group (generators / sinks, or one per guest when both
+    /// send) instead of a single thread driving every guest.
+    pub split_threads: bool,
 }
 
 /// One run of one scenario through one forwarder.
@@ -159,6 +162,7 @@ fn traffic_thread(
     c: &Counters,
     received: &[RxCount],
     queue_size: u16,
+    share_cpu: bool,
 ) -> Result<u64> {
     let burst = usize::from(queue_size) / 2;
     let limit = u64::from(queue_size);
@@ -253,7 +257,7 @@ fn traffic_thread(
         c.loops.store(loops, Ordering::Relaxed);
         c.idle.store(idle, Ordering::Relaxed);
         c.lost.store(lost.iter().sum(), Ordering::Relaxed);
-        if !did {
+        if !did && share_cpu {
             // Let the other traffic thread on this CPU run.
             thread::yield_now();
         }
@@ -419,6 +423,10 @@ pub fn run(
         counters: Vec::new(),
         threads: Vec::new(),
     };
+    if !o.split_threads {
+        groups = vec![groups.into_iter().flatten().collect()];
+    }
+    let share_cpu = groups.len() > 1;
     for (i, ds) in groups.into_iter().enumerate() {
         let c = Arc::new(Counters::default());
         run.counters.push(c.clone());
@@ -427,7 +435,7 @@ pub fn run(
             .name(format!("traffic-{i}"))
             .spawn(move || {
                 sys::pin_current_thread(cpu)?;
-                traffic_thread(ds, &ph, &c, &rx, q)
+                traffic_thread(ds, &ph, &c, &rx, q, share_cpu)
             })
             .context("spawning a traffic thread")?;
         run.threads.push(t);

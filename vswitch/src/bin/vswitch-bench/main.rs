@@ -66,6 +66,10 @@ struct Args {
     /// CPU of the generator and sink threads.
     #[arg(long, default_value_t = 1)]
     gen_cpu: usize,
+    /// Drive generators and sinks from separate threads (both on the generator CPU, yielding
+    /// to each other when idle) instead of one thread driving every guest.
+    #[arg(long)]
+    split_threads: bool,
     /// Measure every scenario/peer this many times and keep the best (highest Mpps) run: on a
     /// shared machine the best run is the least disturbed one.
     #[arg(long, default_value_t = 1)]
@@ -191,6 +195,7 @@ fn real_main() -> Result<()> {
         warmup: Duration::from_secs_f64(warmup),
         duration: Duration::from_secs_f64(duration),
         gen_cpu: args.gen_cpu,
+        split_threads: args.split_threads,
     };
     let run_dir = std::env::temp_dir().join(format!("vswb-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
