@@ -1,11 +1,14 @@
 //! Read-only views for the control API and logs: ports, FDB, counters, Prometheus text.
 
-use std::fmt::Write;
-
 use serde::Serialize;
 use vswitch_vhost::PortStatsSnapshot;
 
-use crate::counters::{CountersSnapshot, DropReason};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::counters::{CountersSnapshot, DropReason, Drops};
 
 /// A port, for listing.
 #[derive(Debug, Clone, Serialize)]
@@ -134,120 +137,98 @@ impl SwitchStats {
         out
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format (OpenMetrics), encoded by prometheus-client from
+    /// this snapshot.
     pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        let metric = |s: &mut String, name: &str, help: &str| {
-            let _ = writeln!(
-                s,
-                "# HELP vswitch_{name} {help}\n# TYPE vswitch_{name} counter"
-            );
+        type Labels = Vec<(&'static str, String)>;
+        let mut reg = Registry::with_prefix("vswitch");
+        let mut family = |name: &str, help: &str, values: Vec<(Labels, u64)>| {
+            let f = Family::<Labels, Counter>::default();
+            for (labels, v) in values {
+                f.get_or_create(&labels).inc_by(v);
+            }
+            reg.register(name, help, f);
         };
-        metric(
-            &mut s,
-            "port_in_frames_total",
+        let port = |p: &PortStatsOut| vec![("port", p.name.clone())];
+        let chan = |c: &ChannelStats| vec![("channel", c.channel.to_string())];
+        let per_port = |get: fn(&CountersSnapshot) -> u64| {
+            self.ports
+                .iter()
+                .map(|p| (port(p), get(&p.switch)))
+                .collect()
+        };
+        family(
+            "port_in_frames",
             "Frames received from the port's guest.",
+            per_port(|c| c.in_frames),
         );
-        for p in &self.ports {
-            let _ = writeln!(
-                s,
-                "vswitch_port_in_frames_total{{port=\"{}\"}} {}",
-                p.name, p.switch.in_frames
-            );
-        }
-        metric(
-            &mut s,
-            "port_in_bytes_total",
+        family(
+            "port_in_bytes",
             "Bytes received from the port's guest.",
+            per_port(|c| c.in_bytes),
         );
-        for p in &self.ports {
-            let _ = writeln!(
-                s,
-                "vswitch_port_in_bytes_total{{port=\"{}\"}} {}",
-                p.name, p.switch.in_bytes
-            );
-        }
-        metric(
-            &mut s,
-            "port_out_frames_total",
+        family(
+            "port_out_frames",
             "Frames delivered to the port's guest.",
+            per_port(|c| c.out_frames),
         );
-        for p in &self.ports {
-            let _ = writeln!(
-                s,
-                "vswitch_port_out_frames_total{{port=\"{}\"}} {}",
-                p.name, p.switch.out_frames
-            );
-        }
-        metric(
-            &mut s,
-            "port_out_bytes_total",
+        family(
+            "port_out_bytes",
             "Bytes delivered to the port's guest.",
+            per_port(|c| c.out_bytes),
         );
-        for p in &self.ports {
-            let _ = writeln!(
-                s,
-                "vswitch_port_out_bytes_total{{port=\"{}\"}} {}",
-                p.name, p.switch.out_bytes
-            );
-        }
-        metric(
-            &mut s,
-            "port_drops_total",
+        family(
+            "port_flooded",
+            "Copies planned by flooding, by sending port.",
+            per_port(|c| c.flooded),
+        );
+        let drops = |labels: Labels, d: &Drops| -> Vec<(Labels, u64)> {
+            DropReason::ALL
+                .iter()
+                .map(|r| {
+                    let mut l = labels.clone();
+                    l.push(("reason", r.as_str().to_string()));
+                    (l, d.get(*r))
+                })
+                .collect()
+        };
+        family(
+            "port_drops",
             "Frames dropped, by port and reason.",
+            self.ports
+                .iter()
+                .flat_map(|p| drops(port(p), &p.switch.drops))
+                .collect(),
         );
-        for p in &self.ports {
-            for r in DropReason::ALL {
-                let _ = writeln!(
-                    s,
-                    "vswitch_port_drops_total{{port=\"{}\",reason=\"{}\"}} {}",
-                    p.name,
-                    r.as_str(),
-                    p.switch.drops.get(r)
-                );
-            }
-        }
-        metric(
-            &mut s,
-            "channel_in_frames_total",
+        let per_chan = |get: fn(&CountersSnapshot) -> u64| {
+            self.channels
+                .iter()
+                .map(|c| (chan(c), get(&c.counters)))
+                .collect()
+        };
+        family(
+            "channel_in_frames",
             "Frames that entered the switch, by channel.",
+            per_chan(|c| c.in_frames),
         );
-        for c in &self.channels {
-            let _ = writeln!(
-                s,
-                "vswitch_channel_in_frames_total{{channel=\"{}\"}} {}",
-                c.channel, c.counters.in_frames
-            );
-        }
-        metric(
-            &mut s,
-            "channel_out_frames_total",
+        family(
+            "channel_out_frames",
             "Frames delivered, by destination channel.",
+            per_chan(|c| c.out_frames),
         );
-        for c in &self.channels {
-            let _ = writeln!(
-                s,
-                "vswitch_channel_out_frames_total{{channel=\"{}\"}} {}",
-                c.channel, c.counters.out_frames
-            );
-        }
-        metric(
-            &mut s,
-            "channel_drops_total",
+        family(
+            "channel_drops",
             "Frames dropped, by frame channel and reason.",
+            self.channels
+                .iter()
+                .flat_map(|c| drops(chan(c), &c.counters.drops))
+                .collect(),
         );
-        for c in &self.channels {
-            for r in DropReason::ALL {
-                let _ = writeln!(
-                    s,
-                    "vswitch_channel_drops_total{{channel=\"{}\",reason=\"{}\"}} {}",
-                    c.channel,
-                    r.as_str(),
-                    c.counters.drops.get(r)
-                );
-            }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &reg) {
+            log::warn!("metrics encoding failed: {e}");
         }
-        s
+        out
     }
 }
 
