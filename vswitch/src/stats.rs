@@ -159,27 +159,27 @@ impl SwitchStats {
         };
         family(
             "port_in_frames",
-            "Frames received from the port's guest.",
+            "Frames received from the port's guest",
             per_port(|c| c.in_frames),
         );
         family(
             "port_in_bytes",
-            "Bytes received from the port's guest.",
+            "Bytes received from the port's guest",
             per_port(|c| c.in_bytes),
         );
         family(
             "port_out_frames",
-            "Frames delivered to the port's guest.",
+            "Frames delivered to the port's guest",
             per_port(|c| c.out_frames),
         );
         family(
             "port_out_bytes",
-            "Bytes delivered to the port's guest.",
+            "Bytes delivered to the port's guest",
             per_port(|c| c.out_bytes),
         );
         family(
             "port_flooded",
-            "Copies planned by flooding, by sending port.",
+            "Copies planned by flooding, by sending port",
             per_port(|c| c.flooded),
         );
         let drops = |labels: Labels, d: &Drops| -> Vec<(Labels, u64)> {
@@ -194,7 +194,7 @@ impl SwitchStats {
         };
         family(
             "port_drops",
-            "Frames dropped, by port and reason.",
+            "Frames dropped, by port and reason",
             self.ports
                 .iter()
                 .flat_map(|p| drops(port(p), &p.switch.drops))
@@ -208,17 +208,17 @@ impl SwitchStats {
         };
         family(
             "channel_in_frames",
-            "Frames that entered the switch, by channel.",
+            "Frames that entered the switch, by channel",
             per_chan(|c| c.in_frames),
         );
         family(
             "channel_out_frames",
-            "Frames delivered, by destination channel.",
+            "Frames delivered, by destination channel",
             per_chan(|c| c.out_frames),
         );
         family(
             "channel_drops",
-            "Frames dropped, by frame channel and reason.",
+            "Frames dropped, by frame channel and reason",
             self.channels
                 .iter()
                 .flat_map(|c| drops(chan(c), &c.counters.drops))
