@@ -37,6 +37,8 @@ pub struct TrafficOpts {
     pub duration: Duration,
     /// CPU of the traffic threads.
     pub gen_cpu: usize,
+    /// Most frames one generator queues per step (0: as many as fit).
+    pub max_batch: usize,
     /// One traffic thread per role group (generators / sinks, or one per guest when both
     /// send) instead of a single thread driving every guest.
     pub split_threads: bool,
@@ -68,6 +70,9 @@ pub struct Measurement {
     pub written_off: u64,
     /// Share of the generator CPU the traffic threads used in the window.
     pub traffic_cpu_share: f64,
+    /// Frames per `send_batch` in the window (small batches: more kicks and notifications per
+    /// frame on both sides).
+    pub frames_per_batch: f64,
     /// Share of traffic-thread loop iterations that found nothing to do.
     pub idle_loop_share: f64,
     /// Malformed used entries the guests saw (a correct forwarder keeps this at 0).
@@ -136,6 +141,7 @@ struct Counters {
     loops: AtomicU64,
     idle: AtomicU64,
     lost: AtomicU64,
+    batches: AtomicU64,
 }
 
 /// Frames each guest has received so far, indexed by guest ordinal (written by its owner).
@@ -163,8 +169,14 @@ fn traffic_thread(
     received: &[RxCount],
     queue_size: u16,
     share_cpu: bool,
+    max_batch: usize,
 ) -> Result<u64> {
     let burst = usize::from(queue_size) / 2;
+    let max_batch = if max_batch == 0 {
+        burst
+    } else {
+        max_batch.min(burst)
+    };
     let limit = u64::from(queue_size);
     let mut sent = vec![0u64; guests.len()];
     // Frames written off as lost (see below), and when each generator last saw progress.
@@ -188,6 +200,7 @@ fn traffic_thread(
         .collect();
     let mut pos = vec![0usize; guests.len()];
     let (mut tx, mut rxf, mut rxb, mut loops, mut idle) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut batches = 0u64;
     loop {
         let ph = phase.load(Ordering::Relaxed);
         if ph == STOP {
@@ -222,7 +235,7 @@ fn traffic_thread(
                     }
                     let credit = limit.saturating_sub(inflight_i);
                     // HeaderSeparate: two descriptors per frame.
-                    let n = (d.guest.tx_free() / 2).min(burst).min(credit as usize);
+                    let n = (d.guest.tx_free() / 2).min(max_batch).min(credit as usize);
                     if n > 0 {
                         let n_sent = d
                             .guest
@@ -231,6 +244,7 @@ fn traffic_thread(
                         pos[i] = (pos[i] + n_sent) % (r.len() - burst);
                         sent[i] += n_sent as u64;
                         tx += n_sent as u64;
+                        batches += 1;
                         did |= n_sent > 0;
                     }
                 }
@@ -257,6 +271,7 @@ fn traffic_thread(
         c.loops.store(loops, Ordering::Relaxed);
         c.idle.store(idle, Ordering::Relaxed);
         c.lost.store(lost.iter().sum(), Ordering::Relaxed);
+        c.batches.store(batches, Ordering::Relaxed);
         if !did && share_cpu {
             // Let the other traffic thread on this CPU run.
             thread::yield_now();
@@ -274,6 +289,7 @@ struct Snap {
     loops: u64,
     idle: u64,
     lost: u64,
+    batches: u64,
     proc_cpu: u64,
     traffic_cpu: u64,
 }
@@ -297,6 +313,7 @@ impl Running {
             s.loops += c.loops.load(Ordering::Relaxed);
             s.idle += c.idle.load(Ordering::Relaxed);
             s.lost += c.lost.load(Ordering::Relaxed);
+            s.batches += c.batches.load(Ordering::Relaxed);
         }
         s.traffic_cpu =
             self.threads.iter().map(sys::thread_cpu_ns).sum::<u64>() + sys::self_thread_cpu_ns();
@@ -431,11 +448,12 @@ pub fn run(
         let c = Arc::new(Counters::default());
         run.counters.push(c.clone());
         let (ph, q, cpu, rx) = (phase.clone(), o.queue_size, o.gen_cpu, received.clone());
+        let mb = o.max_batch;
         let t = thread::Builder::new()
             .name(format!("traffic-{i}"))
             .spawn(move || {
                 sys::pin_current_thread(cpu)?;
-                traffic_thread(ds, &ph, &c, &rx, q, share_cpu)
+                traffic_thread(ds, &ph, &c, &rx, q, share_cpu, mb)
             })
             .context("spawning a traffic thread")?;
         run.threads.push(t);
@@ -465,6 +483,7 @@ pub fn run(
         written_off: end.lost,
         traffic_cpu_share: (s1.traffic_cpu - s0.traffic_cpu) as f64 / secs / 1e9,
         idle_loop_share: (s1.idle - s0.idle) as f64 / loops as f64,
+        frames_per_batch: (s1.tx - s0.tx) as f64 / (s1.batches - s0.batches).max(1) as f64,
         device_errors,
         other_load,
         runs: Vec::new(),

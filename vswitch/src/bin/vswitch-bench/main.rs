@@ -66,6 +66,10 @@ struct Args {
     /// CPU of the generator and sink threads.
     #[arg(long, default_value_t = 1)]
     gen_cpu: usize,
+    /// Most frames a generator queues per step, i.e. per kick (0: every free TX slot). Larger
+    /// bursts make every forwarder's rate bimodal on this machine (docs/performance.md).
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
     /// Drive generators and sinks from separate threads (both on the generator CPU, yielding
     /// to each other when idle) instead of one thread driving every guest.
     #[arg(long)]
@@ -196,6 +200,7 @@ fn real_main() -> Result<()> {
         duration: Duration::from_secs_f64(duration),
         gen_cpu: args.gen_cpu,
         split_threads: args.split_threads,
+        max_batch: args.max_batch,
     };
     let run_dir = std::env::temp_dir().join(format!("vswb-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -323,6 +328,8 @@ fn run_all(
                         runs.push(serde_json::json!({
                             "mpps": m.mpps,
                             "offered_mpps": m.offered_mpps,
+                            "frames_per_batch": m.frames_per_batch,
+                            "fwd_busy": m.cost.busy_share,
                             "drops": m.drops,
                             "written_off": m.written_off,
                             "fwd_ns_per_pkt": m.cost.ns_per_pkt,
@@ -346,7 +353,7 @@ fn run_all(
             match res {
                 Ok(m) => {
                     println!(
-                        "{:<14} {:<13} {:>7.3} Mpps {:>6.2} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%",
+                        "{:<14} {:<13} {:>7.3} Mpps {:>6.2} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%  {:.0} frames/batch",
                         s.name,
                         peer,
                         m.mpps,
@@ -355,7 +362,8 @@ fn run_all(
                             .ns_per_pkt
                             .map_or("?".into(), |v| format!("{v:.0}")),
                         m.drops,
-                        m.other_load * 100.0
+                        m.other_load * 100.0,
+                        m.frames_per_batch
                     );
                     row.result = Some(m);
                 }

@@ -96,6 +96,7 @@ fn copy_loop(
         written_off: 0,
         traffic_cpu_share: 0.0,
         idle_loop_share: 0.0,
+        frames_per_batch: 0.0,
         device_errors: 0,
         other_load: 0.0,
         runs: Vec::new(),
