@@ -8,6 +8,7 @@
 //! `cargo run --release -p vswitch --features bench --bin vswitch-bench -- [--quick]
 //! [--json out.json] [--plot out.png] [--scenario NAME]...`
 
+mod frames;
 mod generator;
 mod memcpy;
 mod peers;
@@ -242,7 +243,7 @@ fn real_main() -> Result<()> {
     println!(
         "rings {} entries, RX buffers/TX slots {} B, warm-up {warmup} s, window {duration} s, best of {}, source {}",
         args.queue_size,
-        generator::BUF_SIZE,
+        frames::BUF_SIZE,
         args.repeat.max(1),
         meta["git"].as_str().unwrap_or("?")
     );

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use crate::generator::{build_frame, Measurement, BUF_SIZE};
+use crate::frames::{build_frame, BUF_SIZE};
+use crate::generator::Measurement;
 use crate::peers::Cost;
 use crate::scenario::mac;
 use crate::sys;
