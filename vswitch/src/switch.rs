@@ -453,6 +453,10 @@ impl Switch {
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         let ports: Vec<NetPort> = self.lock_ports().drain().map(|(_, p)| p).collect();
+        // Ask every port first, then wait: the waits overlap.
+        for p in &ports {
+            p.request_stop();
+        }
         for p in ports {
             p.stop();
         }
