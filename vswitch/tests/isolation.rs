@@ -21,13 +21,15 @@ fn four_vms() -> Net {
     ])
 }
 
+/// Guests on vm1..vm4, in that order.
+fn attach_all(net: &Net) -> [vswitch_testguest::TestGuest; 4] {
+    [1u8, 2, 3, 4].map(|i| net.guest(&format!("vm{i}"), mac(i)))
+}
+
 #[test]
 fn unicast_within_a_channel_arrives_once_and_untagged() {
     let net = four_vms();
-    let mut g1 = net.guest("vm1", mac(1));
-    let mut g2 = net.guest("vm2", mac(2));
-    let mut g3 = net.guest("vm3", mac(3));
-    let mut g4 = net.guest("vm4", mac(4));
+    let [mut g1, mut g2, mut g3, mut g4] = attach_all(&net);
     // vm2 announces itself (learned), then vm1 unicasts to it.
     g2.send(&eth(BCAST, mac(2), 0)).expect("send");
     assert_eq!(drain(&mut g1).len(), 1, "vm1 sees vm2's broadcast");
@@ -52,10 +54,7 @@ fn unicast_within_a_channel_arrives_once_and_untagged() {
 #[test]
 fn no_kind_of_traffic_crosses_channels() {
     let net = four_vms();
-    let mut g1 = net.guest("vm1", mac(1));
-    let mut g2 = net.guest("vm2", mac(2));
-    let mut g3 = net.guest("vm3", mac(3));
-    let mut g4 = net.guest("vm4", mac(4));
+    let [mut g1, mut g2, mut g3, mut g4] = attach_all(&net);
     // Let the switch learn vm3 and vm4 in channel 200.
     g3.send(&eth(BCAST, mac(3), 0)).expect("send");
     g4.send(&eth(BCAST, mac(4), 0)).expect("send");
@@ -101,10 +100,7 @@ fn no_kind_of_traffic_crosses_channels() {
 #[test]
 fn guest_written_tags_are_payload() {
     let net = four_vms();
-    let mut g1 = net.guest("vm1", mac(1));
-    let mut g2 = net.guest("vm2", mac(2));
-    let mut g3 = net.guest("vm3", mac(3));
-    let mut g4 = net.guest("vm4", mac(4));
+    let [mut g1, mut g2, mut g3, mut g4] = attach_all(&net);
     g3.send(&eth(BCAST, mac(3), 0)).expect("send");
     drain(&mut g4);
     let payload = [0x42u8; 50];
