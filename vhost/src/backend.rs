@@ -21,7 +21,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
-use crate::memory::{GuestMemory, GuestMemoryAtomic, Regions, Vring};
+use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
 use crate::port::{PortShared, TxPoller};
 use crate::ring::SplitRing;
 use crate::rx::RxRing;
@@ -164,7 +164,6 @@ impl NetBackend {
             return TxOutcome::Done(false);
         };
         ring.disable_notification();
-        let regions = Regions::new(mem);
         scratch.clear();
         let mut counts = TxBatchCounts::default();
         let mut broken = false;
@@ -172,7 +171,7 @@ impl NetBackend {
             match ring.pop() {
                 Ok(Some(head)) => {
                     let r = parse_chain(
-                        &regions,
+                        ring.map(),
                         ring.chain(head),
                         neg.hdr_len,
                         max_frame,
@@ -206,7 +205,7 @@ impl NetBackend {
             inner
                 .port
                 .sink
-                .on_tx(&TxBatch::new(&regions, scratch, refused));
+                .on_tx(&TxBatch::new(ring.map(), scratch, refused));
         }
         for &head in &scratch.heads {
             ring.push_used(head, 0);

@@ -1,21 +1,22 @@
-//! A split virtqueue as the datapath touches it: one batch at a time, through slices of the
-//! ring areas resolved once per batch.
+//! A split virtqueue as the datapath touches it: one batch at a time, through host addresses of
+//! the ring areas resolved once per batch.
 //!
 //! virtio-queue's `Queue` keeps the ring's configuration and indices (vhost-user-backend sets
 //! them from SET_VRING_*), and its own accessors look every ring access up in guest memory and
-//! publish the used index after every entry. The datapath instead resolves the descriptor
-//! table, avail ring and used ring to bounds-checked `VolatileSlice`s once per batch, publishes
-//! the used index once per batch, and walks chains with explicit errors (virtio-queue's chain
-//! iterator ends silently on a loop or a bad indirect table, which would hide a malformed chain
-//! from the counters). The indices are written back to the `Queue` at the end of the batch.
+//! publish the used index after every entry. The datapath instead checks once per batch that
+//! the descriptor table, avail ring and used ring lie entirely inside guest memory (and are
+//! aligned as the virtio spec requires), then reads and writes them with single volatile
+//! accesses, publishes the used index once per batch, and walks chains with explicit errors
+//! (virtio-queue's chain iterator ends silently on a loop or a bad indirect table, which would
+//! hide a malformed chain from the counters). The indices are written back to the `Queue` at
+//! the end of the batch.
 
 use std::num::Wrapping;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU16, Ordering};
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
-use crate::memory::GuestMemory;
+use crate::memory::{read_guest, write_guest, GuestMap, GuestMemory};
 
 const DESC_SIZE: usize = 16;
 const F_NEXT: u16 = 1;
@@ -33,24 +34,25 @@ pub(crate) enum ChainError {
     TooLong,
     /// The indirect table is misaligned, empty, too big, nested or outside guest memory.
     BadIndirect,
-    /// The descriptor table itself is unreadable.
-    Unreadable,
 }
 
-/// One descriptor of a chain.
+/// One descriptor of a chain (guest physical address, not yet translated).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Desc {
-    pub addr: GuestAddress,
+    pub addr: u64,
     pub len: u32,
     pub write: bool,
 }
 
 /// The rings of one queue, resolved for one batch.
+///
+/// Invariant: `desc`, `avail` and `used` are host addresses of `16 * size`, `6 + 2 * size` and
+/// `6 + 8 * size` bytes inside guest memory mapped by `map`, aligned to 16, 2 and 4 bytes.
 pub(crate) struct SplitRing<'m> {
-    mem: &'m GuestMemory,
-    desc: VolatileSlice<'m, ()>,
-    avail: VolatileSlice<'m, ()>,
-    used: VolatileSlice<'m, ()>,
+    map: GuestMap<'m>,
+    desc: usize,
+    avail: usize,
+    used: usize,
     size: u16,
     next_avail: Wrapping<u16>,
     next_used: Wrapping<u16>,
@@ -60,8 +62,8 @@ pub(crate) struct SplitRing<'m> {
 }
 
 impl<'m> SplitRing<'m> {
-    /// Resolves the queue's rings; `None` when the queue is not ready or its areas are not
-    /// (entirely) guest memory.
+    /// Resolves the queue's rings; `None` when the queue is not ready, its areas are not
+    /// (entirely) inside one guest memory region, or they are misaligned.
     pub(crate) fn new(mem: &'m GuestMemory, q: &Queue) -> Option<Self> {
         if !q.ready() {
             return None;
@@ -71,16 +73,16 @@ impl<'m> SplitRing<'m> {
             return None;
         }
         let n = usize::from(size);
-        let desc = mem
-            .get_slice(GuestAddress(q.desc_table()), n * DESC_SIZE)
-            .ok()?;
-        let avail = mem
-            .get_slice(GuestAddress(q.avail_ring()), 6 + 2 * n)
-            .ok()?;
-        let used = mem.get_slice(GuestAddress(q.used_ring()), 6 + 8 * n).ok()?;
+        let map = GuestMap::new(mem);
+        let desc = map.host(q.desc_table(), n * DESC_SIZE)?;
+        let avail = map.host(q.avail_ring(), 6 + 2 * n)?;
+        let used = map.host(q.used_ring(), 6 + 8 * n)?;
+        if !desc.is_multiple_of(16) || !avail.is_multiple_of(2) || !used.is_multiple_of(4) {
+            return None;
+        }
         let next_used = Wrapping(q.next_used());
         Some(SplitRing {
-            mem,
+            map,
             desc,
             avail,
             used,
@@ -93,24 +95,39 @@ impl<'m> SplitRing<'m> {
         })
     }
 
+    /// The guest's memory, translated for this batch.
+    #[inline]
+    pub(crate) fn map(&self) -> &GuestMap<'m> {
+        &self.map
+    }
+
     /// Writes the indices back to the queue (end of batch).
     pub(crate) fn store_back(&self, q: &mut Queue) {
         q.set_next_avail(self.next_avail.0);
         q.set_next_used(self.next_used.0);
     }
 
-    fn load_avail_idx(&self) -> Option<Wrapping<u16>> {
-        self.avail
-            .load::<u16>(2, Ordering::Acquire)
-            .ok()
-            .map(|v| Wrapping(u16::from_le(v)))
+    #[inline]
+    fn avail_u16(&self, off: usize) -> u16 {
+        // SAFETY: every caller passes an offset < 6 + 2 * size (the avail ring's length, see the
+        // struct invariant); the ring and the offset are 2-byte aligned.
+        u16::from_le(unsafe { std::ptr::read_volatile((self.avail + off) as *const u16) })
+    }
+
+    #[inline]
+    fn load_avail_idx(&self) -> Wrapping<u16> {
+        // SAFETY: `avail + 2` is inside the avail ring and 2-byte aligned (struct invariant);
+        // the mapping outlives `self`. The guest writes it concurrently, hence an atomic.
+        let idx = unsafe { AtomicU16::from_ptr((self.avail + 2) as *mut u16) };
+        Wrapping(u16::from_le(idx.load(Ordering::Acquire)))
     }
 
     /// Chains the guest made available and the device has not taken. `None`: the guest moved
     /// its index by more than the ring size (a broken ring).
+    #[inline]
     pub(crate) fn pending(&mut self) -> Option<u16> {
         if self.avail_idx == self.next_avail {
-            self.avail_idx = self.load_avail_idx()?;
+            self.avail_idx = self.load_avail_idx();
         }
         let n = (self.avail_idx - self.next_avail).0;
         (n <= self.size).then_some(n)
@@ -118,18 +135,16 @@ impl<'m> SplitRing<'m> {
 
     /// Takes the next available head. `Ok(None)`: nothing available. `Err`: the ring is broken
     /// (index jump); the caller should stop processing this queue.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Result<Option<u16>, ChainError> {
         match self.pending() {
             None => Err(ChainError::IndexOutOfRange),
             Some(0) => Ok(None),
             Some(_) => {
-                let slot = usize::from(self.next_avail.0 % self.size);
-                let head = self
-                    .avail
-                    .load::<u16>(4 + 2 * slot, Ordering::Relaxed)
-                    .map_err(|_| ChainError::Unreadable)?;
+                let slot = usize::from(self.next_avail.0 & (self.size - 1));
+                let head = self.avail_u16(4 + 2 * slot);
                 self.next_avail += Wrapping(1);
-                Ok(Some(u16::from_le(head)))
+                Ok(Some(head))
             }
         }
     }
@@ -140,9 +155,10 @@ impl<'m> SplitRing<'m> {
     }
 
     /// Walks the chain starting at `head`.
+    #[inline]
     pub(crate) fn chain(&self, head: u16) -> Chain<'_, 'm> {
         Chain {
-            ring: self,
+            map: &self.map,
             table: self.desc,
             table_len: self.size,
             next: head,
@@ -153,22 +169,48 @@ impl<'m> SplitRing<'m> {
     }
 
     /// Records a used entry (not visible to the guest until [`SplitRing::publish_used`]).
+    #[inline]
     pub(crate) fn push_used(&mut self, head: u16, len: u32) {
-        let off = 4 + 8 * usize::from(self.next_used.0 % self.size);
-        // The slice was resolved for the whole ring: offsets are in range by construction.
-        let _ = self
-            .used
-            .store(u32::from(head).to_le(), off, Ordering::Relaxed);
-        let _ = self.used.store(len.to_le(), off + 4, Ordering::Relaxed);
+        let slot = usize::from(self.next_used.0 & (self.size - 1));
+        let mut e = [0u8; 8];
+        e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        e[4..].copy_from_slice(&len.to_le_bytes());
+        // SAFETY: slot < size, so the 8-byte element at 4 + 8 * slot is inside the used ring
+        // (struct invariant).
+        unsafe { write_guest(self.used + 4 + 8 * slot, e) };
         self.next_used += Wrapping(1);
+    }
+
+    /// The position of the next used entry (to undo entries of a frame that failed).
+    #[inline]
+    pub(crate) fn used_mark(&self) -> Wrapping<u16> {
+        self.next_used
+    }
+
+    /// Forgets the (unpublished) used entries recorded since `mark`.
+    #[inline]
+    pub(crate) fn rewind_used(&mut self, mark: Wrapping<u16>) {
+        self.next_used = mark;
+    }
+
+    /// Sets the length of the (unpublished) used entries recorded since `mark` to zero.
+    #[cold]
+    pub(crate) fn zero_used_lens_since(&mut self, mark: Wrapping<u16>) {
+        let mut i = mark;
+        while i != self.next_used {
+            let slot = usize::from(i.0 & (self.size - 1));
+            // SAFETY: slot < size: the length field at 8 + 8 * slot is inside the used ring.
+            unsafe { write_guest(self.used + 8 + 8 * slot, 0u32.to_le_bytes()) };
+            i += Wrapping(1);
+        }
     }
 
     /// Makes the recorded used entries visible: one release store per batch.
     pub(crate) fn publish_used(&mut self) {
         if self.published_used != self.next_used {
-            let _ = self
-                .used
-                .store(self.next_used.0.to_le(), 2, Ordering::Release);
+            // SAFETY: `used + 2` is inside the used ring and 2-byte aligned (struct invariant).
+            let idx = unsafe { AtomicU16::from_ptr((self.used + 2) as *mut u16) };
+            idx.store(self.next_used.0.to_le(), Ordering::Release);
         }
     }
 
@@ -184,49 +226,41 @@ impl<'m> SplitRing<'m> {
         // The used index store must be visible before we read the guest's wish.
         fence(Ordering::SeqCst);
         if self.event_idx {
-            let off = 4 + 2 * usize::from(self.size);
-            let Ok(ev) = self.avail.load::<u16>(off, Ordering::Relaxed) else {
-                return true;
-            };
-            let ev = Wrapping(u16::from_le(ev));
+            let ev = Wrapping(self.avail_u16(4 + 2 * usize::from(self.size)));
             // vring_need_event
             (new - ev - Wrapping(1)) < (new - old)
         } else {
-            let flags = self.avail.load::<u16>(0, Ordering::Relaxed).unwrap_or(0);
-            u16::from_le(flags) & AVAIL_F_NO_INTERRUPT == 0
+            self.avail_u16(0) & AVAIL_F_NO_INTERRUPT == 0
         }
+    }
+
+    fn store_used_u16(&self, off: usize, v: u16) {
+        // SAFETY: callers pass 0 (flags) or 4 + 8 * size (avail_event), both inside the used
+        // ring and 2-byte aligned (struct invariant).
+        unsafe { std::ptr::write_volatile((self.used + off) as *mut u16, v.to_le()) };
     }
 
     /// Asks the guest to kick on its next new chain. Returns true if chains arrived meanwhile.
     pub(crate) fn enable_notification(&mut self) -> bool {
         if self.event_idx {
-            let off = 4 + 8 * usize::from(self.size);
-            let _ = self
-                .used
-                .store(self.next_avail.0.to_le(), off, Ordering::Relaxed);
+            self.store_used_u16(4 + 8 * usize::from(self.size), self.next_avail.0);
         } else {
-            let _ = self.used.store(0u16, 0, Ordering::Relaxed);
+            self.store_used_u16(0, 0);
         }
         fence(Ordering::SeqCst);
-        match self.load_avail_idx() {
-            Some(idx) => {
-                self.avail_idx = idx;
-                idx != self.next_avail
-            }
-            None => false,
-        }
+        self.avail_idx = self.load_avail_idx();
+        self.avail_idx != self.next_avail
     }
 
     /// Asks the guest not to kick (without EVENT_IDX; with it, not re-arming is enough).
     pub(crate) fn disable_notification(&mut self) {
         if !self.event_idx {
-            let _ = self
-                .used
-                .store(USED_F_NO_NOTIFY.to_le(), 0, Ordering::Relaxed);
+            self.store_used_u16(0, USED_F_NO_NOTIFY);
         }
     }
 
     /// Ring size (entries).
+    #[inline]
     pub(crate) fn size(&self) -> u16 {
         self.size
     }
@@ -234,36 +268,54 @@ impl<'m> SplitRing<'m> {
 
 /// A descriptor as read from a table (little-endian fields decoded).
 struct RawDesc {
-    addr: GuestAddress,
+    addr: u64,
     len: u32,
     flags: u16,
     next: u16,
 }
 
-/// Reads entry `index` of a descriptor table with one 16-byte copy.
+/// Reads entry `index` of the table at host address `table`: two 8-byte volatile loads when
+/// the table is 8-byte aligned (always for the ring's own table, which must be 16-aligned;
+/// drivers align indirect tables too), sixteen byte loads otherwise.
+///
+/// # Safety
+/// `index` must be below the table's length and the table must lie in mapped guest memory.
 #[inline]
-fn read_desc(table: &VolatileSlice<'_, ()>, index: u16) -> Option<RawDesc> {
-    let off = usize::from(index) * DESC_SIZE;
-    if off + DESC_SIZE > table.len() {
-        return None;
+unsafe fn read_desc(table: usize, index: u16) -> RawDesc {
+    let at = table + usize::from(index) * DESC_SIZE;
+    let (lo, hi) = if at.is_multiple_of(8) {
+        // SAFETY: in bounds per the caller, 8-byte aligned (checked just above).
+        unsafe {
+            (
+                std::ptr::read_volatile(at as *const u64),
+                std::ptr::read_volatile((at + 8) as *const u64),
+            )
+        }
+    } else {
+        // SAFETY: in bounds per the caller; `[u8; 16]` has alignment 1.
+        let b: [u8; DESC_SIZE] = unsafe { read_guest(at) };
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&b[..8]);
+        hi.copy_from_slice(&b[8..]);
+        (u64::from_ne_bytes(lo), u64::from_ne_bytes(hi))
+    };
+    let (lo, hi) = (u64::from_le(lo), u64::from_le(hi));
+    RawDesc {
+        addr: lo,
+        len: hi as u32,
+        flags: (hi >> 32) as u16,
+        next: (hi >> 48) as u16,
     }
-    let mut b = [0u8; DESC_SIZE];
-    table.read_slice(&mut b, off).ok()?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[0..8]);
-    Some(RawDesc {
-        addr: GuestAddress(u64::from_le_bytes(a)),
-        len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-        flags: u16::from_le_bytes([b[12], b[13]]),
-        next: u16::from_le_bytes([b[14], b[15]]),
-    })
 }
 
 /// Iterates over the descriptors of one chain, following `next` and one level of indirection,
 /// bounded by the table size. Yields an error (and then stops) on anything malformed.
+///
+/// Invariant: `table` is the host address of `table_len` descriptors inside mapped guest memory.
 pub(crate) struct Chain<'r, 'm> {
-    ring: &'r SplitRing<'m>,
-    table: VolatileSlice<'m, ()>,
+    map: &'r GuestMap<'m>,
+    table: usize,
     table_len: u16,
     next: u16,
     ttl: u32,
@@ -272,15 +324,39 @@ pub(crate) struct Chain<'r, 'm> {
 }
 
 impl Chain<'_, '_> {
+    #[cold]
     fn fail(&mut self, e: ChainError) -> Option<Result<Desc, ChainError>> {
         self.done = true;
         Some(Err(e))
+    }
+
+    /// Switches to the indirect table `d` points at (rare: kept out of the walking loop).
+    #[cold]
+    #[inline(never)]
+    fn enter_indirect(&mut self, d: &RawDesc) -> Result<(), ChainError> {
+        let len = d.len as usize;
+        if self.indirect
+            || d.flags & F_NEXT != 0
+            || len == 0
+            || !len.is_multiple_of(DESC_SIZE)
+            || len / DESC_SIZE > usize::from(u16::MAX)
+        {
+            return Err(ChainError::BadIndirect);
+        }
+        let table = self.map.host(d.addr, len).ok_or(ChainError::BadIndirect)?;
+        self.table = table;
+        self.table_len = (len / DESC_SIZE) as u16;
+        self.ttl = u32::from(self.table_len);
+        self.next = 0;
+        self.indirect = true;
+        Ok(())
     }
 }
 
 impl Iterator for Chain<'_, '_> {
     type Item = Result<Desc, ChainError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
@@ -292,32 +368,16 @@ impl Iterator for Chain<'_, '_> {
             if self.next >= self.table_len {
                 return self.fail(ChainError::IndexOutOfRange);
             }
-            let Some(d) = read_desc(&self.table, self.next) else {
-                return self.fail(ChainError::Unreadable);
-            };
+            // SAFETY: next < table_len, and the table is mapped (struct invariant).
+            let d = unsafe { read_desc(self.table, self.next) };
             self.ttl -= 1;
-            let flags = d.flags;
-            if flags & F_INDIRECT != 0 {
-                let len = d.len as usize;
-                if self.indirect
-                    || flags & F_NEXT != 0
-                    || len == 0
-                    || !len.is_multiple_of(DESC_SIZE)
-                    || len / DESC_SIZE > usize::from(u16::MAX)
-                {
-                    return self.fail(ChainError::BadIndirect);
+            if d.flags & F_INDIRECT != 0 {
+                if let Err(e) = self.enter_indirect(&d) {
+                    return self.fail(e);
                 }
-                let Ok(table) = self.ring.mem.get_slice(d.addr, len) else {
-                    return self.fail(ChainError::BadIndirect);
-                };
-                self.table = table;
-                self.table_len = (len / DESC_SIZE) as u16;
-                self.ttl = u32::from(self.table_len);
-                self.next = 0;
-                self.indirect = true;
                 continue;
             }
-            if flags & F_NEXT != 0 {
+            if d.flags & F_NEXT != 0 {
                 self.next = d.next;
             } else {
                 self.done = true;
@@ -325,7 +385,7 @@ impl Iterator for Chain<'_, '_> {
             return Some(Ok(Desc {
                 addr: d.addr,
                 len: d.len,
-                write: flags & F_WRITE != 0,
+                write: d.flags & F_WRITE != 0,
             }));
         }
     }

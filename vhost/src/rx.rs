@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
-use vm_memory::{Address, GuestAddressSpace, VolatileSlice};
+use vm_memory::GuestAddressSpace;
 
 use crate::features::Negotiated;
-use crate::memory::{GuestMemoryAtomic, Regions, Vring};
+use crate::memory::{copy_guest, write_guest, GuestMemoryAtomic, Vring};
 use crate::ring::SplitRing;
 use crate::stats::PortStats;
 use crate::tx::FrameRef;
@@ -77,11 +77,9 @@ impl RxRing {
         let ring = SplitRing::new(&mem, state.get_queue())?;
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
         let mut w = RxWriter {
-            regions: Regions::new(&mem),
             ring,
             neg,
             counts: RxCounts::default(),
-            taken: [(0, 0); MAX_BUFFERS_PER_FRAME],
         };
         let r = f(&mut w);
         let RxWriter {
@@ -123,48 +121,15 @@ struct RxCounts {
 /// A locked RX ring for one batch (see [`RxRing::with_writer`]).
 pub struct RxWriter<'m> {
     ring: SplitRing<'m>,
-    regions: Regions<'m>,
     neg: Negotiated,
     counts: RxCounts,
-    /// (head, bytes written) of each chain taken for the frame being written; kept here so
-    /// that it is initialised once per batch, not per frame.
-    taken: [(u16, u32); MAX_BUFFERS_PER_FRAME],
-}
-
-/// The writer's position in the source frame.
-struct SrcCursor<'a> {
-    frame: FrameRef<'a>,
-    seg: usize,
-    off: usize,
-}
-
-impl SrcCursor<'_> {
-    fn remaining_in_seg(&self) -> usize {
-        self.frame
-            .segs
-            .get(self.seg)
-            .map_or(0, |s| s.len as usize - self.off)
-    }
-
-    fn done(&self) -> bool {
-        self.seg >= self.frame.segs.len()
-    }
-
-    fn advance(&mut self, n: usize) {
-        self.off += n;
-        if let Some(s) = self.frame.segs.get(self.seg) {
-            if self.off >= s.len as usize {
-                self.seg += 1;
-                self.off = 0;
-            }
-        }
-    }
 }
 
 impl RxWriter<'_> {
     /// Writes one frame (copied once, straight from the source guest's memory) with its
     /// virtio-net header. On error nothing is published for this frame and the reason is
     /// counted on this port.
+    #[inline]
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
         match self.try_deliver(frame) {
             Ok(()) => {
@@ -191,19 +156,20 @@ impl RxWriter<'_> {
             1
         };
         let ring = &mut self.ring;
-        let regions = &self.regions;
         let size = ring.size();
-        let taken = &mut self.taken;
+        // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
+        // visible to the guest before the batch publishes the used index), so a frame that
+        // fails is undone by rewinding the ring's private indices.
+        let used_mark = ring.used_mark();
         let mut ntaken = 0usize;
-        let mut hdr_slot: Option<VolatileSlice<'_, ()>> = None;
-        let mut src = SrcCursor {
-            frame,
-            seg: 0,
-            off: 0,
-        };
+        // Host address of the header slot at the start of the first buffer.
+        let mut hdr_at: Option<usize> = None;
+        let mut src = frame.host_segments();
+        // The source piece not yet copied: (host address, bytes left).
+        let mut cur = src.next().unwrap_or((0, 0));
 
         let outcome: Result<(), RxDrop> = loop {
-            if src.done() && hdr_slot.is_some() {
+            if cur.1 == 0 && hdr_at.is_some() {
                 break Ok(());
             }
             if ntaken == max_chains {
@@ -216,83 +182,45 @@ impl RxWriter<'_> {
                 Err(_) => break Err(RxDrop::BadDescriptor),
             };
             if head >= size {
+                // Cannot even be returned: the chain is lost (and the frame counted).
                 break Err(RxDrop::BadDescriptor);
             }
-            taken[ntaken] = (head, 0);
             ntaken += 1;
-            let mut written = 0u32;
-            let mut bad = false;
-            for desc in ring.chain(head) {
-                let Ok(desc) = desc else {
-                    bad = true;
-                    break;
-                };
-                if !desc.write || desc.len == 0 {
-                    bad = true;
-                    break;
+            match fill_chain(ring, head, hdr_len, &mut hdr_at, &mut cur, &mut src) {
+                Ok(written) => ring.push_used(head, written),
+                Err(()) => {
+                    ring.push_used(head, 0);
+                    break Err(RxDrop::BadDescriptor);
                 }
-                // One lookup per descriptor (split at memory-region boundaries).
-                for dst in regions.slices(desc.addr, desc.len as usize) {
-                    let Some(mut dst) = dst else {
-                        bad = true;
-                        break;
-                    };
-                    if hdr_slot.is_none() {
-                        // The header must sit at the start of the first buffer (every driver
-                        // does this); it is written last, once num_buffers is known.
-                        let (Ok(h), Ok(rest)) = (dst.subslice(0, hdr_len), dst.offset(hdr_len))
-                        else {
-                            bad = true;
-                            break;
-                        };
-                        hdr_slot = Some(h);
-                        written += hdr_len as u32;
-                        dst = rest;
-                    }
-                    if src.done() {
-                        break;
-                    }
-                    match copy_into(dst, &mut src) {
-                        Ok(n) => written += n as u32,
-                        Err(()) => {
-                            bad = true;
-                            break;
-                        }
-                    }
-                }
-                if bad || src.done() {
-                    break;
-                }
-            }
-            taken[ntaken - 1].1 = written;
-            if bad {
-                break Err(RxDrop::BadDescriptor);
             }
         };
 
         match outcome {
             Ok(()) => {
-                let Some(hdr_at) = hdr_slot else {
+                let Some(hdr_at) = hdr_at else {
                     return Err(RxDrop::BadDescriptor);
                 };
                 let mut hdr = [0u8; 12];
                 hdr[10..12].copy_from_slice(&(ntaken as u16).to_le_bytes());
-                hdr_at.copy_from(&hdr[..hdr_len]);
-                for &(head, len) in &taken[..ntaken] {
-                    ring.push_used(head, len);
+                if hdr_len == 12 {
+                    // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
+                    // `hdr_at` (mapped for the batch).
+                    unsafe { write_guest(hdr_at, hdr) };
+                } else {
+                    // SAFETY: as above; `hdr` has 12 >= hdr_len bytes.
+                    unsafe { copy_guest(hdr_at, hdr.as_ptr() as usize, hdr_len) };
                 }
                 Ok(())
             }
             Err(RxDrop::BadDescriptor) => {
-                // The guest posted a malformed buffer: give back every chain this frame took
-                // (as empty) so a bad chain cannot wedge the ring.
-                for &(head, _) in &taken[..ntaken] {
-                    ring.push_used(head, 0);
-                }
+                // The guest posted a malformed buffer: every chain this frame took goes back
+                // empty, so a bad chain cannot wedge the ring.
+                ring.zero_used_lens_since(used_mark);
                 Err(RxDrop::BadDescriptor)
             }
             Err(e) => {
-                // Not enough room: nothing was published; the chains stay available.
+                // Not enough room: nothing is published; the chains stay available.
+                ring.rewind_used(used_mark);
                 ring.unpop(ntaken as u16);
                 Err(e)
             }
@@ -300,22 +228,66 @@ impl RxWriter<'_> {
     }
 }
 
-/// Copies from the source cursor into `dst` (destination guest memory) until either is
-/// exhausted. Returns the bytes written; `Err` if a source segment is no longer guest memory.
-fn copy_into(dst: VolatileSlice<'_, ()>, src: &mut SrcCursor<'_>) -> Result<usize, ()> {
-    let mut doff = 0usize;
-    while doff < dst.len() && !src.done() {
-        let seg = src.frame.segs[src.seg];
-        let n = src.remaining_in_seg().min(dst.len() - doff);
-        let from = seg
-            .addr
-            .checked_add(src.off as u64)
-            .ok_or(())
-            .and_then(|a| src.frame.regions.slice(a, n).ok_or(()))?;
-        let to = dst.subslice(doff, n).map_err(|_| ())?;
-        from.copy_to_volatile_slice(to);
-        doff += n;
-        src.advance(n);
+/// Writes as much of the frame as fits into the chain at `head` (the header slot first, if the
+/// frame has none yet). Returns the bytes written; `Err` when the chain is malformed.
+#[inline(always)]
+fn fill_chain(
+    ring: &SplitRing<'_>,
+    head: u16,
+    hdr_len: usize,
+    hdr_at: &mut Option<usize>,
+    cur: &mut (usize, usize),
+    src: &mut impl Iterator<Item = (usize, usize)>,
+) -> Result<u32, ()> {
+    let map = ring.map();
+    let mut written = 0u32;
+    for desc in ring.chain(head) {
+        let desc = desc.map_err(|_| ())?;
+        if !desc.write || desc.len == 0 {
+            return Err(());
+        }
+        // One translation per descriptor (split at memory-region boundaries, rare).
+        let (mut addr, mut left) = (desc.addr, desc.len as usize);
+        while left > 0 {
+            let (mut dst, mut room) = match map.host(addr, left) {
+                Some(h) => (h, left),
+                None => {
+                    let (h, avail) = map.host_at(addr).ok_or(())?;
+                    (h, left.min(avail as usize))
+                }
+            };
+            addr += room as u64;
+            left -= room;
+            if hdr_at.is_none() {
+                // The header must sit at the start of the first buffer (every driver does
+                // this); it is written last, once num_buffers is known.
+                if room < hdr_len {
+                    return Err(());
+                }
+                *hdr_at = Some(dst);
+                written += hdr_len as u32;
+                dst += hdr_len;
+                room -= hdr_len;
+            }
+            while room > 0 && cur.1 > 0 {
+                let n = room.min(cur.1);
+                // SAFETY: `dst..dst + room` was translated in this guest's memory map (held for
+                // the batch); `cur` is a piece of a source segment checked when the frame was
+                // parsed, in the source guest's memory, mapped for the source batch.
+                unsafe { copy_guest(dst, cur.0, n) };
+                dst += n;
+                room -= n;
+                written += n as u32;
+                cur.0 += n;
+                cur.1 -= n;
+                if cur.1 == 0 {
+                    *cur = src.next().unwrap_or((0, 0));
+                }
+            }
+            if cur.1 == 0 {
+                return Ok(written);
+            }
+        }
     }
-    Ok(doff)
+    Ok(written)
 }

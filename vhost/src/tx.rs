@@ -6,9 +6,11 @@
 //! maximum, and it holds at least a virtio-net header and an Ethernet header. Anything else
 //! costs that one chain and a counter.
 
-use vm_memory::{Address, Bytes, GuestAddress};
+use std::marker::PhantomData;
 
-use crate::memory::Regions;
+use vm_memory::GuestAddress;
+
+use crate::memory::{copy_guest, GuestMap};
 use crate::ring::Chain;
 
 /// Most chains taken from a TX ring in one batch.
@@ -28,6 +30,8 @@ pub struct Segment {
     pub addr: GuestAddress,
     /// Length in bytes (non-zero).
     pub len: u32,
+    /// Host address of `addr`, valid while the batch's memory snapshot is held.
+    host: usize,
 }
 
 /// Why a TX chain was refused.
@@ -111,7 +115,8 @@ impl TxScratch {
 /// A batch of frames a guest transmitted, still in its memory. Valid only for the duration of
 /// the [`crate::TxSink::on_tx`] call that receives it.
 pub struct TxBatch<'a> {
-    pub(crate) regions: &'a Regions<'a>,
+    /// The frames' segments hold host addresses valid while this map's memory snapshot lives.
+    _map: PhantomData<&'a GuestMap<'a>>,
     pub(crate) frames: &'a [TxFrame],
     pub(crate) segs: &'a [Segment],
     pub(crate) refused: TxBatchCounts,
@@ -119,9 +124,13 @@ pub struct TxBatch<'a> {
 
 impl<'a> TxBatch<'a> {
     /// Builds a batch view (used by the port, and by benchmarks that drive a sink directly).
-    pub fn new(regions: &'a Regions<'a>, scratch: &'a TxScratch, refused: TxBatchCounts) -> Self {
+    pub(crate) fn new(
+        _map: &'a GuestMap<'a>,
+        scratch: &'a TxScratch,
+        refused: TxBatchCounts,
+    ) -> Self {
         TxBatch {
-            regions,
+            _map: PhantomData,
             frames: &scratch.frames,
             segs: &scratch.segs,
             refused,
@@ -147,7 +156,6 @@ impl<'a> TxBatch<'a> {
     pub fn frame(&self, i: usize) -> FrameRef<'a> {
         let f = &self.frames[i];
         FrameRef {
-            regions: self.regions,
             segs: &self.segs[f.seg_start as usize..f.seg_end as usize],
             len: f.len,
             prefix: &self.frames[i].prefix,
@@ -164,7 +172,6 @@ impl<'a> TxBatch<'a> {
 /// A frame that lies in some guest's memory: the source of a copy into another guest.
 #[derive(Clone, Copy)]
 pub struct FrameRef<'a> {
-    pub(crate) regions: &'a Regions<'a>,
     pub(crate) segs: &'a [Segment],
     pub(crate) len: u32,
     pub(crate) prefix: &'a [u8; PREFIX_LEN],
@@ -220,38 +227,62 @@ impl<'a> FrameRef<'a> {
                 break;
             }
             let n = (s.len as usize).min(out.len() - done);
-            if self
-                .regions
-                .mem()
-                .read_slice(&mut out[done..done + n], s.addr)
-                .is_err()
-            {
-                break;
-            }
+            // SAFETY: the segment was checked to lie in the source guest's memory, which the
+            // batch keeps mapped while this `FrameRef` lives; `out[done..done + n]` is ours.
+            unsafe { copy_guest(out[done..].as_mut_ptr() as usize, s.host, n) };
             done += n;
         }
         done
+    }
+
+    /// Host address and length of each segment (the RX writer copies from them).
+    #[inline]
+    pub(crate) fn host_segments(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
+        self.segs.iter().map(|s| (s.host, s.len as usize))
     }
 }
 
 /// Walks one TX chain, validating it and recording its segments (header stripped) in `segs`.
 pub(crate) fn parse_chain(
-    regions: &Regions<'_>,
+    map: &GuestMap<'_>,
     chain: Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
 ) -> Result<TxFrame, TxChainError> {
     let start = segs.len();
-    let result = walk_chain(regions, chain, hdr_len, max_frame, segs);
+    let result = walk_chain(map, chain, hdr_len, max_frame, segs);
     if result.is_err() {
         segs.truncate(start);
     }
     result
 }
 
+/// Copies `n` bytes of guest memory at host address `from` into `to[..n]`; the common sizes
+/// (a whole header, a whole prefix) are typed loads the compiler turns into a few moves
+/// (a memcpy with a variable length would be a library call per frame).
+#[inline(always)]
+fn read_into(to: &mut [u8], from: usize, n: usize) {
+    let n = n.min(to.len());
+    if n == 12 {
+        // SAFETY: `from..from + 12` was translated by the batch's GuestMap (mapped for the
+        // batch); `[u8; 12]` has alignment 1.
+        let v: [u8; 12] = unsafe { std::ptr::read_unaligned(from as *const [u8; 12]) };
+        to[..12].copy_from_slice(&v);
+    } else if n == PREFIX_LEN {
+        // SAFETY: as above, for PREFIX_LEN bytes.
+        let v: [u8; PREFIX_LEN] =
+            unsafe { std::ptr::read_unaligned(from as *const [u8; PREFIX_LEN]) };
+        to[..PREFIX_LEN].copy_from_slice(&v);
+    } else {
+        // SAFETY: `from..from + n` is mapped (as above); `to[..n]` is a local buffer of at
+        // least n bytes.
+        unsafe { copy_guest(to.as_mut_ptr() as usize, from, n) };
+    }
+}
+
 fn walk_chain(
-    regions: &Regions<'_>,
+    map: &GuestMap<'_>,
     chain: Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
@@ -284,37 +315,45 @@ fn walk_chain(
             oversize = true;
             continue;
         }
-        // One lookup per descriptor: the slices (split at memory-region boundaries) serve the
-        // header, the parse prefix and the segment list.
-        let mut cur = desc.addr;
-        for slice in regions.slices(desc.addr, len) {
-            let mut slice = slice.ok_or(TxChainError::BadDescriptor)?;
-            let mut at = cur;
-            cur = cur
-                .checked_add(slice.len() as u64)
-                .ok_or(TxChainError::BadDescriptor)?;
+        // One translation per descriptor (split at memory-region boundaries, which is rare):
+        // the pieces serve the header, the parse prefix and the segment list.
+        let mut addr = desc.addr;
+        let mut left = len;
+        while left > 0 {
+            let (host, n) = match map.host(addr, left) {
+                Some(h) => (h, left),
+                None => {
+                    let (h, avail) = map.host_at(addr).ok_or(TxChainError::BadDescriptor)?;
+                    (h, left.min(avail as usize))
+                }
+            };
+            let (mut host, mut n, mut at) = (host, n, addr);
+            addr += n as u64;
+            left -= n;
             if hdr_got < hdr_len {
-                let take = slice.len().min(hdr_len - hdr_got);
-                slice.copy_to(&mut hdr[hdr_got..hdr_got + take]);
+                let take = n.min(hdr_len - hdr_got);
+                read_into(&mut hdr[hdr_got..], host, take);
                 hdr_got += take;
-                if take == slice.len() {
+                if take == n {
                     continue;
                 }
-                slice = slice
-                    .offset(take)
-                    .map_err(|_| TxChainError::BadDescriptor)?;
-                at = at.unchecked_add(take as u64);
+                host += take;
+                n -= take;
+                at += take as u64;
             }
             if prefix_got < PREFIX_LEN {
-                prefix_got += slice.copy_to(&mut prefix[prefix_got..]);
+                let take = n.min(PREFIX_LEN - prefix_got);
+                read_into(&mut prefix[prefix_got..], host, take);
+                prefix_got += take;
             }
             if segs.len() - start >= MAX_SEGS_PER_FRAME {
                 return Err(TxChainError::BadDescriptor);
             }
-            frame_len += slice.len();
+            frame_len += n;
             segs.push(Segment {
-                addr: at,
-                len: slice.len() as u32,
+                addr: GuestAddress(at),
+                len: n as u32,
+                host,
             });
         }
     }
