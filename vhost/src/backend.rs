@@ -26,7 +26,7 @@ use crate::port::{PortShared, TxPoller};
 use crate::ring::SplitRing;
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-use crate::tx::{parse_chain, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
+use crate::tx::{parse_head, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
 
 /// Queue index of the first RX queue and TX queue (virtio-net: even RX, odd TX).
 pub(crate) const RX_QUEUE: usize = 0;
@@ -170,13 +170,7 @@ impl NetBackend {
         while scratch.heads.len() < MAX_BATCH {
             match ring.pop() {
                 Ok(Some(head)) => {
-                    let r = parse_chain(
-                        ring.map(),
-                        ring.chain(head),
-                        neg.hdr_len,
-                        max_frame,
-                        &mut scratch.segs,
-                    );
+                    let r = parse_head(&ring, head, neg.hdr_len, max_frame, &mut scratch.segs);
                     counts.count(&r);
                     // A head beyond the table cannot be returned: it is dropped (and counted).
                     if head < ring.size() {

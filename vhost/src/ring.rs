@@ -154,6 +154,14 @@ impl<'m> SplitRing<'m> {
         self.next_avail -= Wrapping(n);
     }
 
+    /// Entry `index` of the ring's own descriptor table, for the fast paths that recognise
+    /// the common one- and two-descriptor layouts; `None` if `index` is beyond the table.
+    #[inline(always)]
+    pub(crate) fn desc(&self, index: u16) -> Option<RawDesc> {
+        // SAFETY: index < size, and the table holds `size` entries (struct invariant).
+        (index < self.size).then(|| unsafe { read_desc(self.desc, index) })
+    }
+
     /// Walks the chain starting at `head`.
     #[inline]
     pub(crate) fn chain(&self, head: u16) -> Chain<'_, 'm> {
@@ -267,11 +275,32 @@ impl<'m> SplitRing<'m> {
 }
 
 /// A descriptor as read from a table (little-endian fields decoded).
-struct RawDesc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
+
+impl RawDesc {
+    /// A plain device-readable buffer (no WRITE, no INDIRECT) of non-zero length.
+    #[inline]
+    pub(crate) fn is_plain_readable(&self) -> bool {
+        self.flags & (F_WRITE | F_INDIRECT) == 0 && self.len != 0
+    }
+
+    /// A plain device-writable buffer (WRITE, no INDIRECT) of non-zero length.
+    #[inline]
+    pub(crate) fn is_plain_writable(&self) -> bool {
+        self.flags & (F_WRITE | F_INDIRECT) == F_WRITE && self.len != 0
+    }
+
+    /// Has a successor in the chain.
+    #[inline]
+    pub(crate) fn has_next(&self) -> bool {
+        self.flags & F_NEXT != 0
+    }
 }
 
 /// Reads entry `index` of the table at host address `table`: two 8-byte volatile loads when
