@@ -298,9 +298,14 @@ impl TestGuest {
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> Result<usize, GuestError> {
         let hdr = [0u8; NET_HDR_V1_LEN];
         let hdr = &hdr[..self.hdr_len];
+        // The ring areas are resolved once for the whole batch.
+        let v = self.tx.q.view(&self.mem)?;
         let mut sent = 0;
         for f in frames {
-            match self.tx.enqueue(&self.mem, hdr, f, TxLayout::HeaderSeparate) {
+            match self
+                .tx
+                .enqueue_in(&self.mem, &v, hdr, f, TxLayout::HeaderSeparate)
+            {
                 Ok(()) => sent += 1,
                 Err(GuestError::TxRingFull { .. }) => break,
                 Err(e) if sent == 0 => return Err(e),
@@ -311,8 +316,8 @@ impl TestGuest {
             }
         }
         if sent > 0 {
-            self.tx.q.publish(&self.mem)?;
-            self.tx.q.notify(&self.mem)?;
+            self.tx.q.publish_in(&v);
+            self.tx.q.notify_in(&v)?;
         }
         Ok(sent)
     }

@@ -7,12 +7,27 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use vhost::VhostUserMemoryRegionInfo;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::error::GuestError;
+
+/// The atomic integers [`GuestMem::overlay`] may place over guest memory (any bit pattern is
+/// valid, and the backend may access them concurrently). Sealed: implemented only here.
+pub(crate) trait Overlay: sealed::Sealed {}
+impl Overlay for AtomicU16 {}
+impl Overlay for AtomicU32 {}
+impl Overlay for AtomicU64 {}
+
+mod sealed {
+    use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
+    pub trait Sealed {}
+    impl Sealed for AtomicU16 {}
+    impl Sealed for AtomicU32 {}
+    impl Sealed for AtomicU64 {}
+}
 
 /// Shared guest memory.
 pub(crate) struct GuestMem {
@@ -145,40 +160,37 @@ impl GuestMem {
         Ok(())
     }
 
+    /// `n` consecutive `T`s overlaid on guest memory at `addr` (bounds and alignment checked).
+    ///
+    /// The ring code resolves each ring area once per batch with this and then indexes plain
+    /// slices, instead of translating and checking a guest address per access.
     #[inline]
-    fn atomic_u16(&self, addr: u64) -> Result<&AtomicU16, GuestError> {
-        let off = self.check(addr, 2)?;
-        if addr & 1 != 0 {
+    pub(crate) fn overlay<T: Overlay>(&self, addr: u64, n: usize) -> Result<&[T], GuestError> {
+        let len = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        let off = self.check(addr, len)?;
+        if !(self.host as usize + off).is_multiple_of(std::mem::align_of::<T>()) {
             return Err(GuestError::OutOfBounds {
                 addr,
-                len: 2,
+                len,
                 size: self.size,
             });
         }
-        // SAFETY: the 2 bytes are inside the mapping and 2-byte aligned (checked above); the
-        // mapping outlives the returned reference (tied to &self); AtomicU16 has the layout of u16
-        // and tolerates concurrent access by the backend.
-        Ok(unsafe { &*(self.host.add(off) as *const AtomicU16) })
+        // SAFETY: [off, off+len) is inside the live mapping and `host + off` is aligned for T
+        // (both checked above). T is one of the
+        // atomic integers (`Overlay` is sealed to them): every bit pattern is valid and
+        // concurrent access by the backend (another thread or process) is not a data race. The
+        // slice borrows `self`, so the mapping outlives it.
+        Ok(unsafe { std::slice::from_raw_parts(self.host.add(off).cast::<T>(), n) })
+    }
+
+    #[inline]
+    fn atomic_u16(&self, addr: u64) -> Result<&AtomicU16, GuestError> {
+        self.overlay::<AtomicU16>(addr, 1).map(|s| &s[0])
     }
 
     /// Atomically loads a little-endian u16 (a ring index or flags word).
     #[inline]
     pub(crate) fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, GuestError> {
         Ok(u16::from_le(self.atomic_u16(addr)?.load(order)))
-    }
-
-    /// Atomically stores a little-endian u16 (a ring index or flags word).
-    #[inline]
-    pub(crate) fn store_u16(&self, addr: u64, val: u16, order: Ordering) -> Result<(), GuestError> {
-        self.atomic_u16(addr)?.store(val.to_le(), order);
-        Ok(())
-    }
-
-    /// Reads a little-endian u32.
-    #[inline]
-    pub(crate) fn read_u32(&self, addr: u64) -> Result<u32, GuestError> {
-        let mut b = [0u8; 4];
-        self.read(addr, &mut b)?;
-        Ok(u32::from_le_bytes(b))
     }
 }

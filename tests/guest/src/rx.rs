@@ -5,7 +5,7 @@
 use crate::error::GuestError;
 use crate::features::NET_HDR_V1_LEN;
 use crate::memory::GuestMem;
-use crate::vring::{DriverQueue, DESC_F_WRITE};
+use crate::vring::{DriverQueue, RingView, DESC_F_WRITE};
 
 /// Outcome of one receive attempt.
 pub(crate) enum RxPoll {
@@ -60,14 +60,14 @@ impl RxQueue {
     }
 
     /// Posts up to `n` buffers without publishing.
-    fn push(&mut self, mem: &GuestMem, n: usize) -> Result<usize, GuestError> {
+    #[inline]
+    fn push_in(&mut self, v: &RingView<'_>, n: usize) -> Result<usize, GuestError> {
         let mut done = 0;
         while done < n {
             let Some(d) = self.q.alloc() else { break };
-            self.q
-                .write_desc(mem, d, self.buf(d), self.buf_size, DESC_F_WRITE, 0)?;
+            v.write_desc(d, self.buf(d), self.buf_size, DESC_F_WRITE, 0)?;
             self.q.mark_head(d, 1);
-            self.q.push_avail(mem, d)?;
+            self.q.push_avail_in(v, d);
             done += 1;
         }
         Ok(done)
@@ -75,28 +75,46 @@ impl RxQueue {
 
     /// Posts up to `n` buffers, publishes them and kicks if the device asks for it.
     pub(crate) fn post(&mut self, mem: &GuestMem, n: usize) -> Result<usize, GuestError> {
-        let done = self.push(mem, n)?;
+        let v = self.q.view(mem)?;
+        self.post_in(&v, n)
+    }
+
+    /// [`Self::post`] with the ring already resolved.
+    #[inline]
+    fn post_in(&mut self, v: &RingView<'_>, n: usize) -> Result<usize, GuestError> {
+        let done = self.push_in(v, n)?;
         if done > 0 {
-            self.q.publish(mem)?;
-            self.q.notify(mem)?;
+            self.q.publish_in(v);
+            self.q.notify_in(v)?;
         }
         Ok(done)
     }
 
     /// Checks a used element; returns the usable length, or `None` if the id is bogus.
+    #[inline]
     fn check(&mut self, id: u32, len: u32) -> Option<u32> {
         let ok = u16::try_from(id).is_ok_and(|i| i < self.q.ring.size && !self.q.is_free(i));
         if !ok {
-            self.device_errors += 1;
-            log::error!("RX used id {id} is not a posted buffer");
+            self.bad_id(id);
             return None;
         }
         if len > self.buf_size {
-            self.device_errors += 1;
-            log::error!("RX used len {len} exceeds buffer size {}", self.buf_size);
-            return Some(self.buf_size);
+            return Some(self.bad_len(len));
         }
         Some(len)
+    }
+
+    #[cold]
+    fn bad_id(&mut self, id: u32) {
+        self.device_errors += 1;
+        log::error!("RX used id {id} is not a posted buffer");
+    }
+
+    #[cold]
+    fn bad_len(&mut self, len: u32) -> u32 {
+        self.device_errors += 1;
+        log::error!("RX used len {len} exceeds buffer size {}", self.buf_size);
+        self.buf_size
     }
 
     /// Takes the next complete frame, if any, and reposts the buffers it used.
@@ -172,16 +190,25 @@ impl RxQueue {
     /// Consumes every used element: counts frames and payload bytes (header excluded), reposts
     /// the buffers with one publish and at most one kick. No allocation.
     pub(crate) fn drain_count(&mut self, mem: &GuestMem) -> Result<(u64, u64), GuestError> {
-        let pending = self.q.used_pending(mem)?;
+        let v = self.q.view(mem)?;
+        let pending = self.q.used_pending_in(&v);
         if pending == 0 {
             return Ok((0, 0));
         }
         let (mut frames, mut bytes) = (0u64, 0u64);
         for k in 0..pending {
-            let (id, len) = self.q.peek_used(mem, k)?;
-            let Some(len) = self.check(id, len) else {
-                self.q.complete(id);
+            let (id, len) = self.q.peek_used_in(&v, k);
+            // Every posted RX buffer is a one-descriptor head, so "posted" (what `check` tests)
+            // is exactly "an in-flight head": validate and free with one lookup.
+            if self.q.release(id).is_none() {
+                self.bad_id(id);
+                self.q.bogus(id);
                 continue;
+            }
+            let len = if len > self.buf_size {
+                self.bad_len(len)
+            } else {
+                len
             };
             if self.merge_left == 0 {
                 let nb = if self.mrg {
@@ -199,10 +226,9 @@ impl RxQueue {
                 bytes += u64::from(len);
                 self.merge_left -= 1;
             }
-            self.q.complete(id);
         }
-        self.q.consume_used(mem, pending)?;
-        self.post(mem, usize::from(pending))?;
+        self.q.consume_used_in(&v, pending);
+        self.post_in(&v, usize::from(pending))?;
         Ok((frames, bytes))
     }
 }

@@ -7,8 +7,9 @@
 use std::fmt;
 
 use crate::error::GuestError;
+use crate::features::NET_HDR_V1_LEN;
 use crate::memory::GuestMem;
-use crate::vring::{DriverQueue, RawDesc, DESC_F_INDIRECT, DESC_F_NEXT, DESC_SIZE};
+use crate::vring::{DriverQueue, RawDesc, RingView, DESC_F_INDIRECT, DESC_F_NEXT, DESC_SIZE};
 
 /// Maximum entries of an indirect table built by [`TxLayout::Indirect`].
 pub const MAX_INDIRECT: usize = 16;
@@ -63,6 +64,12 @@ fn write_concat(
         mem.write(addr + (fs - s) as u64, &frame[fs - h..e - h])?;
     }
     Ok(())
+}
+
+/// `mem.write` kept out of line, so the common constant-length header copy stays inlined.
+#[inline(never)]
+fn write_other(mem: &GuestMem, addr: u64, data: &[u8]) -> Result<(), GuestError> {
+    mem.write(addr, data)
 }
 
 /// Segment plan over the concatenated header and frame bytes.
@@ -158,9 +165,10 @@ impl TxQueue {
         self.slot_base + u64::from(i) * u64::from(self.slot_size)
     }
 
-    fn ensure_free(&mut self, mem: &GuestMem, needed: usize) -> Result<(), GuestError> {
+    #[inline]
+    fn ensure_free(&mut self, v: &RingView<'_>, needed: usize) -> Result<(), GuestError> {
         if self.q.free_count() < needed {
-            self.reclaim(mem)?;
+            self.reclaim_in(v);
         }
         if self.q.free_count() < needed {
             return Err(GuestError::TxRingFull {
@@ -179,6 +187,59 @@ impl TxQueue {
         frame: &[u8],
         layout: TxLayout,
     ) -> Result<(), GuestError> {
+        let v = self.q.view(mem)?;
+        self.enqueue_in(mem, &v, hdr, frame, layout)
+    }
+
+    /// [`Self::enqueue`] with the ring already resolved. The common case of `send_batch` (header
+    /// in its own descriptor, frame in one slot) takes two descriptors, two copies and a handful
+    /// of stores; everything else goes through the general segment planner.
+    #[inline]
+    pub(crate) fn enqueue_in(
+        &mut self,
+        mem: &GuestMem,
+        v: &RingView<'_>,
+        hdr: &[u8],
+        frame: &[u8],
+        layout: TxLayout,
+    ) -> Result<(), GuestError> {
+        let slot = self.slot_size as usize;
+        if layout == TxLayout::HeaderSeparate
+            && !frame.is_empty()
+            && frame.len() <= slot
+            && hdr.len() <= slot
+        {
+            self.ensure_free(v, 2)?;
+            let (Some(d0), Some(d1)) = (self.q.alloc(), self.q.alloc()) else {
+                return Err(GuestError::TxRingFull { needed: 2, free: 0 });
+            };
+            let (a0, a1) = (self.slot(d0), self.slot(d1));
+            if hdr.len() == NET_HDR_V1_LEN {
+                // Constant length: a couple of stores instead of a memcpy call.
+                mem.write(a0, &hdr[..NET_HDR_V1_LEN])?;
+            } else {
+                write_other(mem, a0, hdr)?;
+            }
+            mem.write(a1, frame)?;
+            v.write_desc(d0, a0, hdr.len() as u32, DESC_F_NEXT, d1)?;
+            v.write_desc(d1, a1, frame.len() as u32, 0, 0)?;
+            self.q.link(d0, d1);
+            self.q.mark_head(d0, 2);
+            self.q.push_avail_in(v, d0);
+            return Ok(());
+        }
+        self.enqueue_general(mem, v, hdr, frame, layout)
+    }
+
+    #[inline(never)]
+    fn enqueue_general(
+        &mut self,
+        mem: &GuestMem,
+        v: &RingView<'_>,
+        hdr: &[u8],
+        frame: &[u8],
+        layout: TxLayout,
+    ) -> Result<(), GuestError> {
         let seg = Segments::new(layout, hdr.len(), frame.len(), self.slot_size as usize)?;
         if layout == TxLayout::Indirect {
             if !self.indirect_ok {
@@ -186,7 +247,7 @@ impl TxQueue {
                     "INDIRECT_DESC was not negotiated".into(),
                 ));
             }
-            self.ensure_free(mem, 1)?;
+            self.ensure_free(v, 1)?;
             let Some(head) = self.q.alloc() else {
                 return Err(GuestError::TxRingFull { needed: 1, free: 0 });
             };
@@ -199,8 +260,7 @@ impl TxQueue {
                 let d = RawDesc::new(data + s as u64, (e - s) as u32, flags);
                 write_raw(mem, table + DESC_SIZE * k as u64, &d, (k + 1) as u16)?;
             }
-            self.q.write_desc(
-                mem,
+            v.write_desc(
                 head,
                 table,
                 (DESC_SIZE as usize * seg.count) as u32,
@@ -208,9 +268,10 @@ impl TxQueue {
                 0,
             )?;
             self.q.mark_head(head, 1);
-            return self.q.push_avail(mem, head);
+            self.q.push_avail_in(v, head);
+            return Ok(());
         }
-        self.ensure_free(mem, seg.count)?;
+        self.ensure_free(v, seg.count)?;
         let mut head = None;
         let mut prev: Option<(u16, u64, u32)> = None;
         for k in 0..seg.count {
@@ -224,18 +285,19 @@ impl TxQueue {
             let addr = self.slot(d);
             write_concat(mem, addr, hdr, frame, s, e)?;
             if let Some((p, paddr, plen)) = prev {
-                self.q.write_desc(mem, p, paddr, plen, DESC_F_NEXT, d)?;
+                v.write_desc(p, paddr, plen, DESC_F_NEXT, d)?;
                 self.q.link(p, d);
             }
             head.get_or_insert(d);
             prev = Some((d, addr, (e - s) as u32));
         }
         if let Some((p, paddr, plen)) = prev {
-            self.q.write_desc(mem, p, paddr, plen, 0, 0)?;
+            v.write_desc(p, paddr, plen, 0, 0)?;
         }
         let head = head.ok_or_else(|| GuestError::Config("empty chain".into()))?;
         self.q.mark_head(head, seg.count as u16);
-        self.q.push_avail(mem, head)
+        self.q.push_avail_in(v, head);
+        Ok(())
     }
 
     /// Writes `descs` verbatim into free slots (see [`RawDesc`] for `next`), pushes the head.
@@ -249,7 +311,8 @@ impl TxQueue {
                 "a raw chain needs at least one descriptor".into(),
             ));
         }
-        self.ensure_free(mem, descs.len())?;
+        let v = self.q.view(mem)?;
+        self.ensure_free(&v, descs.len())?;
         let mut idx = Vec::with_capacity(descs.len());
         for _ in descs {
             match self.q.alloc() {
@@ -310,34 +373,42 @@ impl TxQueue {
     }
 
     fn place(&mut self, mem: &GuestMem, idx: &[u16], descs: &[RawDesc]) -> Result<u16, GuestError> {
+        let v = self.q.view(mem)?;
         for (k, d) in descs.iter().enumerate() {
             let auto = idx.get(k + 1).copied().unwrap_or(0);
             let next = d.next.unwrap_or(auto);
-            self.q
-                .write_desc(mem, idx[k], d.addr, d.len, d.flags, next)?;
+            v.write_desc(idx[k], d.addr, d.len, d.flags, next)?;
             if k + 1 < idx.len() {
                 self.q.link(idx[k], idx[k + 1]);
             }
         }
         self.q.mark_head(idx[0], idx.len() as u16);
-        self.q.push_avail(mem, idx[0])?;
+        self.q.push_avail_in(&v, idx[0]);
         Ok(idx[0])
     }
 
     /// Consumes used elements and frees their chains; returns how many valid chains completed.
     pub(crate) fn reclaim(&mut self, mem: &GuestMem) -> Result<usize, GuestError> {
-        let pending = self.q.used_pending(mem)?;
+        let v = self.q.view(mem)?;
+        Ok(self.reclaim_in(&v))
+    }
+
+    /// [`Self::reclaim`] with the ring already resolved: one Acquire load of the used index,
+    /// then each entry's id (validated by [`DriverQueue::complete`]), one `used_event` store.
+    #[inline]
+    pub(crate) fn reclaim_in(&mut self, v: &RingView<'_>) -> usize {
+        let pending = self.q.used_pending_in(v);
         let mut done = 0;
         for k in 0..pending {
-            let (id, _) = self.q.peek_used(mem, k)?;
+            let (id, _) = self.q.peek_used_in(v, k);
             if self.q.complete(id).is_some() {
                 done += 1;
             }
         }
         if pending > 0 {
-            self.q.consume_used(mem, pending)?;
+            self.q.consume_used_in(v, pending);
         }
-        Ok(done)
+        done
     }
 }
 
@@ -359,6 +430,7 @@ pub(crate) fn write_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn all(layout: TxLayout, hdr: usize, frame: usize, slot: usize) -> Vec<(usize, usize)> {
         let s = Segments::new(layout, hdr, frame, slot).unwrap();
@@ -383,6 +455,55 @@ mod tests {
         assert_eq!(all(TxLayout::Indirect, 12, 50, 64), [(0, 12), (12, 62)]);
         assert!(Segments::new(TxLayout::Indirect, 12, 60, 64).is_err());
         assert!(Segments::new(TxLayout::Split(1), 12, 60, 64).is_err());
+    }
+
+    #[test]
+    fn batch_path_chains_header_and_frame_and_reclaim_validates_ids() {
+        use crate::vring::RingAddrs;
+        let mem = GuestMem::new(1 << 20).unwrap();
+        let (ring, end) = RingAddrs::layout(0, 8);
+        let q = DriverQueue::new(&mem, ring, 0, true).unwrap();
+        let slots = end.div_ceil(4096) * 4096;
+        let mut tx = TxQueue::new(q, slots, 128, slots + 8 * 128, false);
+        let hdr = [0u8; NET_HDR_V1_LEN];
+        let frame: Vec<u8> = (0..64).collect();
+        let v = tx.q.view(&mem).unwrap();
+        tx.enqueue_in(&mem, &v, &hdr, &frame, TxLayout::HeaderSeparate)
+            .unwrap();
+        tx.q.publish_in(&v);
+        assert_eq!(tx.q.free_count(), 6);
+        let head = mem.load_u16(ring.avail + 4, Ordering::Acquire).unwrap();
+        let desc = |i: u16| {
+            let mut b = [0u8; 16];
+            mem.read(ring.desc + DESC_SIZE * u64::from(i), &mut b)
+                .unwrap();
+            let w = |r: std::ops::Range<usize>| {
+                b[r].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
+            };
+            (w(0..8), w(8..12) as u32, w(12..14) as u16, w(14..16) as u16)
+        };
+        let (a0, l0, f0, next) = desc(head);
+        assert_eq!(
+            (a0, l0, f0),
+            (slots + u64::from(head) * 128, 12, DESC_F_NEXT)
+        );
+        let (a1, l1, f1, _) = desc(next);
+        assert_eq!((a1, l1, f1), (slots + u64::from(next) * 128, 64, 0));
+        let mut got = vec![0u8; 64];
+        mem.read(a1, &mut got).unwrap();
+        assert_eq!(got, frame);
+        // The device returns the head, a non-head, an out-of-range id and the head again.
+        for (k, id) in [u32::from(head), u32::from(next), 1000, u32::from(head)]
+            .into_iter()
+            .enumerate()
+        {
+            mem.write(ring.used + 4 + 8 * k as u64, &id.to_le_bytes())
+                .unwrap();
+        }
+        mem.write(ring.used + 2, &4u16.to_le_bytes()).unwrap();
+        assert_eq!(tx.reclaim(&mem).unwrap(), 1);
+        assert_eq!(tx.q.bogus_used, 3);
+        assert_eq!(tx.q.free_count(), 8);
     }
 
     #[test]

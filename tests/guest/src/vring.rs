@@ -6,7 +6,7 @@
 
 use std::num::Wrapping;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -95,21 +95,10 @@ impl RingAddrs {
             end,
         )
     }
-    fn avail_idx(&self) -> u64 {
-        self.avail + 2
-    }
-    fn avail_slot(&self, i: u16) -> u64 {
-        self.avail + 4 + 2 * u64::from(i % self.size)
-    }
     /// `used_event` lives after the avail ring.
-    pub(crate) fn used_event(&self) -> u64 {
+    #[cfg(test)]
+    fn used_event(&self) -> u64 {
         self.avail + 4 + 2 * u64::from(self.size)
-    }
-    fn used_idx(&self) -> u64 {
-        self.used + 2
-    }
-    fn used_elem(&self, i: u16) -> u64 {
-        self.used + 4 + 8 * u64::from(i % self.size)
     }
     /// `avail_event` lives after the used ring.
     fn avail_event(&self) -> u64 {
@@ -123,16 +112,113 @@ pub(crate) fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// One split ring resolved to host memory: the descriptor table and the avail and used rings as
+/// slices of atomics over guest memory. Built once per batch by [`DriverQueue::view`] (one bounds
+/// check per ring area) so that per-entry accesses are plain indexed loads and stores.
+pub(crate) struct RingView<'m> {
+    /// Two words per descriptor: `addr`, then `len | flags << 32 | next << 48`.
+    desc: &'m [AtomicU64],
+    /// `flags`, `idx`, `ring[size]`, `used_event`.
+    avail: &'m [AtomicU16],
+    /// `flags`, `idx`.
+    used_hdr: &'m [AtomicU16],
+    /// Two words per element: `id`, `len`.
+    used: &'m [AtomicU32],
+    avail_event: &'m AtomicU16,
+    /// `size - 1` (sizes are powers of two).
+    mask: u16,
+}
+
+impl RingView<'_> {
+    /// Writes descriptor `idx` of the table.
+    #[inline]
+    pub(crate) fn write_desc(
+        &self,
+        idx: u16,
+        addr: u64,
+        len: u32,
+        flags: u16,
+        next: u16,
+    ) -> Result<(), GuestError> {
+        let i = 2 * usize::from(idx);
+        let Some([a, w]) = self.desc.get(i..i + 2) else {
+            return Err(GuestError::BadSlot {
+                index: idx,
+                why: "index is not below the queue size",
+            });
+        };
+        let word = u64::from(len) | u64::from(flags) << 32 | u64::from(next) << 48;
+        a.store(addr.to_le(), Ordering::Relaxed);
+        w.store(word.to_le(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[inline]
+    fn set_avail_slot(&self, slot: u16, head: u16) {
+        self.avail[2 + usize::from(slot & self.mask)].store(head.to_le(), Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn set_avail_idx(&self, idx: u16) {
+        self.avail[1].store(idx.to_le(), Ordering::Release);
+    }
+
+    #[inline]
+    fn set_avail_flags(&self, flags: u16) {
+        self.avail[0].store(flags.to_le(), Ordering::Release);
+    }
+
+    #[inline]
+    fn set_used_event(&self, idx: u16) {
+        self.avail[2 + usize::from(self.mask) + 1].store(idx.to_le(), Ordering::Release);
+    }
+
+    #[inline]
+    fn used_flags(&self) -> u16 {
+        u16::from_le(self.used_hdr[0].load(Ordering::Acquire))
+    }
+
+    #[inline]
+    fn used_idx(&self) -> u16 {
+        u16::from_le(self.used_hdr[1].load(Ordering::Acquire))
+    }
+
+    /// Used element in ring slot `slot` (mod size): (id, len). Only meaningful after an Acquire
+    /// load of the used index that covers it.
+    #[inline]
+    fn used_elem(&self, slot: u16) -> (u32, u32) {
+        let i = 2 * usize::from(slot & self.mask);
+        (
+            u32::from_le(self.used[i].load(Ordering::Relaxed)),
+            u32::from_le(self.used[i + 1].load(Ordering::Relaxed)),
+        )
+    }
+
+    #[inline]
+    fn avail_event(&self) -> u16 {
+        u16::from_le(self.avail_event.load(Ordering::Acquire))
+    }
+}
+
+/// Driver-side bookkeeping of one descriptor.
+#[derive(Clone, Copy, Debug, Default)]
+struct DescMeta {
+    /// Shadow of the chain link (never read back from the table).
+    next: u16,
+    /// Chain length when this is an in-flight head, else 0.
+    chain: u16,
+    free: bool,
+}
+
 /// Driver-side state of one split virtqueue.
 pub(crate) struct DriverQueue {
     pub(crate) ring: RingAddrs,
     next_avail: Wrapping<u16>,
     kicked_avail: Wrapping<u16>,
     last_used: Wrapping<u16>,
+    /// Stack of free descriptor indices.
     free: Vec<u16>,
-    is_free: Vec<bool>,
-    chain_len: Vec<u16>,
-    shadow_next: Vec<u16>,
+    meta: Vec<DescMeta>,
     event_idx: bool,
     pinned_used_event: Option<u16>,
     pub(crate) kick: EventFd,
@@ -151,24 +237,33 @@ impl DriverQueue {
         base: u16,
         event_idx: bool,
     ) -> Result<Self, GuestError> {
+        if !ring.size.is_power_of_two() {
+            return Err(GuestError::Config(format!(
+                "queue size {} is not a power of two",
+                ring.size
+            )));
+        }
         let q = usize::from(ring.size);
         mem.fill(
             ring.desc,
             (ring.used + 6 + 8 * q as u64 - ring.desc) as usize,
             0,
         )?;
-        mem.store_u16(ring.avail_idx(), base, Ordering::Release)?;
-        mem.store_u16(ring.used_idx(), base, Ordering::Release)?;
-        mem.store_u16(ring.used_event(), base, Ordering::Release)?;
-        Ok(DriverQueue {
+        let mut free: Vec<u16> = Vec::with_capacity(q);
+        free.extend((0..ring.size).rev());
+        let dq = DriverQueue {
             ring,
             next_avail: Wrapping(base),
             kicked_avail: Wrapping(base),
             last_used: Wrapping(base),
-            free: (0..ring.size).rev().collect(),
-            is_free: vec![true; q],
-            chain_len: vec![0; q],
-            shadow_next: vec![0; q],
+            free,
+            meta: vec![
+                DescMeta {
+                    free: true,
+                    ..DescMeta::default()
+                };
+                q
+            ],
             event_idx,
             pinned_used_event: None,
             kick: EventFd::new(EFD_NONBLOCK).map_err(GuestError::EventFd)?,
@@ -176,10 +271,30 @@ impl DriverQueue {
             kicks: 0,
             calls: 0,
             bogus_used: 0,
+        };
+        let v = dq.view(mem)?;
+        v.set_avail_idx(base);
+        v.used_hdr[1].store(base.to_le(), Ordering::Release);
+        v.set_used_event(base);
+        Ok(dq)
+    }
+
+    /// Resolves the ring areas in `mem` (checked once here, not per access).
+    #[inline]
+    pub(crate) fn view<'m>(&self, mem: &'m GuestMem) -> Result<RingView<'m>, GuestError> {
+        let q = usize::from(self.ring.size);
+        Ok(RingView {
+            desc: mem.overlay(self.ring.desc, 2 * q)?,
+            avail: mem.overlay(self.ring.avail, 3 + q)?,
+            used_hdr: mem.overlay(self.ring.used, 2)?,
+            used: mem.overlay(self.ring.used + 4, 2 * q)?,
+            avail_event: &mem.overlay(self.ring.avail_event(), 1)?[0],
+            mask: self.ring.size.wrapping_sub(1),
         })
     }
 
     /// Free descriptors.
+    #[inline]
     pub(crate) fn free_count(&self) -> usize {
         self.free.len()
     }
@@ -188,81 +303,78 @@ impl DriverQueue {
     #[inline]
     pub(crate) fn alloc(&mut self) -> Option<u16> {
         let d = self.free.pop()?;
-        self.is_free[usize::from(d)] = false;
+        if let Some(m) = self.meta.get_mut(usize::from(d)) {
+            m.free = false;
+        }
         Some(d)
     }
 
     /// Takes a specific free descriptor index.
     pub(crate) fn claim(&mut self, idx: u16) -> Result<(), GuestError> {
-        if idx >= self.ring.size {
+        let Some(m) = self.meta.get_mut(usize::from(idx)) else {
             return Err(GuestError::BadSlot {
                 index: idx,
                 why: "index is not below the queue size",
             });
-        }
-        if !self.is_free[usize::from(idx)] {
+        };
+        if !m.free {
             return Err(GuestError::BadSlot {
                 index: idx,
                 why: "descriptor is in flight",
             });
         }
+        m.free = false;
         self.free.retain(|&d| d != idx);
-        self.is_free[usize::from(idx)] = false;
         Ok(())
     }
 
     /// Whether `idx` is free.
+    #[inline]
     pub(crate) fn is_free(&self, idx: u16) -> bool {
-        self.is_free.get(usize::from(idx)).copied().unwrap_or(false)
+        self.meta.get(usize::from(idx)).is_some_and(|m| m.free)
     }
 
     /// Records that descriptor `next` follows `prev` in a chain (shadow only).
     #[inline]
     pub(crate) fn link(&mut self, prev: u16, next: u16) {
-        self.shadow_next[usize::from(prev)] = next;
+        if let Some(m) = self.meta.get_mut(usize::from(prev)) {
+            m.next = next;
+        }
     }
 
     /// Records `head` as an in-flight chain of `len` descriptors (linked with [`Self::link`]).
     #[inline]
     pub(crate) fn mark_head(&mut self, head: u16, len: u16) {
-        self.chain_len[usize::from(head)] = len;
-    }
-
-    /// Writes descriptor `idx` of the table.
-    #[inline]
-    pub(crate) fn write_desc(
-        &self,
-        mem: &GuestMem,
-        idx: u16,
-        addr: u64,
-        len: u32,
-        flags: u16,
-        next: u16,
-    ) -> Result<(), GuestError> {
-        let mut b = [0u8; 16];
-        b[0..8].copy_from_slice(&addr.to_le_bytes());
-        b[8..12].copy_from_slice(&len.to_le_bytes());
-        b[12..14].copy_from_slice(&flags.to_le_bytes());
-        b[14..16].copy_from_slice(&next.to_le_bytes());
-        mem.write(self.ring.desc + DESC_SIZE * u64::from(idx), &b)
+        if let Some(m) = self.meta.get_mut(usize::from(head)) {
+            m.chain = len;
+        }
     }
 
     /// Puts `head` in the next avail slot (not yet visible to the device).
     #[inline]
-    pub(crate) fn push_avail(&mut self, mem: &GuestMem, head: u16) -> Result<(), GuestError> {
-        mem.store_u16(
-            self.ring.avail_slot(self.next_avail.0),
-            head,
-            Ordering::Relaxed,
-        )?;
+    pub(crate) fn push_avail_in(&mut self, v: &RingView<'_>, head: u16) {
+        v.set_avail_slot(self.next_avail.0, head);
         self.next_avail += 1;
+    }
+
+    /// [`Self::push_avail_in`] resolving the ring first.
+    pub(crate) fn push_avail(&mut self, mem: &GuestMem, head: u16) -> Result<(), GuestError> {
+        let v = self.view(mem)?;
+        self.push_avail_in(&v, head);
         Ok(())
     }
 
-    /// Makes pushed avail entries visible (release store of avail->idx).
+    /// Makes pushed avail entries visible (release store of avail->idx, ordered after the
+    /// descriptor and avail-slot stores).
     #[inline]
+    pub(crate) fn publish_in(&self, v: &RingView<'_>) {
+        v.set_avail_idx(self.next_avail.0);
+    }
+
+    /// [`Self::publish_in`] resolving the ring first.
     pub(crate) fn publish(&self, mem: &GuestMem) -> Result<(), GuestError> {
-        mem.store_u16(self.ring.avail_idx(), self.next_avail.0, Ordering::Release)
+        self.publish_in(&self.view(mem)?);
+        Ok(())
     }
 
     /// The driver's avail index (next slot to fill).
@@ -272,7 +384,7 @@ impl DriverQueue {
 
     /// Kicks the device if it asked for it (avail_event with EVENT_IDX, else NO_NOTIFY flag).
     /// Returns whether a kick was sent.
-    pub(crate) fn notify(&mut self, mem: &GuestMem) -> Result<bool, GuestError> {
+    pub(crate) fn notify_in(&mut self, v: &RingView<'_>) -> Result<bool, GuestError> {
         fence(Ordering::SeqCst);
         let new = self.next_avail.0;
         let old = self.kicked_avail.0;
@@ -281,15 +393,20 @@ impl DriverQueue {
             return Ok(false);
         }
         let want = if self.event_idx {
-            let ev = mem.load_u16(self.ring.avail_event(), Ordering::Acquire)?;
-            need_event(ev, new, old)
+            need_event(v.avail_event(), new, old)
         } else {
-            mem.load_u16(self.ring.used, Ordering::Acquire)? & USED_F_NO_NOTIFY == 0
+            v.used_flags() & USED_F_NO_NOTIFY == 0
         };
         if want {
             self.kick_now()?;
         }
         Ok(want)
+    }
+
+    /// [`Self::notify_in`] resolving the ring first.
+    pub(crate) fn notify(&mut self, mem: &GuestMem) -> Result<bool, GuestError> {
+        let v = self.view(mem)?;
+        self.notify_in(&v)
     }
 
     /// Writes the kick eventfd unconditionally.
@@ -304,33 +421,48 @@ impl DriverQueue {
         self.kicks
     }
 
-    /// Used entries published by the device and not yet consumed.
+    /// Used entries published by the device and not yet consumed (Acquire: the entries up to
+    /// the returned count may be read afterwards).
     #[inline]
+    pub(crate) fn used_pending_in(&self, v: &RingView<'_>) -> u16 {
+        v.used_idx().wrapping_sub(self.last_used.0)
+    }
+
+    /// [`Self::used_pending_in`] resolving the ring first.
     pub(crate) fn used_pending(&self, mem: &GuestMem) -> Result<u16, GuestError> {
-        let idx = mem.load_u16(self.ring.used_idx(), Ordering::Acquire)?;
-        Ok(idx.wrapping_sub(self.last_used.0))
+        Ok(self.used_pending_in(&self.view(mem)?))
     }
 
     /// The `k`-th unconsumed used element: (id, len).
     #[inline]
+    pub(crate) fn peek_used_in(&self, v: &RingView<'_>, k: u16) -> (u32, u32) {
+        v.used_elem(self.last_used.0.wrapping_add(k))
+    }
+
+    /// [`Self::peek_used_in`] resolving the ring first.
     pub(crate) fn peek_used(&self, mem: &GuestMem, k: u16) -> Result<(u32, u32), GuestError> {
-        let a = self.ring.used_elem(self.last_used.0.wrapping_add(k));
-        Ok((mem.read_u32(a)?, mem.read_u32(a + 4)?))
+        Ok(self.peek_used_in(&self.view(mem)?, k))
     }
 
     /// Consumes `n` used elements and re-arms `used_event` (unless pinned).
     #[inline]
-    pub(crate) fn consume_used(&mut self, mem: &GuestMem, n: u16) -> Result<(), GuestError> {
+    pub(crate) fn consume_used_in(&mut self, v: &RingView<'_>, n: u16) {
         self.last_used += n;
         if self.event_idx && self.pinned_used_event.is_none() {
-            mem.store_u16(self.ring.used_event(), self.last_used.0, Ordering::Release)?;
+            v.set_used_event(self.last_used.0);
         }
+    }
+
+    /// [`Self::consume_used_in`] resolving the ring first.
+    pub(crate) fn consume_used(&mut self, mem: &GuestMem, n: u16) -> Result<(), GuestError> {
+        let v = self.view(mem)?;
+        self.consume_used_in(&v, n);
         Ok(())
     }
 
     /// The used index the device last published (what a restarted backend resumes from).
     pub(crate) fn device_used_idx(&self, mem: &GuestMem) -> Result<u16, GuestError> {
-        mem.load_u16(self.ring.used_idx(), Ordering::Acquire)
+        Ok(self.view(mem)?.used_idx())
     }
 
     /// Index of the next used element to consume.
@@ -340,25 +472,41 @@ impl DriverQueue {
 
     /// Returns the chain whose head is `id` to the free list; `None` (and a bogus count) when `id`
     /// is not an in-flight head. Returns the chain length.
+    #[inline]
     pub(crate) fn complete(&mut self, id: u32) -> Option<u16> {
-        let head = match u16::try_from(id) {
-            Ok(h) if h < self.ring.size && self.chain_len[usize::from(h)] != 0 => h,
-            _ => {
-                self.bogus_used += 1;
-                log::error!("device returned used id {id} which is not an in-flight head");
-                return None;
-            }
+        let n = self.release(id);
+        if n.is_none() {
+            self.bogus(id);
+        }
+        n
+    }
+
+    /// [`Self::complete`] without counting or logging a bogus id (the caller does).
+    #[inline]
+    pub(crate) fn release(&mut self, id: u32) -> Option<u16> {
+        let h = usize::try_from(id).unwrap_or(usize::MAX);
+        let n = match self.meta.get_mut(h) {
+            Some(m) if m.chain != 0 => std::mem::take(&mut m.chain),
+            _ => return None,
         };
-        let n = std::mem::take(&mut self.chain_len[usize::from(head)]);
-        let mut d = head;
+        let mut d = h;
         for _ in 0..n {
-            if !self.is_free[usize::from(d)] {
-                self.is_free[usize::from(d)] = true;
-                self.free.push(d);
+            let Some(m) = self.meta.get_mut(d) else { break };
+            if !m.free {
+                m.free = true;
+                // `d` indexes `meta`, whose length is the queue size (<= 32768).
+                self.free.push(d as u16);
             }
-            d = self.shadow_next[usize::from(d)];
+            d = usize::from(m.next);
         }
         Some(n)
+    }
+
+    /// Counts and logs a used id that is not an in-flight head.
+    #[cold]
+    pub(crate) fn bogus(&mut self, id: u32) {
+        self.bogus_used += 1;
+        log::error!("device returned used id {id} which is not an in-flight head");
     }
 
     /// Pins `used_event` to `idx` (EVENT_IDX interrupt suppression tests); `None` returns to the
@@ -369,17 +517,16 @@ impl DriverQueue {
         idx: Option<u16>,
     ) -> Result<(), GuestError> {
         self.pinned_used_event = idx;
-        mem.store_u16(
-            self.ring.used_event(),
-            idx.unwrap_or(self.last_used.0),
-            Ordering::Release,
-        )
+        self.view(mem)?
+            .set_used_event(idx.unwrap_or(self.last_used.0));
+        Ok(())
     }
 
     /// Sets or clears VRING_AVAIL_F_NO_INTERRUPT (interrupt suppression without EVENT_IDX).
     pub(crate) fn set_no_interrupt(&self, mem: &GuestMem, on: bool) -> Result<(), GuestError> {
         let flags = if on { AVAIL_F_NO_INTERRUPT } else { 0 };
-        mem.store_u16(self.ring.avail, flags, Ordering::Release)
+        self.view(mem)?.set_avail_flags(flags);
+        Ok(())
     }
 
     /// Adds pending call-eventfd signals to the count and returns the total so far.
@@ -455,5 +602,55 @@ mod tests {
         assert_eq!(q.complete(u32::from(a)), Some(2));
         assert_eq!(q.free_count(), 8);
         assert_eq!(q.complete(u32::from(a)), None, "double completion");
+        assert_eq!(q.complete(8), None, "id == queue size");
+        assert_eq!(q.complete(u32::MAX), None, "id far out of range");
+        assert_eq!(q.bogus_used, 4);
+        assert_eq!(q.free_count(), 8);
+    }
+
+    #[test]
+    fn queue_size_must_be_a_power_of_two() {
+        let mem = GuestMem::new(1 << 20).unwrap();
+        let (ring, _) = RingAddrs::layout(0, 6);
+        assert!(DriverQueue::new(&mem, ring, 0, true).is_err());
+    }
+
+    #[test]
+    fn view_writes_the_split_ring_layout() {
+        let mem = GuestMem::new(1 << 20).unwrap();
+        let (ring, _) = RingAddrs::layout(0, 8);
+        let mut q = DriverQueue::new(&mem, ring, 65534, true).unwrap();
+        let v = q.view(&mem).unwrap();
+        v.write_desc(3, 0x1122_3344_5566_7788, 0xaabb_ccdd, DESC_F_NEXT, 5)
+            .unwrap();
+        assert!(v.write_desc(8, 0, 0, 0, 0).is_err());
+        let mut d = [0u8; 16];
+        mem.read(ring.desc + 3 * DESC_SIZE, &mut d).unwrap();
+        assert_eq!(d[0..8], 0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(d[8..12], 0xaabb_ccddu32.to_le_bytes());
+        assert_eq!(d[12..14], DESC_F_NEXT.to_le_bytes());
+        assert_eq!(d[14..16], 5u16.to_le_bytes());
+        // Avail slots wrap with the index; the index becomes visible only on publish.
+        for head in [3u16, 4, 6] {
+            q.push_avail_in(&v, head);
+        }
+        let load = |a: u64| mem.load_u16(a, Ordering::Acquire).unwrap();
+        assert_eq!(load(ring.avail + 2), 65534);
+        q.publish_in(&v);
+        assert_eq!(load(ring.avail + 2), 1);
+        assert_eq!(load(ring.avail + 4 + 2 * 6), 3);
+        assert_eq!(load(ring.avail + 4 + 2 * 7), 4);
+        assert_eq!(load(ring.avail + 4), 6);
+        // Used entries: read after the used index, consumed with used_event re-armed.
+        let mut e = [0u8; 8];
+        e[0..4].copy_from_slice(&7u32.to_le_bytes());
+        e[4..8].copy_from_slice(&60u32.to_le_bytes());
+        mem.write(ring.used + 4 + 8 * 6, &e).unwrap();
+        mem.write(ring.used + 2, &65535u16.to_le_bytes()).unwrap();
+        assert_eq!(q.used_pending_in(&v), 1);
+        assert_eq!(q.peek_used_in(&v, 0), (7, 60));
+        q.consume_used_in(&v, 1);
+        assert_eq!(load(ring.used_event()), 65535);
+        assert_eq!(q.last_used(), 65535);
     }
 }
