@@ -125,10 +125,23 @@ impl NetBackend {
         self.drain_tx(vring, true);
     }
 
-    /// Busy-poll mode: drains the TX ring without re-arming guest kicks (with EVENT_IDX the
+    /// External TX mode: drains the TX ring without re-arming guest kicks (with EVENT_IDX the
     /// stale avail_event keeps the guest from kicking). Returns true if any chain was taken.
     pub(crate) fn poll_tx(&self, vring: &Vring) -> bool {
         self.drain_tx(vring, false)
+    }
+
+    /// External TX mode, going idle: re-arms guest kicks. True if chains are already waiting.
+    pub(crate) fn arm_tx(&self, vring: &Vring) -> bool {
+        let mem = self.0.mem.memory();
+        let state = vring.get_mut();
+        if !state.is_enabled() {
+            return false;
+        }
+        match SplitRing::new(&mem, state.get_queue()) {
+            Some(mut ring) => ring.enable_notification(),
+            None => false,
+        }
     }
 
     fn drain_tx(&self, vring: &Vring, rearm: bool) -> bool {
@@ -317,8 +330,10 @@ impl VhostUserBackend for NetBackend {
         if q >= num_queues {
             return Ok(());
         }
-        if q % 2 == 1 && !self.0.port.cfg.polled {
-            if let Some(vring) = vrings.get(q) {
+        if q % 2 == 1 {
+            if self.0.port.cfg.external_tx {
+                self.0.port.sink.on_tx_kick();
+            } else if let Some(vring) = vrings.get(q) {
                 self.process_tx(vring);
             }
         }

@@ -56,9 +56,11 @@ pub struct PortConfig {
     pub queue_pairs: u16,
     /// Largest ring the frontend may configure.
     pub max_queue_size: u16,
-    /// Busy-poll mode: a polling thread drains the TX ring through [`PortHandle::poll_tx`];
-    /// guest kicks are suppressed and ignored.
-    pub polled: bool,
+    /// TX is drained by a thread outside the port (the switch's datapath threads, each
+    /// serving many ports, busy-polling or sleeping until a guest kicks) through
+    /// [`PortHandle::poll_tx`] and [`PortHandle::arm_tx`]. A guest's TX kick then only calls
+    /// [`TxSink::on_tx_kick`]. `false`: the connection's worker drains TX on every kick.
+    pub external_tx: bool,
 }
 
 impl PortConfig {
@@ -72,7 +74,7 @@ impl PortConfig {
             mtu: 1500,
             queue_pairs: 1,
             max_queue_size: 32768,
-            polled: false,
+            external_tx: false,
         }
     }
 
@@ -88,6 +90,10 @@ impl PortConfig {
 pub trait TxSink: Send + Sync {
     /// Consumes a batch (typically: switch each frame and copy it into destination rings).
     fn on_tx(&self, batch: &TxBatch<'_>);
+
+    /// With [`PortConfig::external_tx`]: the guest kicked its TX queue (after
+    /// [`PortHandle::arm_tx`]); wake whoever drains it. Called on the port's worker thread.
+    fn on_tx_kick(&self) {}
 }
 
 pub(crate) struct PortShared {
@@ -131,11 +137,20 @@ impl PortHandle {
         self.0.connected.load(Ordering::Acquire)
     }
 
-    /// Busy-poll mode: drains the guest's TX ring once (in batches) if a frontend is
-    /// connected. Returns true if any chain was processed.
+    /// External TX mode: drains the guest's TX ring (in batches) if a frontend is connected,
+    /// without asking the guest to kick. Returns true if any chain was processed.
     pub fn poll_tx(&self) -> bool {
         match self.0.tx.load().as_ref() {
             Some(p) => p.backend.poll_tx(&p.vring),
+            None => false,
+        }
+    }
+
+    /// External TX mode, before the draining thread sleeps: asks the guest to kick its TX
+    /// queue on its next frame. Returns true if frames arrived meanwhile (poll again).
+    pub fn arm_tx(&self) -> bool {
+        match self.0.tx.load().as_ref() {
+            Some(p) => p.backend.arm_tx(&p.vring),
             None => false,
         }
     }
@@ -287,6 +302,13 @@ fn serve_connection(shared: &PortShared, daemon: &mut Daemon) {
     PortStats::add(&shared.stats.connections, 1);
     if let Ok(mut g) = shared.conn.lock() {
         *g = daemon.shutdown_handle();
+        // A stop requested between accept and here found no handle to shut down: the
+        // connection would then wait for a frontend that may never speak.
+        if shared.stop.load(Ordering::Acquire) {
+            if let Some(h) = g.as_ref() {
+                h.shutdown();
+            }
+        }
     }
     info!("{}: frontend connected", shared.cfg.name);
     if let Err(e) = daemon.wait() {

@@ -9,6 +9,7 @@
 
 pub mod counters;
 mod error;
+pub mod event;
 pub mod fdb;
 pub mod forward;
 pub mod poll;

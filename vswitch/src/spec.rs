@@ -62,6 +62,9 @@ pub struct SwitchSettings {
     /// Busy-poll mode: one polling thread pinned to each listed CPU drains the ports' TX
     /// rings (ports spread round-robin). Empty: event-driven (EVENT_IDX kicks), the default.
     pub poll_cores: Vec<usize>,
+    /// Event mode: how many datapath threads serve the ports (round-robin). Each polls while
+    /// its ports have work and sleeps on their kick eventfds otherwise.
+    pub event_threads: usize,
 }
 
 impl Default for SwitchSettings {
@@ -71,6 +74,7 @@ impl Default for SwitchSettings {
             mac_limit: DEFAULT_MAC_LIMIT,
             fdb_capacity: 1 << 17,
             poll_cores: Vec::new(),
+            event_threads: 1,
         }
     }
 }

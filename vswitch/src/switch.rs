@@ -20,6 +20,7 @@ use vswitch_vhost::{NetPort, PortConfig, PortHandle, TxBatch, TxSink};
 
 use crate::counters::{Counters, DropReason};
 use crate::error::SwitchError;
+use crate::event::Doorbells;
 use crate::fdb::{Fdb, MAX_PORTS};
 use crate::forward::{forward_batch, Scratch};
 use crate::spec::{PortSpec, SwitchSettings};
@@ -116,6 +117,8 @@ pub struct Core {
     pub ports: ArcSwap<PortTable>,
     channels: Box<[Counters]>,
     settings: SwitchSettings,
+    /// Event mode: the datapath threads' wake-ups (empty in busy-poll mode).
+    pub(crate) doorbells: Doorbells,
 }
 
 impl Core {
@@ -128,7 +131,16 @@ impl Core {
     /// A core with no ports (benchmarks and tests drive it directly).
     pub fn new(settings: SwitchSettings, policy: Policy) -> Self {
         let channels: Vec<Counters> = (0..CHANNEL_SLOTS).map(|_| Counters::default()).collect();
+        let doorbells = if settings.poll_cores.is_empty() {
+            Doorbells::new(settings.event_threads.max(1)).unwrap_or_else(|e| {
+                warn!("no datapath threads ({e}): each port's own thread drains its ring");
+                Doorbells::default()
+            })
+        } else {
+            Doorbells::default()
+        };
         Core {
+            doorbells,
             registry: Registry::new(),
             policy: ArcSwap::from_pointee(PolicyTable::new(policy)),
             fdb: Fdb::new(
@@ -162,6 +174,10 @@ impl PortSink {
 }
 
 impl TxSink for PortSink {
+    fn on_tx_kick(&self) {
+        self.core.doorbells.ring(self.port);
+    }
+
     fn on_tx(&self, batch: &TxBatch<'_>) {
         let refused = batch.refused();
         if refused.bad_descriptor + refused.runt + refused.oversize > 0 {
@@ -220,7 +236,11 @@ impl Switch {
             })
             .map_err(|e| warn!("no FDB aging thread: {e}"))
             .ok();
-        let pollers = crate::poll::start_pollers(&core, &core.settings.poll_cores, &stop);
+        let pollers = if core.settings.poll_cores.is_empty() {
+            crate::event::start_event_threads(&core, &stop)
+        } else {
+            crate::poll::start_pollers(&core, &core.settings.poll_cores, &stop)
+        };
         Arc::new(Switch {
             core,
             ports: Mutex::new(HashMap::new()),
@@ -271,7 +291,10 @@ impl Switch {
         let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
-        cfg.polled = !self.core.settings.poll_cores.is_empty();
+        // Datapath threads (busy-poll or event mode) drain TX; without any (no eventfd
+        // could be made), each port's own thread does.
+        cfg.external_tx =
+            !self.core.settings.poll_cores.is_empty() || self.core.doorbells.is_some();
         let sink = Arc::new(PortSink::new(self.core.clone(), id));
         let port = match NetPort::start(cfg, sink) {
             Ok(p) => p,
