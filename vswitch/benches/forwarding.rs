@@ -1,13 +1,18 @@
 //! Micro benchmarks of the per-packet decisions: FDB lookup and learning at 1, 1k and 10k MACs
 //! (with a `HashMap` baseline measured in the same run), the forwarding plan, and the delivery
-//! check. End-to-end throughput is `vswitch-bench` (docs/performance.md).
+//! check; `plan_batch`: planning a 256-frame batch from one source MAC to 1, 1k or 10k
+//! destination MACs cycling frame by frame (the macs-N scenarios), batched (`plan_batch`, what
+//! the datapath runs) and frame by frame (`plan_frame` with the previous frame's decision
+//! reused, as the datapath did before). Criterion reports time per batch; divide by 256 for
+//! ns/frame. Instruction counts: `examples/plan_cost.rs`. End-to-end throughput is
+//! `vswitch-bench` (docs/performance.md).
 
 use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vswitch::fdb::Fdb;
-use vswitch::forward::{admit, plan_frame, Sender};
+use vswitch::forward::{admit, plan_batch, plan_frame, FrameAddrs, Ingress, Scratch, Sender};
 use vswitch::switch::{Core, PolicyTable};
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
@@ -104,5 +109,98 @@ fn plan_and_check(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fdb_lookup, plan_and_check);
+const PLAN_BATCH: u32 = 256;
+
+fn plan_batch_macs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("plan_batch");
+    g.throughput(Throughput::Elements(u64::from(PLAN_BATCH)));
+    for macs in [1u32, 1_000, 10_000] {
+        let core = Core::new(SwitchSettings::default(), Policy::default());
+        for p in 0..2 {
+            core.registry
+                .associate(VmId::port(PortId::new(p)), ChannelInfo::veb(ch(100)))
+                .expect("associate");
+        }
+        let now = core.fdb.now();
+        let src = mac(0);
+        core.fdb.learn(ch(100), &src, PortId::new(0), u32::MAX, now);
+        for i in 1..=macs {
+            core.fdb
+                .learn(ch(100), &mac(i), PortId::new(1), u32::MAX, now);
+        }
+        let reg = core.registry.load_full();
+        let policy = core.policy.load_full();
+        let from = Sender {
+            port: PortId::new(0),
+            channel: ch(100),
+            mac: None,
+            mac_limit: u32::MAX,
+        };
+        // Consecutive batches continue the cycle over all MACs.
+        let all: Vec<FrameAddrs> = (0..macs + PLAN_BATCH)
+            .map(|i| FrameAddrs {
+                src,
+                dst: mac(1 + i % macs),
+                len: 64,
+            })
+            .collect();
+        let batch = PLAN_BATCH as usize;
+        let mut off = 0usize;
+        let mut scratch = Scratch::default();
+        g.bench_with_input(BenchmarkId::new("batched", macs), &macs, |b, _| {
+            b.iter(|| {
+                let frames = black_box(&all[off..off + batch]);
+                off = (off + batch) % macs as usize;
+                let r = plan_batch(
+                    &reg,
+                    &policy,
+                    &core.fdb,
+                    now,
+                    &from,
+                    frames.len(),
+                    |i| frames[i],
+                    &mut scratch,
+                );
+                r.frames + scratch.dests.len() as u64
+            })
+        });
+        let mut off = 0usize;
+        let mut dests: Vec<(u32, u16)> = Vec::with_capacity(4096);
+        g.bench_with_input(BenchmarkId::new("per_frame", macs), &macs, |b, _| {
+            b.iter(|| {
+                let frames = black_box(&all[off..off + batch]);
+                off = (off + batch) % macs as usize;
+                dests.clear();
+                let mut prev: Option<(FrameAddrs, Ingress, usize, usize)> = None;
+                let mut accepted = 0u64;
+                for (i, f) in frames.iter().enumerate() {
+                    let idx = i as u16;
+                    let r = match prev {
+                        Some((p, r, start, end)) if p.src == f.src && p.dst == f.dst => {
+                            for k in start..end {
+                                let q = dests[k].0;
+                                dests.push((q, idx));
+                            }
+                            r
+                        }
+                        _ => {
+                            let start = dests.len();
+                            let r = plan_frame(
+                                &reg, &policy, &core.fdb, now, &from, f.src, f.dst, idx, &mut dests,
+                            );
+                            prev = Some((*f, r, start, dests.len()));
+                            r
+                        }
+                    };
+                    accepted += u64::from(matches!(r, Ingress::Accepted { .. }));
+                }
+                dests.sort_unstable();
+                accepted + dests.len() as u64
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fdb_lookup, plan_and_check, plan_batch_macs);
 criterion_main!(benches);

@@ -23,11 +23,15 @@ pub const MAX_PORTS: usize = 1 << 16;
 /// An FDB key: channel and MAC packed in one word.
 #[inline]
 fn key(channel: ChannelId, mac: &[u8; 6]) -> u64 {
-    let mut m = 0u64;
-    for b in mac {
-        m = (m << 8) | u64::from(*b);
-    }
-    KEY_VALID | (u64::from(channel.get()) << 48) | m
+    KEY_VALID | (u64::from(channel.get()) << 48) | mac48(mac)
+}
+
+/// A MAC as the low 48 bits of a word, first octet highest (two loads and a shift).
+#[inline]
+pub fn mac48(mac: &[u8; 6]) -> u64 {
+    let hi = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    let lo = u16::from_be_bytes([mac[4], mac[5]]);
+    (u64::from(hi) << 16) | u64::from(lo)
 }
 
 #[inline]
@@ -45,11 +49,51 @@ fn val_time(v: u64) -> u32 {
     (v >> 32) as u32
 }
 
-#[repr(align(64))]
+/// One bucket: two cache lines (keys, then values), aligned so that they form one 128-byte
+/// block (the unit the adjacent-line prefetcher of x86 cores fetches together).
+#[repr(align(128))]
 #[derive(Default)]
 struct Bucket {
     keys: [AtomicU64; SLOTS],
     vals: [AtomicU64; SLOTS],
+}
+
+/// A lookup prepared ahead of its probe: the key and bucket of one (channel, MAC). The
+/// forwarder computes these for a group of frames, prefetches every bucket, then probes
+/// ([`Fdb::probe`], [`Fdb::prefetch`], [`Fdb::lookup_probe`]), so that the cache misses of a
+/// large table overlap instead of being paid one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    key: u64,
+    bucket: usize,
+}
+
+impl Probe {
+    /// Whether its MAC is a group (multicast or broadcast) address.
+    #[inline]
+    pub fn is_multicast(&self) -> bool {
+        self.key & (1 << 40) != 0
+    }
+
+    /// The MAC it looks up.
+    #[inline]
+    pub fn mac(&self) -> [u8; 6] {
+        let b = self.key.to_be_bytes();
+        [b[2], b[3], b[4], b[5], b[6], b[7]]
+    }
+}
+
+/// Hints the CPU to bring the cache line at `p` into all cache levels. Never faults.
+#[inline(always)]
+fn prefetch_line<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults and has no architectural effect, whatever
+    // the address; SSE (which provides it) is part of the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The result of learning a source address.
@@ -108,9 +152,14 @@ impl Fdb {
     }
 
     #[inline]
-    fn bucket(&self, k: u64) -> &Bucket {
+    fn bucket_index(&self, k: u64) -> usize {
         let h = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        &self.buckets[(h >> 32) as usize & self.mask]
+        (h >> 32) as usize & self.mask
+    }
+
+    #[inline]
+    fn bucket(&self, k: u64) -> &Bucket {
+        &self.buckets[self.bucket_index(k)]
     }
 
     #[inline]
@@ -122,10 +171,40 @@ impl Fdb {
     /// Where `mac` was last seen in `channel`, if it has not aged out.
     #[inline]
     pub fn lookup(&self, channel: ChannelId, mac: &[u8; 6], now: u32) -> Option<PortId> {
-        let k = key(channel, mac);
-        let b = self.bucket(k);
+        self.lookup_probe(&self.probe(channel, mac), now)
+    }
+
+    /// Prepares a lookup of `mac` in `channel` (hash and bucket; touches no table memory).
+    #[inline]
+    pub fn probe(&self, channel: ChannelId, mac: &[u8; 6]) -> Probe {
+        self.probe48(channel, mac48(mac))
+    }
+
+    /// [`Fdb::probe`] of a MAC given as [`mac48`].
+    #[inline]
+    pub fn probe48(&self, channel: ChannelId, mac: u64) -> Probe {
+        let key = KEY_VALID | (u64::from(channel.get()) << 48) | (mac & 0xffff_ffff_ffff);
+        Probe {
+            key,
+            bucket: self.bucket_index(key),
+        }
+    }
+
+    /// Starts loading the bucket of `p` into the cache (both of its lines); no other effect.
+    #[inline]
+    pub fn prefetch(&self, p: &Probe) {
+        if let Some(b) = self.buckets.get(p.bucket) {
+            prefetch_line(&b.keys);
+            prefetch_line(&b.vals);
+        }
+    }
+
+    /// [`Fdb::lookup`] of a prepared probe (made by this table).
+    #[inline]
+    pub fn lookup_probe(&self, p: &Probe, now: u32) -> Option<PortId> {
+        let b = self.buckets.get(p.bucket)?;
         for i in 0..SLOTS {
-            if b.keys[i].load(Ordering::Acquire) == k {
+            if b.keys[i].load(Ordering::Acquire) == p.key {
                 let v = b.vals[i].load(Ordering::Acquire);
                 return self.fresh(v, now).then(|| val_port(v));
             }
@@ -391,6 +470,24 @@ mod tests {
         assert!(f.entries().len() <= 8);
         assert_eq!(f.count(PortId(1)) as usize, f.entries().len());
         assert_eq!(f.lookup(ch(1), &mac(99), now), Some(PortId(1)));
+    }
+
+    #[test]
+    fn prepared_probe_matches_lookup() {
+        let f = Fdb::new(1024, 300);
+        let now = f.now();
+        f.learn(ch(5), &mac(1), PortId(4), 10, now);
+        for m in [mac(1), mac(2), [0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1]] {
+            let p = f.probe(ch(5), &m);
+            assert_eq!(p.mac(), m);
+            assert_eq!(p.is_multicast(), MacAddr::new(m).is_multicast());
+            f.prefetch(&p);
+            assert_eq!(f.lookup_probe(&p, now), f.lookup(ch(5), &m, now));
+        }
+        assert_eq!(
+            f.lookup_probe(&f.probe(ch(5), &mac(1)), now),
+            Some(PortId(4))
+        );
     }
 
     #[test]

@@ -10,14 +10,39 @@ use vswitch_channels::{ChannelId, MacAddr, PortId, RegistrySnapshot};
 use vswitch_vhost::{RxDrop, TxBatch};
 
 use crate::counters::{DropReason, Drops};
-use crate::fdb::{Fdb, Learn};
+use crate::fdb::{Fdb, Learn, Probe};
 use crate::switch::{Core, PolicyTable, PortTable};
 
 /// Per-port reusable forwarding state (allocated once; never grows after warm-up).
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// (destination port, frame index) pairs of the current batch.
+    /// (destination port, frame index) pairs of the current batch; after [`plan_batch`],
+    /// sorted (grouped per destination, frame order kept within a destination).
     pub dests: Vec<(u32, u16)>,
+}
+
+/// What the planner reads of one frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameAddrs {
+    /// Source MAC.
+    pub src: [u8; 6],
+    /// Destination MAC.
+    pub dst: [u8; 6],
+    /// Frame length in bytes.
+    pub len: u32,
+}
+
+/// The ingress totals of one batch (for the sender's and its channel's counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchIngress {
+    /// Frames accepted.
+    pub frames: u64,
+    /// Bytes accepted.
+    pub bytes: u64,
+    /// Copies planned by flooding.
+    pub flooded: u64,
+    /// Frames dropped at ingress, per reason.
+    pub drops: Drops,
 }
 
 /// What the ingress side decided for one frame.
@@ -34,16 +59,6 @@ pub enum Ingress {
     Dropped(DropReason),
 }
 
-/// The decision for the previous frame of a batch, reused for a frame with the same addresses.
-#[derive(Clone, Copy)]
-struct Planned {
-    src: [u8; 6],
-    dst: [u8; 6],
-    ingress: Ingress,
-    start: usize,
-    end: usize,
-}
-
 /// The sending port, as the planner needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sender {
@@ -58,6 +73,10 @@ pub struct Sender {
 }
 
 /// Decides the destinations of one frame and appends `(port, idx)` pairs to `dests`.
+///
+/// The reference for one frame: [`plan_batch`] makes the same decisions for a whole batch
+/// (sharing the source check and learning across a run of frames from one MAC, and looking
+/// destinations up in groups).
 #[allow(clippy::too_many_arguments)]
 pub fn plan_frame(
     reg: &RegistrySnapshot,
@@ -70,53 +89,247 @@ pub fn plan_frame(
     idx: u16,
     dests: &mut Vec<(u32, u16)>,
 ) -> Ingress {
+    if let Some(reason) = check_source(fdb, now, from, src) {
+        return Ingress::Dropped(reason);
+    }
+    let copies = match decide_dest(policy, fdb, now, from, &fdb.probe(from.channel, &dst)) {
+        Dest::Local => 0,
+        Dest::Port(q) => {
+            dests.push((q.get(), idx));
+            1
+        }
+        Dest::Flood => {
+            let mut copies = 0u32;
+            flood(reg, policy, from, |q| {
+                dests.push((q, idx));
+                copies += 1;
+            });
+            return Ingress::Accepted {
+                copies,
+                flooded: copies,
+            };
+        }
+    };
+    Ingress::Accepted { copies, flooded: 0 }
+}
+
+/// The ingress checks of a source address, and its learning: `Some(reason)` drops the frame.
+#[inline]
+fn check_source(fdb: &Fdb, now: u32, from: &Sender, src: [u8; 6]) -> Option<DropReason> {
     let smac = MacAddr::new(src);
     if smac.is_multicast() || from.mac.is_some_and(|m| m != smac) {
-        return Ingress::Dropped(DropReason::SourceSpoof);
+        return Some(DropReason::SourceSpoof);
     }
     if fdb.learn(from.channel, &src, from.port, from.mac_limit, now) == Learn::LimitReached {
-        return Ingress::Dropped(DropReason::MacLimit);
+        return Some(DropReason::MacLimit);
     }
-    let dmac = MacAddr::new(dst);
-    if !dmac.is_multicast() {
-        if let Some(q) = fdb.lookup(from.channel, &dst, now) {
-            return unicast(from.port, q, idx, dests);
-        }
-        for &other in policy.reach(from.channel) {
-            if let Some(q) = fdb.lookup(other, &dst, now) {
-                return unicast(from.port, q, idx, dests);
-            }
-        }
+    None
+}
+
+/// Where an accepted frame goes.
+#[derive(Clone, Copy)]
+enum Dest {
+    /// Its destination is behind the sender itself: nowhere (not a drop).
+    Local,
+    /// One known port.
+    Port(PortId),
+    /// Broadcast, multicast, unknown unicast: [`flood`].
+    Flood,
+}
+
+/// The destination of an accepted frame to the MAC of `probe` (its lookup in the sender's
+/// channel, prepared by the caller).
+#[inline]
+fn decide_dest(policy: &PolicyTable, fdb: &Fdb, now: u32, from: &Sender, probe: &Probe) -> Dest {
+    if probe.is_multicast() {
+        return Dest::Flood;
     }
-    // Broadcast, multicast, unknown unicast: every other port of the channel, and of the
-    // channels the policy lets this one reach.
-    let mut copies = 0u32;
-    for ch in std::iter::once(&from.channel).chain(policy.reach(from.channel)) {
-        for &q in reg.ports_in(*ch) {
-            if q != from.port {
-                dests.push((q.get(), idx));
-                copies += 1;
-            }
+    let found = match fdb.lookup_probe(probe, now) {
+        Some(q) => Some(q),
+        None => {
+            let dst = probe.mac();
+            policy
+                .reach(from.channel)
+                .iter()
+                .find_map(|&other| fdb.lookup(other, &dst, now))
         }
-    }
-    Ingress::Accepted {
-        copies,
-        flooded: copies,
+    };
+    match found {
+        Some(q) if q == from.port => Dest::Local,
+        Some(q) => Dest::Port(q),
+        None => Dest::Flood,
     }
 }
 
-fn unicast(src: PortId, q: PortId, idx: u16, dests: &mut Vec<(u32, u16)>) -> Ingress {
-    if q == src {
-        // The destination is behind the sender itself: nothing to do (not a drop).
-        return Ingress::Accepted {
-            copies: 0,
-            flooded: 0,
-        };
+/// Calls `to` with every port a flooded frame goes to: every other port of the sender's
+/// channel, and of the channels the policy lets that one reach.
+#[inline]
+fn flood(reg: &RegistrySnapshot, policy: &PolicyTable, from: &Sender, mut to: impl FnMut(u32)) {
+    for ch in std::iter::once(&from.channel).chain(policy.reach(from.channel)) {
+        for &q in reg.ports_in(*ch) {
+            if q != from.port {
+                to(q.get());
+            }
+        }
     }
-    dests.push((q.get(), idx));
-    Ingress::Accepted {
-        copies: 1,
-        flooded: 0,
+}
+
+/// Runs of frames whose FDB buckets are prefetched together before the first is probed.
+const GROUP: usize = 32;
+
+/// A run of consecutive frames of a batch with the same source and destination MACs.
+#[derive(Clone, Copy)]
+struct Run {
+    /// One past its last frame (it starts where the previous run ended).
+    end: usize,
+    /// Its source MAC as a [`raw48`] word.
+    src: u64,
+    bytes: u64,
+    /// The lookup of its destination in the sender's channel, prepared (and its bucket
+    /// prefetched) ahead.
+    probe: Probe,
+}
+
+/// A MAC as a word, for equality only (no byte swap: two loads).
+#[inline(always)]
+fn raw48(m: &[u8; 6]) -> u64 {
+    u64::from(u32::from_le_bytes([m[0], m[1], m[2], m[3]]))
+        | (u64::from(u16::from_le_bytes([m[4], m[5]])) << 32)
+}
+
+/// The inverse of [`raw48`].
+#[inline]
+fn mac_of_raw48(w: u64) -> [u8; 6] {
+    let b = w.to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// Plans a whole batch of `n` frames (`frame(i)` reads frame `i`): the same decisions, frame by
+/// frame and in order, as [`plan_frame`] on each frame, with the per-frame work shared:
+///
+/// - a run of consecutive frames with the same source and destination MACs is decided once;
+/// - the source check and learning run once per run of frames from one source MAC (the
+///   verdict, drop or not, is counted for every frame);
+/// - destination lookups go by groups of [`GROUP`] runs: every bucket of the group is
+///   prefetched before the first probe, so that a large table's cache misses overlap.
+///
+/// Leaves `scratch.dests` sorted by (port, frame index): grouped per destination, frame order
+/// kept within a destination. Nothing here allocates once `dests` has reached its size, locks,
+/// or does an atomic read-modify-write except when learning a new source MAC (once per run).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn plan_batch(
+    reg: &RegistrySnapshot,
+    policy: &PolicyTable,
+    fdb: &Fdb,
+    now: u32,
+    from: &Sender,
+    n: usize,
+    frame: impl Fn(usize) -> FrameAddrs,
+    scratch: &mut Scratch,
+) -> BatchIngress {
+    let dests = &mut scratch.dests;
+    dests.clear();
+    let mut out = BatchIngress::default();
+    // Whether `dests` is still in (port, index) order: indices only grow, so it is exactly
+    // when ports never decrease from one entry to the next.
+    let mut sorted = true;
+    let mut last_q = 0u32;
+    // The current run of one source MAC (`u64::MAX`: none yet; a raw48 word is below 2^48)
+    // and its verdict.
+    let mut run_src = u64::MAX;
+    let mut verdict: Option<DropReason> = None;
+    let mut runs = [Run {
+        end: 0,
+        src: 0,
+        bytes: 0,
+        probe: fdb.probe48(from.channel, 0),
+    }; GROUP];
+    let mut i = 0usize;
+    while i < n {
+        // Pass 1: cut the next runs, prepare each one's destination lookup and start loading
+        // its bucket (none for multicast: never looked up).
+        let first = i;
+        let mut nruns = 0usize;
+        let (mut cur_src, mut cur_dst) = (u64::MAX, u64::MAX);
+        while i < n {
+            let a = frame(i);
+            let (src, dst) = (raw48(&a.src), raw48(&a.dst));
+            if src == cur_src && dst == cur_dst {
+                let r = &mut runs[nruns - 1];
+                r.end = i + 1;
+                r.bytes += u64::from(a.len);
+            } else if nruns == GROUP {
+                break;
+            } else {
+                let probe = fdb.probe(from.channel, &a.dst);
+                if a.dst[0] & 1 == 0 {
+                    fdb.prefetch(&probe);
+                }
+                runs[nruns] = Run {
+                    end: i + 1,
+                    src,
+                    bytes: u64::from(a.len),
+                    probe,
+                };
+                nruns += 1;
+                (cur_src, cur_dst) = (src, dst);
+            }
+            i += 1;
+        }
+        // Pass 2: decide, run by run in frame order.
+        let mut start = first;
+        for r in &runs[..nruns] {
+            let frames = r.start_to(start);
+            let idx = start..r.end;
+            start = r.end;
+            if r.src != run_src {
+                run_src = r.src;
+                verdict = check_source(fdb, now, from, mac_of_raw48(r.src));
+            }
+            if let Some(reason) = verdict {
+                out.drops.add(reason, frames);
+                continue;
+            }
+            out.frames += frames;
+            out.bytes += r.bytes;
+            match decide_dest(policy, fdb, now, from, &r.probe) {
+                Dest::Local => {}
+                Dest::Port(q) => {
+                    let q = q.get();
+                    sorted &= q >= last_q;
+                    last_q = q;
+                    if frames == 1 {
+                        // One frame per run: every frame to another MAC (macs-N, fan-out).
+                        dests.push((q, idx.start as u16));
+                    } else {
+                        dests.extend(idx.map(|i| (q, i as u16)));
+                    }
+                }
+                Dest::Flood => {
+                    for i in idx {
+                        flood(reg, policy, from, |q| {
+                            dests.push((q, i as u16));
+                            sorted &= q >= last_q;
+                            last_q = q;
+                            out.flooded += 1;
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if !sorted {
+        dests.sort_unstable();
+    }
+    out
+}
+
+impl Run {
+    /// Its frame count, given where it starts.
+    #[inline]
+    fn start_to(&self, start: usize) -> u64 {
+        (self.end - start) as u64
     }
 }
 
@@ -157,77 +370,43 @@ pub fn forward_batch(core: &Core, src: PortId, batch: &TxBatch<'_>, scratch: &mu
         mac_limit: entry.mac_limit,
     };
     let now = core.fdb.now();
-    let mut ingress_drops = Drops::default();
-    let (mut in_frames, mut in_bytes, mut flooded) = (0u64, 0u64, 0u64);
-    scratch.dests.clear();
-    // Frames of a batch mostly belong to a few flows: a frame with the same addresses as the
-    // previous one gets the same decision (same checks, already learned, same destinations)
-    // without touching the FDB again.
-    let mut prev: Option<Planned> = None;
-    for (i, f) in batch.iter().enumerate() {
-        let (src, dst) = (f.src_mac(), f.dst_mac());
-        let idx = i as u16;
-        let ingress = match prev {
-            Some(p) if p.src == src && p.dst == dst => {
-                for k in p.start..p.end {
-                    let q = scratch.dests[k].0;
-                    scratch.dests.push((q, idx));
-                }
-                p.ingress
+    let ingress = plan_batch(
+        &reg,
+        &policy,
+        &core.fdb,
+        now,
+        &from,
+        batch.len(),
+        |i| {
+            let f = batch.frame(i);
+            FrameAddrs {
+                src: f.src_mac(),
+                dst: f.dst_mac(),
+                len: f.len() as u32,
             }
-            _ => {
-                let start = scratch.dests.len();
-                let r = plan_frame(
-                    &reg,
-                    &policy,
-                    &core.fdb,
-                    now,
-                    &from,
-                    src,
-                    dst,
-                    idx,
-                    &mut scratch.dests,
-                );
-                prev = Some(Planned {
-                    src,
-                    dst,
-                    ingress: r,
-                    start,
-                    end: scratch.dests.len(),
-                });
-                r
-            }
-        };
-        match ingress {
-            Ingress::Accepted { flooded: n, .. } => {
-                in_frames += 1;
-                in_bytes += f.len() as u64;
-                flooded += u64::from(n);
-            }
-            Ingress::Dropped(r) => ingress_drops.add(r, 1),
-        }
-    }
-    entry.counters.add_in(in_frames, in_bytes);
-    entry.counters.add_flooded(flooded);
-    entry.counters.add_drops(&ingress_drops);
+        },
+        scratch,
+    );
+    entry.counters.add_in(ingress.frames, ingress.bytes);
+    entry.counters.add_flooded(ingress.flooded);
+    entry.counters.add_drops(&ingress.drops);
     let chan = core.channel_counters(from.channel);
-    chan.add_in(in_frames, in_bytes);
-    chan.add_flooded(flooded);
-    chan.add_drops(&ingress_drops);
+    chan.add_in(ingress.frames, ingress.bytes);
+    chan.add_flooded(ingress.flooded);
+    chan.add_drops(&ingress.drops);
 
-    // Group per destination so that each destination ring is locked once per batch; frame
-    // order per destination is kept (the sort key includes the frame index).
-    scratch.dests.sort_unstable();
-    let mut start = 0;
+    // One ring lock per destination: `dests` is grouped per destination with the frame order
+    // kept (plan_batch). With a single destination (the common case) there is one group.
+    let dests = &scratch.dests[..];
     let mut chan_drops = Drops::default();
-    while start < scratch.dests.len() {
-        let q = scratch.dests[start].0;
-        let mut end = start + 1;
-        while end < scratch.dests.len() && scratch.dests[end].0 == q {
-            end += 1;
-        }
-        let group = &scratch.dests[start..end];
-        start = end;
+    let mut start = 0;
+    while start < dests.len() {
+        let q = dests[start].0;
+        let end = if dests[dests.len() - 1].0 == q {
+            dests.len()
+        } else {
+            start + dests[start..].partition_point(|d| d.0 == q)
+        };
         deliver_group(
             core,
             &reg,
@@ -235,10 +414,11 @@ pub fn forward_batch(core: &Core, src: PortId, batch: &TxBatch<'_>, scratch: &mu
             &ports,
             from.channel,
             PortId::new(q),
-            group,
+            &dests[start..end],
             batch,
             &mut chan_drops,
         );
+        start = end;
     }
     chan.add_drops(&chan_drops);
 }

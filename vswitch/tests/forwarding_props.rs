@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use vswitch::forward::{admit, plan_frame, Ingress, Sender};
+use vswitch::counters::{DropReason, Drops};
+use vswitch::forward::{admit, plan_batch, plan_frame, FrameAddrs, Ingress, Scratch, Sender};
 use vswitch::switch::{Core, PolicyTable};
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
@@ -104,6 +105,94 @@ proptest! {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A core with `PORTS` ports spread over the channels, some FDB entries (some of them on the
+/// sender's port) and channel 100 allowed to reach 200.
+fn batch_core(assoc: &[usize], fdb: &[(usize, u8, u32)]) -> Core {
+    let core = Core::new(SwitchSettings::default(), Policy::default());
+    for (p, &c) in assoc.iter().enumerate() {
+        core.registry
+            .associate(VmId::port(PortId::new(p as u32)), ChannelInfo::veb(ch(c)))
+            .expect("associate");
+    }
+    core.policy
+        .store(std::sync::Arc::new(PolicyTable::new(Policy::with_allowed(
+            [(ch(0), ch(1))],
+        ))));
+    let now = core.fdb.now();
+    for &(c, m, p) in fdb {
+        core.fdb
+            .learn(ch(c), &mac(m), PortId::new(p), u32::MAX, now);
+    }
+    core
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// plan_batch (runs, one learning per source run, grouped prefetched lookups) decides
+    /// exactly what plan_frame does frame by frame: same destinations in the same per-port
+    /// order, same ingress counts (every frame counted, drops included), same learning.
+    #[test]
+    fn plan_batch_equals_plan_frame_frame_by_frame(
+        assoc in prop::collection::vec(0..CHANNELS.len(), PORTS as usize),
+        fdb in prop::collection::vec((0..CHANNELS.len(), 0u8..8, 0..PORTS), 0..12),
+        // Runs of (src index, dst index, length): 0xfe = a multicast source, 0xff = broadcast.
+        runs in prop::collection::vec(
+            (prop_oneof![0u8..8, Just(0xfe)], prop_oneof![0u8..8, Just(0xff)], 1usize..20),
+            1..40,
+        ),
+        sender in 0..PORTS,
+        locked in prop::option::of(0u8..8),
+        limit in 0u32..6,
+    ) {
+        let frames: Vec<FrameAddrs> = runs
+            .iter()
+            .flat_map(|&(s, d, k)| {
+                let src = if s == 0xfe { [0x01, 0, 0x5e, 0, 0, 1] } else { mac(s) };
+                std::iter::repeat_n(FrameAddrs { src, dst: mac(d), len: 60 + u32::from(d) }, k)
+            })
+            .take(300)
+            .collect();
+        let (a, b) = (batch_core(&assoc, &fdb), batch_core(&assoc, &fdb));
+        let from = Sender {
+            port: PortId::new(sender),
+            channel: ch(assoc[sender as usize]),
+            mac: locked.map(|m| vswitch_channels::MacAddr::new(mac(m))),
+            mac_limit: limit,
+        };
+        let now = a.fdb.now();
+
+        // Frame by frame.
+        let (reg, policy) = (a.registry.load(), a.policy.load());
+        let mut want = Vec::new();
+        let mut want_in = (0u64, 0u64, 0u64);
+        let mut want_drops = Drops::default();
+        for (i, f) in frames.iter().enumerate() {
+            match plan_frame(&reg, &policy, &a.fdb, now, &from, f.src, f.dst, i as u16, &mut want) {
+                Ingress::Accepted { flooded, .. } => {
+                    want_in.0 += 1;
+                    want_in.1 += u64::from(f.len);
+                    want_in.2 += u64::from(flooded);
+                }
+                Ingress::Dropped(r) => want_drops.add(r, 1),
+            }
+        }
+        want.sort_unstable();
+
+        // Batched.
+        let (reg, policy) = (b.registry.load(), b.policy.load());
+        let mut scratch = Scratch::default();
+        let got = plan_batch(&reg, &policy, &b.fdb, now, &from, frames.len(), |i| frames[i], &mut scratch);
+        prop_assert_eq!(&scratch.dests, &want);
+        prop_assert_eq!((got.frames, got.bytes, got.flooded), want_in);
+        prop_assert_eq!(got.drops, want_drops);
+        prop_assert_eq!(got.frames + DropReason::ALL.iter().map(|&r| got.drops.get(r)).sum::<u64>(), frames.len() as u64);
+        prop_assert_eq!(a.fdb.entries().len(), b.fdb.entries().len());
+        for (x, y) in a.fdb.entries().iter().zip(b.fdb.entries().iter()) {
+            prop_assert_eq!((x.channel, x.mac, x.port), (y.channel, y.mac, y.port));
         }
     }
 }
