@@ -23,7 +23,7 @@ use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
 use crate::port::{PortShared, TxPoller};
-use crate::ring::SplitRing;
+use crate::ring::{AvailPeek, SplitRing};
 use crate::rx::RxRing;
 use crate::stats::PortStats;
 use crate::tx::{parse_head, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
@@ -43,6 +43,8 @@ struct Inner {
     event_idx: AtomicBool,
     scratch: Mutex<TxScratch>,
     published: AtomicBool,
+    /// External TX mode: the guest kicked since the last poll.
+    kicked: AtomicBool,
     capture: EventFd,
     exit_fds: Mutex<Vec<RawFd>>,
 }
@@ -61,6 +63,7 @@ impl NetBackend {
             event_idx: AtomicBool::new(false),
             scratch: Mutex::new(TxScratch::default()),
             published: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
             capture,
             exit_fds: Mutex::new(Vec::new()),
         })))
@@ -132,27 +135,50 @@ impl NetBackend {
     }
 
     /// External TX mode, going idle: re-arms guest kicks. True if chains are already waiting.
+    /// Also (re)takes the peek at the ring's avail index, so that polling an idle guest costs
+    /// one load even if it never transmitted.
     pub(crate) fn arm_tx(&self, vring: &Vring) -> bool {
-        let mem = self.0.mem.memory();
+        let mem_arc = self.0.mem.memory().into_inner();
         let state = vring.get_mut();
         if !state.is_enabled() {
             return false;
         }
-        match SplitRing::new(&mem, state.get_queue()) {
-            Some(mut ring) => ring.enable_notification(),
-            None => false,
+        let Some(mut ring) = SplitRing::new(&mem_arc, state.get_queue()) else {
+            return false;
+        };
+        let pending = ring.enable_notification();
+        if let Ok(mut s) = self.0.scratch.try_lock() {
+            s.peek = Some(AvailPeek::new(mem_arc.clone(), &ring));
         }
+        pending
+    }
+
+    /// External TX mode: the guest kicked its TX queue (it added chains after an
+    /// [`NetBackend::arm_tx`]); the next poll must look at the ring itself.
+    pub(crate) fn note_tx_kick(&self) {
+        self.0.kicked.store(true, Ordering::Release);
     }
 
     fn drain_tx(&self, vring: &Vring, rearm: bool) -> bool {
         let inner = &self.0;
         // The scratch is only used by whoever drains this connection's TX ring (its worker,
-        // or one poll thread): never contended in practice.
+        // or one datapath thread): never contended in practice.
         let mut scratch = match inner.scratch.try_lock() {
             Ok(s) => s,
             Err(std::sync::TryLockError::WouldBlock) => return false,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
+        // A poller visiting an idle guest: one load tells it nothing new arrived.
+        if !rearm {
+            if inner.kicked.load(Ordering::Acquire) {
+                inner.kicked.store(false, Ordering::Release);
+            } else {
+                let mem = inner.mem.memory();
+                if scratch.peek.as_mut().is_some_and(|p| p.unchanged(&mem)) {
+                    return false;
+                }
+            }
+        }
         let mut any = false;
         loop {
             match self.tx_batch(vring, &mut scratch, rearm) {
@@ -167,8 +193,8 @@ impl NetBackend {
         let inner = &self.0;
         let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
         let max_frame = inner.port.cfg.max_frame_len();
-        let mem = inner.mem.memory();
-        let mem: &GuestMemory = &mem;
+        let mem_arc = inner.mem.memory().into_inner();
+        let mem: &GuestMemory = &mem_arc;
         let mut state = vring.get_mut();
         if !state.is_enabled() {
             return TxOutcome::Done(false);
@@ -232,6 +258,7 @@ impl NetBackend {
             TxOutcome::Done(taken)
         };
         ring.store_back(state.get_queue_mut());
+        scratch.peek = Some(AvailPeek::new(mem_arc.clone(), &ring));
         let stats = &inner.port.stats;
         PortStats::add(&stats.from_guest_frames, counts.frames);
         PortStats::add(&stats.from_guest_bytes, counts.bytes);
@@ -332,6 +359,7 @@ impl VhostUserBackend for NetBackend {
         }
         if q % 2 == 1 {
             if self.0.port.cfg.external_tx {
+                self.note_tx_kick();
                 self.0.port.sink.on_tx_kick();
             } else if let Some(vring) = vrings.get(q) {
                 self.process_tx(vring);

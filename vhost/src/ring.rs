@@ -13,6 +13,7 @@
 
 use std::num::Wrapping;
 use std::sync::atomic::{fence, AtomicU16, Ordering};
+use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 
@@ -271,6 +272,48 @@ impl<'m> SplitRing<'m> {
     #[inline]
     pub(crate) fn size(&self) -> u16 {
         self.size
+    }
+}
+
+/// Where a queue's avail index lies, remembered at the end of a batch, so that a poller can
+/// tell whether the guest added chains since with one load instead of locking and resolving
+/// the ring. It holds the memory snapshot the address was resolved in (the mapping stays
+/// valid while it lives), is dropped when the guest's memory table changes, and lets a full
+/// pass through after a bounded number of peeks, so a queue reconfigured under it (a device
+/// restart without a new connection) is noticed.
+pub(crate) struct AvailPeek {
+    mem: Arc<GuestMemory>,
+    idx_at: usize,
+    seen: u16,
+    budget: u16,
+}
+
+/// Peeks before a full pass is forced.
+const PEEK_BUDGET: u16 = 1024;
+
+impl AvailPeek {
+    /// Remembers `ring`'s avail index position and how far the device has consumed it.
+    pub(crate) fn new(mem: Arc<GuestMemory>, ring: &SplitRing<'_>) -> Self {
+        AvailPeek {
+            mem,
+            idx_at: ring.avail + 2,
+            seen: ring.next_avail.0,
+            budget: PEEK_BUDGET,
+        }
+    }
+
+    /// True when the guest has certainly not added chains since the peek was taken (in
+    /// memory `current`). False means "look properly".
+    #[inline]
+    pub(crate) fn unchanged(&mut self, current: &GuestMemory) -> bool {
+        if self.budget == 0 || !std::ptr::eq(Arc::as_ptr(&self.mem), current) {
+            return false;
+        }
+        self.budget -= 1;
+        // SAFETY: `idx_at` is the avail index of a ring resolved in `self.mem` (inside it and
+        // 2-byte aligned, see SplitRing's invariant), which this peek keeps mapped.
+        let idx = unsafe { AtomicU16::from_ptr(self.idx_at as *mut u16) };
+        u16::from_le(idx.load(Ordering::Acquire)) == self.seen
     }
 }
 

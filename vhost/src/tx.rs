@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use vm_memory::GuestAddress;
 
 use crate::memory::{copy_guest, GuestMap};
-use crate::ring::{Chain, SplitRing};
+use crate::ring::{AvailPeek, Chain, SplitRing};
 
 /// Most chains taken from a TX ring in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -87,11 +87,12 @@ pub struct TxFrame {
 }
 
 /// Reusable storage for one batch: allocated once per port, cleared per batch.
-#[derive(Debug)]
 pub struct TxScratch {
     pub(crate) heads: Vec<u16>,
     pub(crate) frames: Vec<TxFrame>,
     pub(crate) segs: Vec<Segment>,
+    /// Where to look to tell, cheaply, whether the guest added chains since the last batch.
+    pub(crate) peek: Option<AvailPeek>,
 }
 
 impl Default for TxScratch {
@@ -100,6 +101,7 @@ impl Default for TxScratch {
             heads: Vec::with_capacity(MAX_BATCH),
             frames: Vec::with_capacity(MAX_BATCH),
             segs: Vec::with_capacity(MAX_BATCH * 4),
+            peek: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use log::warn;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vswitch_channels::PortId;
 
+use crate::fdb::MAX_PORTS;
 use crate::switch::Core;
 
 /// Longest sleep without a kick (a safety net: the thread polls its ports at least this often).
@@ -74,12 +75,16 @@ fn serve(core: &Core, i: usize, n: usize, stop: &AtomicBool) {
     let Some(doorbell) = core.doorbells.0.get(i) else {
         return;
     };
+    // Ports whose guest was asked to kick and has not transmitted since: they need not be
+    // asked again before the next sleep (a pass over many idle ports stays cheap).
+    let mut armed = vec![false; MAX_PORTS];
     while !stop.load(Ordering::Relaxed) {
         let ports = core.ports.load();
         let mut busy = false;
         for (id, e) in ports.iter() {
-            if mine(id) {
-                busy |= e.handle.poll_tx();
+            if mine(id) && e.handle.poll_tx() {
+                busy = true;
+                armed[id.index()] = false;
             }
         }
         if busy {
@@ -88,7 +93,9 @@ fn serve(core: &Core, i: usize, n: usize, stop: &AtomicBool) {
         // A whole pass found nothing: ask the guests to kick, unless frames slipped in.
         let mut pending = false;
         for (id, e) in ports.iter() {
-            if mine(id) {
+            let k = id.index();
+            if mine(id) && !armed[k] {
+                armed[k] = true;
                 pending |= e.handle.arm_tx();
             }
         }
