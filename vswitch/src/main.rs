@@ -72,6 +72,7 @@ FILE (TOML; every table optional, unknown keys are errors):
   stats_interval_s = 10
   log_level = \"info\"
   poll_cores = [2, 3]    # optional busy-poll CPUs (default: event-driven)
+  event_threads = 1      # event mode: datapath threads serving the ports (default 1)
   [fdb]
   aging_s = 300
   mac_limit = 4096
@@ -114,6 +115,10 @@ struct RunArgs {
     /// instead of waiting for guest kicks. Costs those CPUs entirely.
     #[arg(long, value_name = "CPUS")]
     poll_cores: Option<String>,
+    /// Event mode (no --poll-cores): datapath threads serving the ports round-robin; each
+    /// polls while its ports are busy and sleeps until a guest kicks (default 1).
+    #[arg(long, value_name = "N")]
+    event_threads: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +201,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         log_level: args.log_level,
         stats_interval_s: args.stats_interval,
         poll_cores: args.poll_cores,
+        event_threads: args.event_threads,
     };
     let cfg = match Config::load(&sources) {
         Ok(c) => c,

@@ -65,6 +65,8 @@ pub struct Sources {
     pub stats_interval_s: Option<u64>,
     /// `--poll-cores LIST` (overrides `[switch] poll_cores`).
     pub poll_cores: Option<String>,
+    /// `--event-threads N` (overrides `[switch] event_threads`).
+    pub event_threads: Option<u64>,
 }
 
 /// A validated configuration.
@@ -149,6 +151,8 @@ impl Config {
             (None, Some(list)) => cpus::poll_cores(&list, &file_at(None))?,
             (None, None) => Vec::new(),
         };
+        settings.event_threads =
+            event_threads(src.event_threads, sw.event_threads.take(), &file_at(None))?;
         let (ctl, stats_interval, log_level) = switch_options(sw, src, &file_at(None))?;
         if let Some(ctl) = &ctl {
             let at = match &src.ctl {
@@ -328,6 +332,31 @@ fn switch_options(sw: RawSwitch, src: &Sources, at: &Origin) -> Result<SwitchOpt
         (None, None) => None,
     };
     Ok((ctl, stats_interval, log_level))
+}
+
+/// Most event-mode datapath threads (more than the ports a host runs makes no sense).
+const MAX_EVENT_THREADS: u64 = 256;
+
+fn event_threads(
+    flag: Option<u64>,
+    file: Option<RawNumber>,
+    at: &Origin,
+) -> Result<usize, ConfigError> {
+    let bad = |at: Origin, value: String| ConfigError::BadNumber {
+        at,
+        key: "event threads",
+        value,
+        expected: "use a whole number from 1 to 256, or leave it out (1)",
+    };
+    match (flag, file) {
+        (Some(n), _) if (1..=MAX_EVENT_THREADS).contains(&n) => Ok(n as usize),
+        (Some(n), _) => Err(bad(Origin::Option("--event-threads"), n.to_string())),
+        (None, Some(v)) => v
+            .in_range(1..=MAX_EVENT_THREADS)
+            .map(|n| n as usize)
+            .ok_or_else(|| bad(at.clone(), v.to_string())),
+        (None, None) => Ok(1),
+    }
 }
 
 fn level(text: &str, at: Origin) -> Result<LevelFilter, ConfigError> {

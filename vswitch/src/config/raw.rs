@@ -159,6 +159,9 @@ pub struct RawSwitch {
     /// Busy-poll CPUs.
     #[serde(alias = "poll-cores")]
     pub poll_cores: Option<Vec<RawNumber>>,
+    /// Event-mode datapath threads.
+    #[serde(alias = "event-threads")]
+    pub event_threads: Option<RawNumber>,
 }
 
 /// The whole file.

@@ -178,6 +178,7 @@ fn file_and_flags_combine_file_first_and_flags_override() {
         log_level: Some("trace".into()),
         stats_interval_s: Some(5),
         poll_cores: Some(cpu0().to_string()),
+        event_threads: Some(3),
         file: None,
     };
     let c = Config::from_text(Some((Path::new("x.toml"), &text)), &src).expect("valid");
@@ -187,6 +188,19 @@ fn file_and_flags_combine_file_first_and_flags_override() {
     assert_eq!(c.log_level, Some(LevelFilter::Trace));
     assert_eq!(c.stats_interval, Some(Duration::from_secs(5)));
     assert_eq!(c.settings.poll_cores, [cpu0()]);
+    assert_eq!(c.settings.event_threads, 3);
+}
+
+#[test]
+fn event_threads_default_to_one_and_come_from_the_file() {
+    let d = TempDir::new("event-threads");
+    let port = format!(
+        "[[port]]\nname = \"f1\"\nsocket = \"{}\"\nchannel = 1\n",
+        d.path("f1.sock")
+    );
+    assert_eq!(from_file(&port).expect("valid").settings.event_threads, 1);
+    let text = format!("[switch]\nevent_threads = 4\n{port}");
+    assert_eq!(from_file(&text).expect("valid").settings.event_threads, 4);
 }
 
 /// A CPU this process may run on.

@@ -350,6 +350,9 @@ fn bad_fdb_and_switch_settings() {
         "[fdb]\nmac_limit = 0\n",
         "[fdb]\ncapacity = 0\n",
         "[switch]\nstats_interval_s = 0\n",
+        "[switch]\nevent_threads = 0\n",
+        "[switch]\nevent_threads = 257\n",
+        "[switch]\nevent_threads = \"two\"\n",
     ] {
         let (e, _) = err_file(&format!("{table}{port}"));
         assert!(matches!(e, ConfigError::BadNumber { .. }), "{table}: {e:?}");
