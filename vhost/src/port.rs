@@ -85,8 +85,10 @@ impl PortConfig {
     }
 }
 
-/// What the port does with frames its guest transmits. Called on the port's worker thread with
-/// one batch at a time; the frames live in guest memory for the duration of the call only.
+/// What the port does with frames its guest transmits. Called with one batch at a time by
+/// whoever drains the TX ring (the connection's worker thread, or with
+/// [`PortConfig::external_tx`] the thread calling [`PortHandle::poll_tx`]); the frames live in
+/// guest memory for the duration of the call only.
 pub trait TxSink: Send + Sync {
     /// Consumes a batch (typically: switch each frame and copy it into destination rings).
     fn on_tx(&self, batch: &TxBatch<'_>);

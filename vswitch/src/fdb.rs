@@ -1,6 +1,6 @@
 //! The forwarding database: (channel, MAC) → port, learned from traffic, aged, limited per port.
 //!
-//! Every port's worker thread looks up and learns concurrently, so the table is lock-free: a
+//! Every datapath thread looks up and learns concurrently, so the table is lock-free: a
 //! fixed array of 8-slot buckets whose slots are pairs of atomic words (key, value). Lookups are
 //! plain atomic loads; learning a known MAC on the same port writes nothing until its timestamp
 //! is a second old. A bucket that fills up evicts its oldest entry. Races between writers can

@@ -158,7 +158,7 @@ impl Core {
 pub struct PortSink {
     core: Arc<Core>,
     port: PortId,
-    // Only this port's worker thread takes it, once per batch: never contended.
+    // Only the datapath thread serving this port takes it, once per batch: never contended.
     scratch: Mutex<Scratch>,
 }
 
