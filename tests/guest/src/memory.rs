@@ -175,11 +175,10 @@ impl GuestMem {
                 size: self.size,
             });
         }
-        // SAFETY: [off, off+len) is inside the live mapping and `host + off` is aligned for T
-        // (both checked above). T is one of the
-        // atomic integers (`Overlay` is sealed to them): every bit pattern is valid and
-        // concurrent access by the backend (another thread or process) is not a data race. The
-        // slice borrows `self`, so the mapping outlives it.
+        // [off, off+len) is inside the live mapping and `host + off` is aligned for T (both
+        // checked above); the slice borrows `self`, so the mapping outlives it.
+        // SAFETY: T is an atomic integer (`Overlay` is sealed to them): every bit pattern is
+        // valid and the backend's concurrent access is not a data race; bounds as above.
         Ok(unsafe { std::slice::from_raw_parts(self.host.add(off).cast::<T>(), n) })
     }
 
