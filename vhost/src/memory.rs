@@ -92,6 +92,20 @@ impl<'m> GuestMap<'m> {
         Some((host as usize, r.len() - off.raw_value()))
     }
 
+    /// The first contiguous piece of `[addr, addr + left)`: its host address and length
+    /// (`left` unless the range crosses into another region). `None` when `addr` is not guest
+    /// memory. Walking a buffer piece by piece handles buffers that straddle regions.
+    #[inline]
+    pub fn piece(&self, addr: u64, left: usize) -> Option<(usize, usize)> {
+        match self.host(addr, left) {
+            Some(h) => Some((h, left)),
+            None => {
+                let (h, avail) = self.host_at(addr)?;
+                Some((h, left.min(usize::try_from(avail).unwrap_or(usize::MAX))))
+            }
+        }
+    }
+
     #[cold]
     fn slow_host(&self, addr: u64, len: u64) -> Option<usize> {
         let (host, avail) = self.host_at(addr)?;

@@ -296,13 +296,7 @@ fn fill_chain(
         // One translation per descriptor (split at memory-region boundaries, rare).
         let (mut addr, mut left) = (desc.addr, desc.len as usize);
         while left > 0 {
-            let (mut dst, mut room) = match map.host(addr, left) {
-                Some(h) => (h, left),
-                None => {
-                    let (h, avail) = map.host_at(addr).ok_or(())?;
-                    (h, left.min(avail as usize))
-                }
-            };
+            let (mut dst, mut room) = map.piece(addr, left).ok_or(())?;
             addr += room as u64;
             left -= room;
             if hdr_at.is_none() {

@@ -398,13 +398,7 @@ fn walk_chain(
         let mut addr = desc.addr;
         let mut left = len;
         while left > 0 {
-            let (host, n) = match map.host(addr, left) {
-                Some(h) => (h, left),
-                None => {
-                    let (h, avail) = map.host_at(addr).ok_or(TxChainError::BadDescriptor)?;
-                    (h, left.min(avail as usize))
-                }
-            };
+            let (host, n) = map.piece(addr, left).ok_or(TxChainError::BadDescriptor)?;
             let (mut host, mut n, mut at) = (host, n, addr);
             addr += n as u64;
             left -= n;
