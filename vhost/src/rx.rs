@@ -131,7 +131,12 @@ impl RxWriter<'_> {
     /// counted on this port.
     #[inline]
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
-        match self.try_deliver(frame) {
+        // The common buffer layout inline in the caller's loop; anything else out of line.
+        let r = match deliver_common_layout(&mut self.ring, self.neg.hdr_len, frame) {
+            Some(r) => r,
+            None => self.deliver_general(frame),
+        };
+        match r {
             Ok(()) => {
                 self.counts.frames += 1;
                 self.counts.bytes += frame.len() as u64;
@@ -148,7 +153,10 @@ impl RxWriter<'_> {
         }
     }
 
-    fn try_deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
+    /// Any buffer layout: chains of several descriptors, indirect tables, mergeable buffers
+    /// spanning several chains, and every malformed chain.
+    #[inline(never)]
+    fn deliver_general(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
         let hdr_len = self.neg.hdr_len;
         let max_chains = if self.neg.mrg_rxbuf {
             MAX_BUFFERS_PER_FRAME
@@ -156,9 +164,6 @@ impl RxWriter<'_> {
             1
         };
         let ring = &mut self.ring;
-        if let Some(done) = deliver_common_layout(ring, hdr_len, frame) {
-            return done;
-        }
         let size = ring.size();
         // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
         // visible to the guest before the batch publishes the used index), so a frame that
