@@ -4,7 +4,7 @@
 //! socket in either role, across any number of frontend connections. Frames the guest
 //! transmits are handed to a [`TxSink`] in batches without being copied out of guest memory;
 //! anyone holding a [`PortHandle`] can write frames into the guest's RX ring
-//! ([`rx::RxRing::writer`]), copying each frame once, straight from the source guest's memory.
+//! ([`rx::RxRing::with_writer`]), copying each frame once, straight from the source guest's memory.
 //!
 //! This crate knows nothing about channels or switching.
 

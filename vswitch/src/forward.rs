@@ -210,7 +210,7 @@ fn mac_of_raw48(w: u64) -> [u8; 6] {
 /// - a run of consecutive frames with the same source and destination MACs is decided once;
 /// - the source check and learning run once per run of frames from one source MAC (the
 ///   verdict, drop or not, is counted for every frame);
-/// - destination lookups go by groups of [`GROUP`] runs: every bucket of the group is
+/// - destination lookups go by groups of `GROUP` (32) runs: every bucket of the group is
 ///   prefetched before the first probe, so that a large table's cache misses overlap.
 ///
 /// Leaves `scratch.dests` sorted by (port, frame index): grouped per destination, frame order
