@@ -117,11 +117,31 @@ impl GuestMem {
     /// Copies `data` into guest memory at `addr`.
     #[inline]
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), GuestError> {
-        let off = self.check(addr, data.len() as u64)?;
-        // SAFETY: [off, off+len) lies inside the live mapping (checked above); `data` is a
-        // separate Rust slice, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(off), data.len()) };
-        Ok(())
+        if self.write_ok(addr, data) {
+            return Ok(());
+        }
+        Err(GuestError::OutOfBounds {
+            addr,
+            len: data.len() as u64,
+            size: self.size,
+        })
+    }
+
+    /// [`Self::write`] reporting only whether the range was inside guest memory (nothing is
+    /// written otherwise): no error value to build or carry in hot loops.
+    #[inline]
+    pub(crate) fn write_ok(&self, addr: u64, data: &[u8]) -> bool {
+        match addr.checked_add(data.len() as u64) {
+            Some(end) if end <= self.size => {}
+            _ => return false,
+        }
+        // SAFETY: [addr, addr+len) lies inside the live mapping (checked above, and `size` fits
+        // in usize as the mapping's length); `data` is a separate Rust slice, so the ranges do
+        // not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(addr as usize), data.len())
+        };
+        true
     }
 
     /// Copies guest memory at `addr` into `buf`.

@@ -21,8 +21,19 @@ impl TestGuest {
         Ok(GuestAddress(start))
     }
 
-    /// Writes `bytes` anywhere in guest memory (rings included).
+    /// Writes `bytes` anywhere in guest memory (rings included). Writing into a descriptor
+    /// table makes that queue rewrite descriptors on every use from then on (no fixed layouts),
+    /// so what the test wrote stays until the guest itself reuses the descriptor.
     pub fn write_mem(&mut self, addr: GuestAddress, bytes: &[u8]) -> Result<(), GuestError> {
+        let table = |r: RingAddrs| (r.desc, r.desc + DESC_SIZE * u64::from(r.size));
+        let touches =
+            |(s, e): (u64, u64)| addr.0 < e && addr.0.saturating_add(bytes.len() as u64) > s;
+        if touches(table(self.tx.q.ring)) {
+            self.tx.forbid_fixed();
+        }
+        if touches(table(self.rx.q.ring)) {
+            self.rx.forbid_fixed();
+        }
         self.mem.write(addr.0, bytes)
     }
 

@@ -1,6 +1,7 @@
 //! The RX virtqueue (queue 0): one device-writable descriptor per buffer, buffer `i` at a fixed
 //! address behind descriptor `i`; receive with mergeable-buffer reassembly, and an
-//! allocation-free drain for benchmarks.
+//! allocation-free drain for benchmarks that reposts the same descriptors by writing avail
+//! entries only.
 
 use crate::error::GuestError;
 use crate::features::NET_HDR_V1_LEN;
@@ -27,6 +28,11 @@ pub(crate) struct RxQueue {
     merge_left: u16,
     pub(crate) last_hdr: Option<[u8; 12]>,
     pub(crate) device_errors: u64,
+    /// Descriptors the drain took back, to re-arm (one entry per descriptor at most).
+    repost: Box<[u16]>,
+    /// Whether descriptor `i` can be trusted to still describe buffer `i` when reposted (false
+    /// once the table was written directly: then every repost rewrites it).
+    fixed_desc: bool,
 }
 
 impl RxQueue {
@@ -38,7 +44,6 @@ impl RxQueue {
         mrg: bool,
     ) -> Self {
         RxQueue {
-            q,
             buf_base,
             buf_size,
             hdr_len,
@@ -46,7 +51,15 @@ impl RxQueue {
             merge_left: 0,
             last_hdr: None,
             device_errors: 0,
+            repost: vec![0; usize::from(q.ring.size)].into_boxed_slice(),
+            fixed_desc: true,
+            q,
         }
+    }
+
+    /// The descriptor table was written directly: rewrite descriptors on every repost.
+    pub(crate) fn forbid_fixed(&mut self) {
+        self.fixed_desc = false;
     }
 
     #[inline]
@@ -188,47 +201,73 @@ impl RxQueue {
     }
 
     /// Consumes every used element: counts frames and payload bytes (header excluded), reposts
-    /// the buffers with one publish and at most one kick. No allocation.
+    /// the same buffers with one publish and at most one kick. No allocation.
     pub(crate) fn drain_count(&mut self, mem: &GuestMem) -> Result<(u64, u64), GuestError> {
-        let v = self.q.view(mem)?;
-        let pending = self.q.used_pending_in(&v);
-        if pending == 0 {
+        // An empty poll resolves only the used index, not the whole ring.
+        if self.q.used_pending(mem)? == 0 {
             return Ok((0, 0));
         }
+        let v = self.q.view(mem)?;
+        let pending = self.q.used_pending_in(&v);
         let (mut frames, mut bytes) = (0u64, 0u64);
+        let (hdr_len, buf_size) = (self.hdr_len as u64, self.buf_size);
+        let avail = self.q.avail_idx();
+        let mut merge_left = self.merge_left;
+        let mut n = 0usize;
         for k in 0..pending {
             let (id, len) = self.q.peek_used_in(&v, k);
             // Every posted RX buffer is a one-descriptor head, so "posted" (what `check` tests)
-            // is exactly "an in-flight head": validate and free with one lookup.
-            if self.q.release(id).is_none() {
+            // is exactly "an in-flight head": validate and take back with one lookup. It stays
+            // taken (not free) until re-armed below, so a repeated id is rejected here (and
+            // `n` stays below the queue size).
+            if n >= self.repost.len() || !self.q.take_head(id, 1) {
                 self.bad_id(id);
                 self.q.bogus(id);
                 continue;
             }
-            let len = if len > self.buf_size {
+            // `take_head` succeeded, so `id` is below the queue size.
+            let d = id as u16;
+            let len = if len > buf_size {
                 self.bad_len(len)
             } else {
                 len
             };
-            if self.merge_left == 0 {
+            if merge_left == 0 {
                 let nb = if self.mrg {
-                    mem.load_u16(
-                        self.buf(id as u16) + 10,
-                        std::sync::atomic::Ordering::Relaxed,
-                    )?
+                    mem.load_u16(self.buf(d) + 10, std::sync::atomic::Ordering::Relaxed)?
                 } else {
                     1
                 };
                 frames += 1;
-                bytes += u64::from(len).saturating_sub(self.hdr_len as u64);
-                self.merge_left = nb.max(1) - 1;
+                bytes += u64::from(len).saturating_sub(hdr_len);
+                merge_left = nb.max(1) - 1;
             } else {
                 bytes += u64::from(len);
-                self.merge_left -= 1;
+                merge_left -= 1;
             }
+            // Repost: descriptor `d` still describes buffer `d` (the device never writes
+            // descriptors), so this is one avail entry, published below.
+            if !self.fixed_desc {
+                v.write_desc(d, self.buf(d), buf_size, DESC_F_WRITE, 0)?;
+            }
+            self.repost[n] = d;
+            v.set_avail_slot(avail.wrapping_add(n as u16), d);
+            n += 1;
         }
+        self.merge_left = merge_left;
         self.q.consume_used_in(&v, pending);
-        self.post_in(&v, usize::from(pending))?;
+        if n > 0 {
+            for &d in &self.repost[..n] {
+                self.q.mark_head(d, 1);
+            }
+            self.q.advance_avail(n as u16);
+            self.q.publish_in(&v);
+            self.q.notify_in(&v)?;
+        }
         Ok((frames, bytes))
     }
 }
+
+#[cfg(test)]
+#[path = "rx_tests.rs"]
+mod tests;

@@ -2,7 +2,9 @@
 //! (possibly malformed) chains for robustness tests, and reclaims completed chains.
 //!
 //! Descriptor `i` owns a data slot of `slot_size` bytes and an indirect-table area; a chain's
-//! data lives in the slots of its own descriptors, so no allocation is needed per frame.
+//! data lives in the slots of its own descriptors, so no allocation is needed per frame. The
+//! common layout (header descriptor + frame in one slot) uses fixed descriptor pairs when it can
+//! (`tx_fixed.rs`).
 
 use std::fmt;
 
@@ -10,6 +12,10 @@ use crate::error::GuestError;
 use crate::features::NET_HDR_V1_LEN;
 use crate::memory::GuestMem;
 use crate::vring::{DriverQueue, RawDesc, RingView, DESC_F_INDIRECT, DESC_F_NEXT, DESC_SIZE};
+
+#[path = "tx_fixed.rs"]
+mod fixed;
+use fixed::FixedPairs;
 
 /// Maximum entries of an indirect table built by [`TxLayout::Indirect`].
 pub const MAX_INDIRECT: usize = 16;
@@ -44,6 +50,10 @@ pub(crate) struct TxQueue {
     slot_size: u32,
     ind_base: u64,
     indirect_ok: bool,
+    /// The fixed pair layout, while it is active.
+    fixed: Option<FixedPairs>,
+    /// Cleared once the descriptor table was written directly: no fixed layout from then on.
+    fixed_allowed: bool,
 }
 
 /// Writes bytes `[s, e)` of `hdr ++ frame` at `addr`.
@@ -157,7 +167,15 @@ impl TxQueue {
             slot_size,
             ind_base,
             indirect_ok,
+            fixed: None,
+            fixed_allowed: true,
         }
+    }
+
+    /// Free descriptors (the general allocator's plus those of free fixed pairs).
+    #[inline]
+    pub(crate) fn free_count(&self) -> usize {
+        self.q.free_count() + self.fixed.as_ref().map_or(0, FixedPairs::free_descs)
     }
 
     #[inline]
@@ -167,6 +185,10 @@ impl TxQueue {
 
     #[inline]
     fn ensure_free(&mut self, v: &RingView<'_>, needed: usize) -> Result<(), GuestError> {
+        debug_assert!(
+            self.fixed.is_none(),
+            "general allocation in the fixed layout"
+        );
         if self.q.free_count() < needed {
             self.reclaim_in(v);
         }
@@ -192,8 +214,9 @@ impl TxQueue {
     }
 
     /// [`Self::enqueue`] with the ring already resolved. The common case of `send_batch` (header
-    /// in its own descriptor, frame in one slot) takes two descriptors, two copies and a handful
-    /// of stores; everything else goes through the general segment planner.
+    /// in its own descriptor, frame in one slot) takes a fixed pair when it can, else two
+    /// descriptors, two copies and a handful of stores; everything else goes through the general
+    /// segment planner.
     #[inline]
     pub(crate) fn enqueue_in(
         &mut self,
@@ -209,6 +232,9 @@ impl TxQueue {
             && frame.len() <= slot
             && hdr.len() <= slot
         {
+            if self.fixed_ready(v, hdr.len())? {
+                return self.enqueue_pair(mem, v, hdr, frame);
+            }
             self.ensure_free(v, 2)?;
             let (Some(d0), Some(d1)) = (self.q.alloc(), self.q.alloc()) else {
                 return Err(GuestError::TxRingFull { needed: 2, free: 0 });
@@ -240,6 +266,7 @@ impl TxQueue {
         frame: &[u8],
         layout: TxLayout,
     ) -> Result<(), GuestError> {
+        self.leave_fixed();
         let seg = Segments::new(layout, hdr.len(), frame.len(), self.slot_size as usize)?;
         if layout == TxLayout::Indirect {
             if !self.indirect_ok {
@@ -311,6 +338,7 @@ impl TxQueue {
                 "a raw chain needs at least one descriptor".into(),
             ));
         }
+        self.leave_fixed();
         let v = self.q.view(mem)?;
         self.ensure_free(&v, descs.len())?;
         let mut idx = Vec::with_capacity(descs.len());
@@ -339,6 +367,7 @@ impl TxQueue {
                 "a raw chain needs at least one descriptor".into(),
             ));
         }
+        self.leave_fixed();
         for (n, &(i, _)) in placements.iter().enumerate() {
             if placements[..n].iter().any(|&(j, _)| j == i) {
                 return Err(GuestError::BadSlot {
@@ -389,14 +418,22 @@ impl TxQueue {
 
     /// Consumes used elements and frees their chains; returns how many valid chains completed.
     pub(crate) fn reclaim(&mut self, mem: &GuestMem) -> Result<usize, GuestError> {
+        // An empty poll resolves only the used index, not the whole ring.
+        if self.q.used_pending(mem)? == 0 {
+            return Ok(0);
+        }
         let v = self.q.view(mem)?;
         Ok(self.reclaim_in(&v))
     }
 
     /// [`Self::reclaim`] with the ring already resolved: one Acquire load of the used index,
-    /// then each entry's id (validated by [`DriverQueue::complete`]), one `used_event` store.
+    /// then each entry's id (validated by [`DriverQueue::complete`], or by the fixed layout's
+    /// own check), one `used_event` store.
     #[inline]
     pub(crate) fn reclaim_in(&mut self, v: &RingView<'_>) -> usize {
+        if self.fixed.is_some() {
+            return self.reclaim_pairs(v);
+        }
         let pending = self.q.used_pending_in(v);
         let mut done = 0;
         for k in 0..pending {
@@ -471,7 +508,7 @@ mod tests {
         tx.enqueue_in(&mem, &v, &hdr, &frame, TxLayout::HeaderSeparate)
             .unwrap();
         tx.q.publish_in(&v);
-        assert_eq!(tx.q.free_count(), 6);
+        assert_eq!(tx.free_count(), 6);
         let head = mem.load_u16(ring.avail + 4, Ordering::Acquire).unwrap();
         let desc = |i: u16| {
             let mut b = [0u8; 16];
@@ -503,7 +540,7 @@ mod tests {
         mem.write(ring.used + 2, &4u16.to_le_bytes()).unwrap();
         assert_eq!(tx.reclaim(&mem).unwrap(), 1);
         assert_eq!(tx.q.bogus_used, 3);
-        assert_eq!(tx.q.free_count(), 8);
+        assert_eq!(tx.free_count(), 8);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::error::GuestError;
 use crate::memory::GuestMem;
 
+#[path = "vring_layout.rs"]
+mod layout;
+pub use layout::{RawDesc, RingAddrs};
+
 /// Size of one descriptor table entry.
 pub const DESC_SIZE: u64 = 16;
 /// `VRING_DESC_F_NEXT`.
@@ -24,87 +28,6 @@ pub const DESC_F_WRITE: u16 = 2;
 pub const DESC_F_INDIRECT: u16 = 4;
 const USED_F_NO_NOTIFY: u16 = 1;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
-
-/// One descriptor as written into a descriptor table (or an indirect table) verbatim.
-///
-/// `next: None` means "link to the descriptor that follows in the slice passed to the API"
-/// (0 for the last one); `Some(v)` writes `v` as is, so tests can point anywhere or form loops.
-/// `flags` is always written as given.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawDesc {
-    /// Guest-physical buffer address.
-    pub addr: u64,
-    /// Buffer length in bytes.
-    pub len: u32,
-    /// `DESC_F_*` flags.
-    pub flags: u16,
-    /// Explicit `next` field, or `None` to link to the following descriptor.
-    pub next: Option<u16>,
-}
-
-impl RawDesc {
-    /// A descriptor with automatic linking (`next: None`).
-    pub fn new(addr: u64, len: u32, flags: u16) -> Self {
-        RawDesc {
-            addr,
-            len,
-            flags,
-            next: None,
-        }
-    }
-
-    /// The same descriptor with an explicit `next` field.
-    pub fn with_next(mut self, next: u16) -> Self {
-        self.next = Some(next);
-        self
-    }
-}
-
-/// Guest-physical addresses of one split ring's three parts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RingAddrs {
-    /// Descriptor table.
-    pub desc: u64,
-    /// Available (driver) ring.
-    pub avail: u64,
-    /// Used (device) ring.
-    pub used: u64,
-    /// Number of entries.
-    pub size: u16,
-}
-
-fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
-}
-
-impl RingAddrs {
-    /// Lays out a ring of `size` entries at `base`; returns it and the first free byte after it.
-    pub(crate) fn layout(base: u64, size: u16) -> (Self, u64) {
-        let q = u64::from(size);
-        let desc = align_up(base, 64);
-        let avail = desc + DESC_SIZE * q;
-        let used = align_up(avail + 6 + 2 * q, 64);
-        let end = used + 6 + 8 * q;
-        (
-            RingAddrs {
-                desc,
-                avail,
-                used,
-                size,
-            },
-            end,
-        )
-    }
-    /// `used_event` lives after the avail ring.
-    #[cfg(test)]
-    fn used_event(&self) -> u64 {
-        self.avail + 4 + 2 * u64::from(self.size)
-    }
-    /// `avail_event` lives after the used ring.
-    fn avail_event(&self) -> u64 {
-        self.used + 4 + 8 * u64::from(self.size)
-    }
-}
 
 /// `vring_need_event`: should the other side be notified when the index moved old -> new?
 #[inline]
@@ -153,8 +76,23 @@ impl RingView<'_> {
         Ok(())
     }
 
+    /// Writes only the second word of descriptor `idx` (`len`, `flags`, `next`), keeping its
+    /// address: what a fixed layout changes per use. Returns false (writing nothing) when `idx`
+    /// is not below the queue size.
     #[inline]
-    fn set_avail_slot(&self, slot: u16, head: u16) {
+    pub(crate) fn write_desc_len(&self, idx: u16, len: u32, flags: u16, next: u16) -> bool {
+        let Some(w) = self.desc.get(2 * usize::from(idx) + 1) else {
+            return false;
+        };
+        let word = u64::from(len) | u64::from(flags) << 32 | u64::from(next) << 48;
+        w.store(word.to_le(), Ordering::Relaxed);
+        true
+    }
+
+    /// Stores `head` in avail ring slot `slot` (mod size); visible to the device only once the
+    /// avail index covering it is published.
+    #[inline]
+    pub(crate) fn set_avail_slot(&self, slot: u16, head: u16) {
         self.avail[2 + usize::from(slot & self.mask)].store(head.to_le(), Ordering::Relaxed);
     }
 
@@ -357,6 +295,13 @@ impl DriverQueue {
         self.next_avail += 1;
     }
 
+    /// Accounts for `n` heads the caller stored itself with [`RingView::set_avail_slot`] at
+    /// [`Self::avail_idx`], `+ 1`, ... (not yet visible to the device).
+    #[inline]
+    pub(crate) fn advance_avail(&mut self, n: u16) {
+        self.next_avail += n;
+    }
+
     /// [`Self::push_avail_in`] resolving the ring first.
     pub(crate) fn push_avail(&mut self, mem: &GuestMem, head: u16) -> Result<(), GuestError> {
         let v = self.view(mem)?;
@@ -428,9 +373,11 @@ impl DriverQueue {
         v.used_idx().wrapping_sub(self.last_used.0)
     }
 
-    /// [`Self::used_pending_in`] resolving the ring first.
+    /// [`Self::used_pending_in`] resolving only the used index (cheap enough for empty polls).
+    #[inline]
     pub(crate) fn used_pending(&self, mem: &GuestMem) -> Result<u16, GuestError> {
-        Ok(self.used_pending_in(&self.view(mem)?))
+        let idx = mem.overlay::<AtomicU16>(self.ring.used, 2)?[1].load(Ordering::Acquire);
+        Ok(u16::from_le(idx).wrapping_sub(self.last_used.0))
     }
 
     /// The `k`-th unconsumed used element: (id, len).
@@ -500,6 +447,43 @@ impl DriverQueue {
             d = usize::from(m.next);
         }
         Some(n)
+    }
+
+    /// Hands every descriptor to a fixed layout managed by the caller (TX pairs): the free list
+    /// is emptied and every descriptor is marked taken, no chain in flight, no links. Only when
+    /// nothing is in flight; returns whether it happened.
+    pub(crate) fn lend_all(&mut self) -> bool {
+        if self.free.len() != self.meta.len() {
+            return false;
+        }
+        self.free.clear();
+        self.meta.fill(DescMeta::default());
+        true
+    }
+
+    /// Returns a descriptor taken by [`Self::lend_all`] to the free list (no-op when free).
+    pub(crate) fn give_back(&mut self, d: u16) {
+        if let Some(m) = self.meta.get_mut(usize::from(d)) {
+            if !m.free {
+                m.free = true;
+                self.free.push(d);
+            }
+        }
+    }
+
+    /// Ends the flight of `id` when it is an in-flight head of a chain of exactly `len`
+    /// descriptors, which stay taken (a fixed layout reuses them as they are). Returns whether
+    /// it was; any other id (out of range, not a head, not in flight) is left alone.
+    #[inline]
+    pub(crate) fn take_head(&mut self, id: u32, len: u16) -> bool {
+        debug_assert!(len > 0);
+        match self.meta.get_mut(usize::try_from(id).unwrap_or(usize::MAX)) {
+            Some(m) if m.chain == len => {
+                m.chain = 0;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Counts and logs a used id that is not an in-flight head.
