@@ -165,6 +165,16 @@ impl<'a> TxBatch<'a> {
         }
     }
 
+    /// The `i`-th frame's parse prefix (its first [`PREFIX_LEN`] bytes, zero-padded; frames are
+    /// at least 14 bytes, so the MACs are always there) and its length, without building a
+    /// [`FrameRef`]: what a planner needs per frame. Panics if `i >= len()` (an index the
+    /// caller controls, not the guest).
+    #[inline]
+    pub fn head(&self, i: usize) -> (&'a [u8; PREFIX_LEN], u32) {
+        let f = &self.frames[i];
+        (&f.prefix, f.len)
+    }
+
     /// Iterates over the frames.
     pub fn iter(&self) -> impl Iterator<Item = FrameRef<'a>> + '_ {
         (0..self.len()).map(move |i| self.frame(i))

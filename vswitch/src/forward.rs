@@ -378,12 +378,15 @@ pub fn forward_batch(core: &Core, src: PortId, batch: &TxBatch<'_>, scratch: &mu
         &from,
         batch.len(),
         |i| {
-            let f = batch.frame(i);
-            FrameAddrs {
-                src: f.src_mac(),
-                dst: f.dst_mac(),
-                len: f.len() as u32,
-            }
+            let (p, len) = batch.head(i);
+            let mut a = FrameAddrs {
+                src: [0; 6],
+                dst: [0; 6],
+                len,
+            };
+            a.dst.copy_from_slice(&p[0..6]);
+            a.src.copy_from_slice(&p[6..12]);
+            a
         },
         scratch,
     );
