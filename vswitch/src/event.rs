@@ -15,7 +15,6 @@ use log::warn;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vswitch_channels::PortId;
 
-use crate::fdb::MAX_PORTS;
 use crate::switch::Core;
 
 /// Longest sleep without a kick (a safety net: the thread polls its ports at least this often).
@@ -76,15 +75,18 @@ fn serve(core: &Core, i: usize, n: usize, stop: &AtomicBool) {
         return;
     };
     // Ports whose guest was asked to kick and has not transmitted since: they need not be
-    // asked again before the next sleep (a pass over many idle ports stays cheap).
-    let mut armed = vec![false; MAX_PORTS];
+    // asked again before the next sleep (a pass over many idle ports stays cheap). Recorded as
+    // (port entry, connection number): a replaced port or a new connection must be armed anew.
+    let mut armed: Vec<Option<(usize, u64)>> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let ports = core.ports.load();
         let mut busy = false;
         for (id, e) in ports.iter() {
             if mine(id) && e.handle.poll_tx() {
                 busy = true;
-                armed[id.index()] = false;
+                if let Some(a) = armed.get_mut(id.index()) {
+                    *a = None;
+                }
             }
         }
         if busy {
@@ -93,9 +95,20 @@ fn serve(core: &Core, i: usize, n: usize, stop: &AtomicBool) {
         // A whole pass found nothing: ask the guests to kick, unless frames slipped in.
         let mut pending = false;
         for (id, e) in ports.iter() {
+            if !mine(id) {
+                continue;
+            }
             let k = id.index();
-            if mine(id) && !armed[k] {
-                armed[k] = true;
+            if armed.len() <= k {
+                // Grows only when ports are added, never per packet.
+                armed.resize(k + 1, None);
+            }
+            let this = (
+                Arc::as_ptr(e) as usize,
+                e.handle.stats_ref().connections.load(Ordering::Relaxed),
+            );
+            if armed[k] != Some(this) {
+                armed[k] = Some(this);
                 pending |= e.handle.arm_tx();
             }
         }
