@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use log::debug;
+use log::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringT};
 use vm_memory::GuestAddressSpace;
@@ -21,6 +21,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
+use crate::mem_view::MemView;
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
 use crate::port::{PortShared, TxPoller};
 use crate::ring::{AvailPeek, SplitRing};
@@ -36,9 +37,17 @@ pub(crate) fn capture_event_id(num_queues: usize) -> u16 {
     (num_queues + 1) as u16
 }
 
+/// Device event id of the "guest memory faulted" event (see [`crate::sigbus`]).
+pub(crate) fn fault_event_id(num_queues: usize) -> u16 {
+    (num_queues + 2) as u16
+}
+
 struct Inner {
     port: Arc<PortShared>,
-    mem: GuestMemoryAtomic,
+    /// The guest memory the datapath reads (never the daemon's atomic: see `mem_view`).
+    view: Arc<MemView>,
+    /// Written by the SIGBUS handler when this connection's guest memory faults.
+    fault: Arc<EventFd>,
     acked: Arc<AtomicU64>,
     event_idx: AtomicBool,
     scratch: Mutex<TxScratch>,
@@ -54,11 +63,13 @@ struct Inner {
 pub struct NetBackend(Arc<Inner>);
 
 impl NetBackend {
-    pub(crate) fn new(port: Arc<PortShared>, mem: GuestMemoryAtomic) -> io::Result<Self> {
+    pub(crate) fn new(port: Arc<PortShared>) -> io::Result<Self> {
         let capture = EventFd::new(EFD_NONBLOCK)?;
+        let fault = Arc::new(EventFd::new(EFD_NONBLOCK)?);
         Ok(NetBackend(Arc::new(Inner {
             port,
-            mem,
+            view: Arc::new(MemView::new(fault.clone())),
+            fault,
             acked: Arc::new(AtomicU64::new(0)),
             event_idx: AtomicBool::new(false),
             scratch: Mutex::new(TxScratch::default()),
@@ -94,6 +105,24 @@ impl NetBackend {
         &self.0.capture
     }
 
+    /// The eventfd the SIGBUS handler writes when this connection's guest memory faults.
+    pub(crate) fn fault_fd(&self) -> &EventFd {
+        &self.0.fault
+    }
+
+    /// The frontend's memory file shrank under a mapping (the SIGBUS handler replaced it with
+    /// zero pages): this connection ends, every other port goes on.
+    fn on_memory_fault(&self) {
+        let _ = self.0.fault.read();
+        let port = &self.0.port;
+        PortStats::add(&port.stats.memory_fault, 1);
+        warn!(
+            "{}: the frontend's guest memory became inaccessible (its file was truncated?):              ending the connection; the frontend must reconnect with valid memory",
+            port.cfg.name
+        );
+        port.end_connection();
+    }
+
     fn num_queues_inner(&self) -> usize {
         usize::from(self.0.port.cfg.queue_pairs) * 2
     }
@@ -114,7 +143,7 @@ impl NetBackend {
         }
         self.0.port.rx.publish(Some(Arc::new(RxRing {
             vring: rx.clone(),
-            mem: self.0.mem.clone(),
+            view: self.0.view.clone(),
             features: self.0.acked.clone(),
             stats: self.0.port.stats.clone(),
         })));
@@ -138,12 +167,12 @@ impl NetBackend {
     /// Also (re)takes the peek at the ring's avail index, so that polling an idle guest costs
     /// one load even if it never transmitted.
     pub(crate) fn arm_tx(&self, vring: &Vring) -> bool {
-        let mem_arc = self.0.mem.memory().into_inner();
+        let mem_arc = self.0.view.load();
         let state = vring.get_mut();
         if !state.is_enabled() {
             return false;
         }
-        let Some(mut ring) = SplitRing::new(&mem_arc, state.get_queue()) else {
+        let Some(mut ring) = SplitRing::new(mem_arc.mem(), state.get_queue()) else {
             return false;
         };
         let pending = ring.enable_notification();
@@ -173,7 +202,7 @@ impl NetBackend {
             if inner.kicked.load(Ordering::Acquire) {
                 inner.kicked.store(false, Ordering::Release);
             } else {
-                let mem = inner.mem.memory();
+                let mem = inner.view.load();
                 if scratch.peek.as_mut().is_some_and(|p| p.unchanged(&mem)) {
                     return false;
                 }
@@ -193,8 +222,8 @@ impl NetBackend {
         let inner = &self.0;
         let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
         let max_frame = inner.port.cfg.max_frame_len();
-        let mem_arc = inner.mem.memory().into_inner();
-        let mem: &GuestMemory = &mem_arc;
+        let mem_arc = inner.view.load();
+        let mem: &GuestMemory = mem_arc.mem();
         let mut state = vring.get_mut();
         if !state.is_enabled() {
             return TxOutcome::Done(false);
@@ -320,9 +349,10 @@ impl VhostUserBackend for NetBackend {
         )
     }
 
-    fn update_memory(&self, _mem: GuestMemoryAtomic) -> io::Result<()> {
-        // The handler swaps the shared GuestMemoryAtomic we hold; nothing else to do.
-        Ok(())
+    fn update_memory(&self, mem: GuestMemoryAtomic) -> io::Result<()> {
+        // The handler has just mapped and swapped in the new table; the datapath sees it once
+        // its mappings are registered with the SIGBUS handler.
+        self.0.view.publish(mem.memory().into_inner())
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -347,6 +377,10 @@ impl VhostUserBackend for NetBackend {
             return Err(io::Error::other(format!("unexpected event set {evset:?}")));
         }
         let num_queues = self.num_queues_inner();
+        if device_event == fault_event_id(num_queues) {
+            self.on_memory_fault();
+            return Ok(());
+        }
         if device_event == capture_event_id(num_queues) {
             let _ = self.0.capture.read();
             self.publish_rings(vrings);

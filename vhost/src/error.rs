@@ -19,6 +19,12 @@ pub enum PortError {
     /// Queue size not a power of two in range.
     #[error("max queue size {0} invalid: use a power of two in 256..=32768")]
     QueueSize(u16),
+    /// Guest memory limits out of range.
+    #[error(
+        "guest memory limits {0:?} invalid: use max_regions in 1..=509 and max_bytes from 1 MiB \
+         to 128 TiB"
+    )]
+    MemLimits(crate::mem_table::MemLimits),
     /// A thread or eventfd could not be created.
     #[error("cannot start port thread or eventfd: {0}")]
     Thread(#[source] std::io::Error),

@@ -21,8 +21,9 @@ use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::GuestMemoryAtomic as Gma;
 use vmm_sys_util::epoll::EventSet;
 
-use crate::backend::{capture_event_id, NetBackend};
+use crate::backend::{capture_event_id, fault_event_id, NetBackend};
 use crate::error::PortError;
+use crate::mem_table::{MemLimits, MemTableGuard};
 use crate::memory::{GuestMemory, GuestMemoryAtomic};
 use crate::rx::RxQueue;
 use crate::shim::ShimEndpoint;
@@ -61,6 +62,8 @@ pub struct PortConfig {
     /// [`PortHandle::poll_tx`] and [`PortHandle::arm_tx`]. A guest's TX kick then only calls
     /// [`TxSink::on_tx_kick`]. `false`: the connection's worker drains TX on every kick.
     pub external_tx: bool,
+    /// Limits on the guest memory one frontend may map (region count, total size).
+    pub mem_limits: MemLimits,
 }
 
 impl PortConfig {
@@ -75,6 +78,7 @@ impl PortConfig {
             queue_pairs: 1,
             max_queue_size: 32768,
             external_tx: false,
+            mem_limits: MemLimits::default(),
         }
     }
 
@@ -96,6 +100,17 @@ pub trait TxSink: Send + Sync {
     /// With [`PortConfig::external_tx`]: the guest kicked its TX queue (after
     /// [`PortHandle::arm_tx`]); wake whoever drains it. Called on the port's worker thread.
     fn on_tx_kick(&self) {}
+}
+
+impl PortShared {
+    /// Ends the current frontend connection (the port then waits for the next one).
+    pub(crate) fn end_connection(&self) {
+        if let Ok(g) = self.conn.lock() {
+            if let Some(h) = g.as_ref() {
+                h.shutdown();
+            }
+        }
+    }
 }
 
 pub(crate) struct PortShared {
@@ -178,6 +193,9 @@ impl NetPort {
         }
         if !(256..=32768).contains(&cfg.max_queue_size) || !cfg.max_queue_size.is_power_of_two() {
             return Err(PortError::QueueSize(cfg.max_queue_size));
+        }
+        if !cfg.mem_limits.is_valid() {
+            return Err(PortError::MemLimits(cfg.mem_limits));
         }
         let listener = match cfg.role {
             SocketRole::Listen => Some(bind(&cfg.socket)?),
@@ -280,13 +298,20 @@ type Daemon = VhostUserDaemon<NetBackend>;
 
 fn new_daemon(shared: &Arc<PortShared>) -> Result<(Daemon, NetBackend), PortError> {
     let mem: GuestMemoryAtomic = Gma::new(GuestMemory::new());
-    let backend = NetBackend::new(shared.clone(), mem.clone()).map_err(PortError::Thread)?;
+    let backend = NetBackend::new(shared.clone()).map_err(PortError::Thread)?;
     let daemon = VhostUserDaemon::new(shared.cfg.name.clone(), backend.clone(), mem)
         .map_err(|e| PortError::Daemon(e.to_string()))?;
     // Ask the worker to publish its rings now, before any kick: a frontend may never kick its
     // RX queue (DPDK does not), yet others must be able to deliver into it.
-    let id = capture_event_id(usize::from(shared.cfg.queue_pairs) * 2);
+    let num_queues = usize::from(shared.cfg.queue_pairs) * 2;
+    let id = capture_event_id(num_queues);
     if let Some(h) = daemon.get_epoll_handlers().first() {
+        h.register_listener(
+            backend.fault_fd().as_raw_fd(),
+            EventSet::IN,
+            u64::from(fault_event_id(num_queues)),
+        )
+        .map_err(PortError::Thread)?;
         h.register_listener(
             backend.capture_fd().as_raw_fd(),
             EventSet::IN,
@@ -395,8 +420,13 @@ fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon
     }
     // If the relay thread cannot start, both its sockets are closed and the daemon's
     // connection ends at once.
+    let guard = MemTableGuard::new(
+        shared.cfg.mem_limits,
+        shared.cfg.name.clone(),
+        shared.stats.clone(),
+    );
     let relay = shim
-        .relay(frontend, shared.cfg.name.clone())
+        .relay(frontend, shared.cfg.name.clone(), guard)
         .map_err(|e| warn!("{}: cannot start the relay: {e}", shared.cfg.name))
         .ok();
     serve_connection(shared, &mut daemon);

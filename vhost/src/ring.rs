@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 
+use crate::mem_view::GuardedMemory;
 use crate::memory::{read_guest, write_guest, GuestMap, GuestMemory};
 
 const DESC_SIZE: usize = 16;
@@ -282,7 +283,7 @@ impl<'m> SplitRing<'m> {
 /// pass through after a bounded number of peeks, so a queue reconfigured under it (a device
 /// restart without a new connection) is noticed.
 pub(crate) struct AvailPeek {
-    mem: Arc<GuestMemory>,
+    mem: Arc<GuardedMemory>,
     idx_at: usize,
     seen: u16,
     budget: u16,
@@ -293,7 +294,7 @@ const PEEK_BUDGET: u16 = 1024;
 
 impl AvailPeek {
     /// Remembers `ring`'s avail index position and how far the device has consumed it.
-    pub(crate) fn new(mem: Arc<GuestMemory>, ring: &SplitRing<'_>) -> Self {
+    pub(crate) fn new(mem: Arc<GuardedMemory>, ring: &SplitRing<'_>) -> Self {
         AvailPeek {
             mem,
             idx_at: ring.avail + 2,
@@ -305,7 +306,7 @@ impl AvailPeek {
     /// True when the guest has certainly not added chains since the peek was taken (in
     /// memory `current`). False means "look properly".
     #[inline]
-    pub(crate) fn unchanged(&mut self, current: &GuestMemory) -> bool {
+    pub(crate) fn unchanged(&mut self, current: &GuardedMemory) -> bool {
         if self.budget == 0 || !std::ptr::eq(Arc::as_ptr(&self.mem), current) {
             return false;
         }

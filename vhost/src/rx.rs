@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
-use vm_memory::GuestAddressSpace;
 
 use crate::features::Negotiated;
-use crate::memory::{copy_guest, write_guest, GuestMemoryAtomic, Vring};
+use crate::mem_view::MemView;
+use crate::memory::{copy_guest, write_guest, Vring};
 use crate::ring::SplitRing;
 use crate::stats::PortStats;
 use crate::tx::FrameRef;
@@ -36,7 +36,7 @@ pub enum RxDrop {
 /// The RX ring of the current connection, as published by the port's backend.
 pub struct RxRing {
     pub(crate) vring: Vring,
-    pub(crate) mem: GuestMemoryAtomic,
+    pub(crate) view: Arc<MemView>,
     pub(crate) features: Arc<AtomicU64>,
     pub(crate) stats: Arc<PortStats>,
 }
@@ -73,8 +73,8 @@ impl RxRing {
         if !state.is_enabled() {
             return None;
         }
-        let mem = self.mem.memory();
-        let ring = SplitRing::new(&mem, state.get_queue())?;
+        let mem = self.view.load();
+        let ring = SplitRing::new(mem.mem(), state.get_queue())?;
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
         let mut w = RxWriter {
             ring,

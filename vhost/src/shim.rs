@@ -28,6 +28,8 @@ use log::{debug, trace};
 use vhost::vhost_user::Listener;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+use crate::mem_table::MemTableGuard;
+
 const HDR_LEN: usize = 12;
 /// Largest payload a vhost-user message may carry (the crate's own limit is lower).
 const MAX_PAYLOAD: usize = 0x1000 * 8;
@@ -71,13 +73,19 @@ impl ShimEndpoint {
 
     /// Starts relaying between `frontend` and the daemon's end (call after the daemon accepted).
     /// The thread ends when either side closes; it then shuts both down.
-    pub fn relay(self, frontend: UnixStream, name: String) -> io::Result<JoinHandle<()>> {
+    /// Memory-table messages are checked by `guard` first (see [`crate::mem_table`]).
+    pub fn relay(
+        self,
+        frontend: UnixStream,
+        name: String,
+        mut guard: MemTableGuard,
+    ) -> io::Result<JoinHandle<()>> {
         let ShimEndpoint { listener, inner } = self;
         drop(listener);
         thread::Builder::new()
             .name(format!("{name}-relay"))
             .spawn(move || {
-                if let Err(e) = relay(&frontend, &inner) {
+                if let Err(e) = relay(&frontend, &inner, &mut guard) {
                     debug!("{name}: relay ended: {e}");
                 }
                 let _ = frontend.shutdown(std::net::Shutdown::Both);
@@ -115,7 +123,7 @@ impl Msg {
     }
 }
 
-fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
+fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) -> io::Result<()> {
     let mut acked_features: Option<u64> = None;
     let mut reply_ack = false;
     // Early SET_VRING_ENABLE states, by ring index (the payload: index, state).
@@ -160,6 +168,14 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
                 m.bytes.len() - HDR_LEN,
                 m.fds.len()
             );
+            if let Err(e) = guard.check(m.request(), &m.bytes[HDR_LEN..], &m.fds) {
+                // Refused before the daemon maps anything: a NACK if the frontend asked for a
+                // reply, then the connection ends (the guard counted and logged it).
+                if reply_ack && m.flags() & FLAG_NEED_REPLY != 0 {
+                    send_msg(frontend, &reply_u64(m.request(), 1), &[])?;
+                }
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
             let early_enable = m.request() == REQ_SET_VRING_ENABLE
                 && !matches!(acked_features, Some(f) if f & F_PROTOCOL_FEATURES != 0);
             if early_enable {
@@ -199,7 +215,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
             }
         }
         if pfds[1].revents != 0 {
-            let Some(m) = recv_msg(daemon)? else {
+            let Some(mut m) = recv_msg(daemon)? else {
                 return Ok(()); // daemon ended the connection
             };
             trace!(
@@ -208,9 +224,20 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream) -> io::Result<()> {
                 m.flags(),
                 m.bytes.len() - HDR_LEN
             );
+            guard.adjust_reply(m.request(), &mut m.bytes[HDR_LEN..]);
             forward(frontend, &m)?;
         }
     }
+}
+
+/// A reply carrying one u64 (an ack: 0 success, non-zero failure).
+fn reply_u64(request: u32, value: u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(HDR_LEN + 8);
+    msg.extend_from_slice(&request.to_le_bytes());
+    msg.extend_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
+    msg.extend_from_slice(&8u32.to_le_bytes());
+    msg.extend_from_slice(&value.to_le_bytes());
+    msg
 }
 
 fn forward(sock: &UnixStream, m: &Msg) -> io::Result<()> {

@@ -34,6 +34,12 @@ pub struct PortStats {
     pub notifications: AtomicU64,
     /// Frontend connections served so far.
     pub connections: AtomicU64,
+    /// Memory-table messages refused (a region larger than its file, not a regular file, or
+    /// over the port's region-count or mapped-size limit); each ends its connection.
+    pub mem_refused: AtomicU64,
+    /// Connections ended because their guest memory faulted (the frontend truncated its
+    /// memory file under the switch).
+    pub memory_fault: AtomicU64,
 }
 
 /// A point-in-time copy of [`PortStats`].
@@ -63,6 +69,10 @@ pub struct PortStatsSnapshot {
     pub notifications: u64,
     /// See [`PortStats::connections`].
     pub connections: u64,
+    /// See [`PortStats::mem_refused`].
+    pub mem_refused: u64,
+    /// See [`PortStats::memory_fault`].
+    pub memory_fault: u64,
 }
 
 impl PortStats {
@@ -90,6 +100,8 @@ impl PortStats {
             rx_oversize: r(&self.rx_oversize),
             notifications: r(&self.notifications),
             connections: r(&self.connections),
+            mem_refused: r(&self.mem_refused),
+            memory_fault: r(&self.memory_fault),
         }
     }
 }
