@@ -60,6 +60,8 @@ pub const PROTO_MQ: u64 = 0x1;
 pub const PROTO_REPLY_ACK: u64 = 0x8;
 /// vhost-user protocol feature `CONFIG`.
 pub const PROTO_CONFIG: u64 = 0x200;
+/// vhost-user protocol feature `CONFIGURE_MEM_SLOTS` (ADD_MEM_REG, REM_MEM_REG).
+pub const PROTO_CONFIGURE_MEM_SLOTS: u64 = 0x8000;
 /// The guest's default protocol-feature wish list.
 pub const DEFAULT_PROTOCOL_FEATURES: u64 = PROTO_MQ | PROTO_REPLY_ACK | PROTO_CONFIG;
 

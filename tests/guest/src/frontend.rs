@@ -95,7 +95,7 @@ pub(crate) fn accept_one(
 }
 
 /// Runs `f` with NEED_REPLY set when REPLY_ACK was negotiated.
-fn acked<T>(
+pub(crate) fn acked<T>(
     fe: &mut Frontend,
     reply_ack: bool,
     request: &'static str,

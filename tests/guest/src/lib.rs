@@ -21,6 +21,7 @@ pub mod features;
 pub mod frame;
 mod frontend;
 mod guest;
+pub mod hostile_mem;
 mod memory;
 mod notify;
 mod raw;

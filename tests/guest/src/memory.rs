@@ -4,9 +4,7 @@
 //! All accessors take guest-physical addresses and bounds-check them; ring indices are accessed
 //! atomically (the backend reads and writes them concurrently from another process).
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use vhost::VhostUserMemoryRegionInfo;
@@ -32,6 +30,7 @@ mod sealed {
 /// Shared guest memory.
 pub(crate) struct GuestMem {
     mem: GuestMemoryMmap,
+    file: File,
     host: *mut u8,
     size: u64,
 }
@@ -48,20 +47,10 @@ impl GuestMem {
                 "mem_size {size} must be a non-zero multiple of 4096"
             )));
         }
-        let name =
-            CString::new("vswitch-testguest").map_err(|e| GuestError::Memory(e.to_string()))?;
-        // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other inputs.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(GuestError::Memory(format!(
-                "memfd_create: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(size as u64)
-            .map_err(|e| GuestError::Memory(format!("ftruncate memfd to {size}: {e}")))?;
+        let file = crate::hostile_mem::new_memfd(size as u64)?;
+        let kept = file
+            .try_clone()
+            .map_err(|e| GuestError::Memory(format!("dup memfd: {e}")))?;
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
             GuestAddress(0),
             size,
@@ -75,9 +64,15 @@ impl GuestMem {
             .ok_or_else(|| GuestError::Memory("no region after mapping".into()))?;
         Ok(GuestMem {
             mem,
+            file: kept,
             host,
             size: size as u64,
         })
+    }
+
+    /// The memfd behind the mapping.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// Size in bytes.
