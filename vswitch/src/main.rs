@@ -73,6 +73,8 @@ FILE (TOML; every table optional, unknown keys are errors):
   log_level = \"info\"
   poll_cores = [2, 3]    # optional busy-poll CPUs (default: event-driven)
   event_threads = 1      # event mode: datapath threads serving the ports (default 1)
+  max_mem_regions = 64   # guest memory regions one frontend may map, 1..=509 (default 64)
+  max_mem_mib = 1048576  # guest memory one frontend may map, MiB (default 1 TiB)
   [fdb]
   aging_s = 300
   mac_limit = 4096

@@ -65,6 +65,9 @@ pub struct SwitchSettings {
     /// Event mode: how many datapath threads serve the ports (round-robin). Each polls while
     /// its ports have work and sleeps on their kick eventfds otherwise.
     pub event_threads: usize,
+    /// Limits on the guest memory one frontend may map (`[switch] max_mem_regions`,
+    /// `max_mem_mib`).
+    pub mem_limits: vswitch_vhost::MemLimits,
 }
 
 impl Default for SwitchSettings {
@@ -75,6 +78,7 @@ impl Default for SwitchSettings {
             fdb_capacity: 1 << 17,
             poll_cores: Vec::new(),
             event_threads: 1,
+            mem_limits: vswitch_vhost::MemLimits::default(),
         }
     }
 }

@@ -60,7 +60,7 @@ pub struct PortStatsOut {
 
 fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(12))?;
+    let mut m = s.serialize_map(Some(14))?;
     m.serialize_entry("from_guest_frames", &p.from_guest_frames)?;
     m.serialize_entry("from_guest_bytes", &p.from_guest_bytes)?;
     m.serialize_entry("to_guest_frames", &p.to_guest_frames)?;
@@ -73,6 +73,8 @@ fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, 
     m.serialize_entry("rx_oversize", &p.rx_oversize)?;
     m.serialize_entry("notifications", &p.notifications)?;
     m.serialize_entry("connections", &p.connections)?;
+    m.serialize_entry("mem_refused", &p.mem_refused)?;
+    m.serialize_entry("memory_fault", &p.memory_fault)?;
     m.end()
 }
 
@@ -181,6 +183,19 @@ impl SwitchStats {
             "port_flooded",
             "Copies planned by flooding, by sending port",
             per_port(|c| c.flooded),
+        );
+        let per_port_vhost = |get: fn(&PortStatsSnapshot) -> u64| {
+            self.ports.iter().map(|p| (port(p), get(&p.port))).collect()
+        };
+        family(
+            "port_mem_refused",
+            "Guest memory-table messages refused (region beyond its file, over the limits)",
+            per_port_vhost(|p| p.mem_refused),
+        );
+        family(
+            "port_memory_fault",
+            "Connections ended because the frontend's guest memory faulted (file truncated)",
+            per_port_vhost(|p| p.memory_fault),
         );
         let drops = |labels: Labels, d: &Drops| -> Vec<(Labels, u64)> {
             DropReason::ALL

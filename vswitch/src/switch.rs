@@ -291,6 +291,7 @@ impl Switch {
         let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
+        cfg.mem_limits = self.core.settings.mem_limits;
         // Datapath threads (busy-poll or event mode) drain TX; without any (no eventfd
         // could be made), each port's own thread does.
         cfg.external_tx =

@@ -103,6 +103,12 @@ impl TestGuest {
             .map_err(|e| GuestError::Memory(format!("ftruncate guest memory to {len}: {e}")))
     }
 
+    /// Kicks the TX queue without touching guest memory (works after
+    /// [`TestGuest::truncate_memory`]): the backend then reads the TX ring.
+    pub fn kick_tx(&mut self) -> Result<(), GuestError> {
+        self.tx.q.kick_now()
+    }
+
     fn reply_ack(&self) -> bool {
         self.neg.protocol & VhostUserProtocolFeatures::REPLY_ACK.bits() != 0
     }

@@ -6,6 +6,8 @@
 //! ctl = "/run/vswitch/ctl.sock"
 //! stats_interval_s = 10
 //! log_level = "info"
+//! max_mem_regions = 64      # guest memory one frontend may map: regions,
+//! max_mem_mib = 1048576     # and MiB (docs/robustness-memory.md)
 //!
 //! [fdb]                    # all optional
 //! aging_s = 300
@@ -153,6 +155,11 @@ impl Config {
         };
         settings.event_threads =
             event_threads(src.event_threads, sw.event_threads.take(), &file_at(None))?;
+        settings.mem_limits = mem_limits(
+            sw.max_mem_regions.take(),
+            sw.max_mem_mib.take(),
+            &file_at(None),
+        )?;
         let (ctl, stats_interval, log_level) = switch_options(sw, src, &file_at(None))?;
         if let Some(ctl) = &ctl {
             let at = match &src.ctl {
@@ -357,6 +364,43 @@ fn event_threads(
             .ok_or_else(|| bad(at.clone(), v.to_string())),
         (None, None) => Ok(1),
     }
+}
+
+/// `[switch] max_mem_regions` and `max_mem_mib`: the guest memory one frontend may map.
+fn mem_limits(
+    regions: Option<RawNumber>,
+    mib: Option<RawNumber>,
+    at: &Origin,
+) -> Result<vswitch_vhost::MemLimits, ConfigError> {
+    let mut limits = vswitch_vhost::MemLimits::default();
+    if let Some(v) = regions {
+        let max = u64::from(vswitch_vhost::MAX_MEM_REGIONS);
+        limits.max_regions =
+            v.in_range(1..=max)
+                .map(|n| n as u32)
+                .ok_or_else(|| ConfigError::BadNumber {
+                    at: at.clone(),
+                    key: "[switch] max_mem_regions",
+                    value: v.to_string(),
+                    expected: "use a whole number of regions in 1..=509 (default 64)",
+                })?;
+    }
+    if let Some(v) = mib {
+        let (lo, hi) = (
+            vswitch_vhost::MIN_MEM_BYTES >> 20,
+            vswitch_vhost::MAX_MEM_BYTES >> 20,
+        );
+        limits.max_bytes =
+            v.in_range(lo..=hi)
+                .map(|n| n << 20)
+                .ok_or_else(|| ConfigError::BadNumber {
+                    at: at.clone(),
+                    key: "[switch] max_mem_mib",
+                    value: v.to_string(),
+                    expected: "use a whole number of MiB in 1..=134217728 (default 1048576, 1 TiB)",
+                })?;
+    }
+    Ok(limits)
 }
 
 fn level(text: &str, at: Origin) -> Result<LevelFilter, ConfigError> {

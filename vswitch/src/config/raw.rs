@@ -162,6 +162,12 @@ pub struct RawSwitch {
     /// Event-mode datapath threads.
     #[serde(alias = "event-threads")]
     pub event_threads: Option<RawNumber>,
+    /// Most guest memory regions one frontend may map.
+    #[serde(alias = "max-mem-regions")]
+    pub max_mem_regions: Option<RawNumber>,
+    /// Most guest memory one frontend may map, MiB.
+    #[serde(alias = "max-mem-mib")]
+    pub max_mem_mib: Option<RawNumber>,
 }
 
 /// The whole file.

@@ -353,6 +353,11 @@ fn bad_fdb_and_switch_settings() {
         "[switch]\nevent_threads = 0\n",
         "[switch]\nevent_threads = 257\n",
         "[switch]\nevent_threads = \"two\"\n",
+        "[switch]\nmax_mem_regions = 0\n",
+        "[switch]\nmax_mem_regions = 510\n",
+        "[switch]\nmax_mem_mib = 0\n",
+        "[switch]\nmax_mem_mib = 134217729\n",
+        "[switch]\nmax_mem_mib = 1.5\n",
     ] {
         let (e, _) = err_file(&format!("{table}{port}"));
         assert!(matches!(e, ConfigError::BadNumber { .. }), "{table}: {e:?}");
