@@ -187,36 +187,47 @@ fn truncated_guest_memory_costs_only_that_port() {
     );
 }
 
-/// (a) and (c): a region larger than its file, the 32 TiB-region attack and the region-count
-/// and size limits (set in `[switch]`) are refused before anything is mapped; the switch stays
-/// up, the frontend can come back, and a VM on another channel connects and forwards.
+/// (a) and (c), default limits: a region larger than its file and the 32 TiB-region attack
+/// (a 4 KiB memfd claimed as 32 TiB, a sparse 32 TiB memfd) are refused at the first message,
+/// before anything is mapped; the switch stays up, a VM on another channel connects and
+/// forwards, and the frontend can come back with valid memory.
 #[test]
-fn hostile_memory_tables_are_refused_by_the_switch() {
-    let mut s = Switch::start("max_mem_regions = 4\nmax_mem_mib = 64");
-    // A 4 MiB region of a 64 KiB memfd.
+fn regions_beyond_their_file_and_huge_regions_are_refused() {
+    let mut s = Switch::start("");
     let mut g1 = s.guest(1, GuestConfig::default());
     let small = new_memfd(64 << 10).expect("memfd");
     let r = region(0, 4 << 20, g1.memory_user_addr(), 0, &small);
     assert!(
         g1.set_mem_table_raw(&[r]).is_err(),
-        "region beyond its file"
+        "4 MiB region of a 64 KiB file"
     );
     drop(g1);
     s.wait("refusal 1 counted", |s| {
         s.counter("vm1", "mem_refused") == 1
     });
 
-    // 32 TiB regions: of a 4 KiB memfd (beyond the file), of a sparse 32 TiB one (too large).
-    for (n, file_size) in [(2, 4096u64), (3, 32 << 40)] {
+    for (n, file_size) in [(2u64, 4096u64), (3, 32 << 40)] {
         let mut g1 = s.guest(1, slots_guest());
         let file = new_memfd(file_size).expect("memfd");
         let r = region(1 << 45, 32 << 40, 0x7f00_0000_0000, 0, &file);
         assert!(g1.add_mem_region_raw(&r).is_err(), "32 TiB region refused");
+        let mut g3 = s.guest(3, GuestConfig::default());
+        let mut g4 = s.guest(4, GuestConfig::default());
+        forwards(&mut g3, &mut g4, n as u32);
         drop(g1);
         s.wait("refusal counted", |s| s.counter("vm1", "mem_refused") == n);
     }
+    let mut g1 = s.guest(1, GuestConfig::default());
+    let mut g2 = s.guest(2, GuestConfig::default());
+    forwards(&mut g1, &mut g2, 10);
+    assert!(s.sw.is_running(), "switch alive");
+}
 
-    // Region count: the limit is advertised, the guest's region plus three fit, a fifth not.
+/// (c) The limits set in `[switch]`: the region count is advertised and enforced, and so is
+/// the total size; the frontend is refused, the others are not affected.
+#[test]
+fn memory_limits_from_the_config_are_enforced() {
+    let mut s = Switch::start("max_mem_regions = 4\nmax_mem_mib = 64");
     let mut g1 = s.guest(1, slots_guest());
     assert_eq!(g1.max_mem_slots().expect("GET_MAX_MEM_SLOTS"), 4);
     let file = new_memfd(1 << 20).expect("memfd");
@@ -227,11 +238,19 @@ fn hostile_memory_tables_are_refused_by_the_switch() {
     let r = region(4 << 32, 1 << 20, 0x7f00_0400_0000, 0, &file);
     assert!(g1.add_mem_region_raw(&r).is_err(), "fifth region refused");
     drop(g1);
-    s.wait("refusal 4 counted", |s| {
-        s.counter("vm1", "mem_refused") == 4
+    s.wait("count refusal counted", |s| {
+        s.counter("vm1", "mem_refused") == 1
+    });
+    // 16 MiB of guest memory plus 64 MiB more is over 64 MiB.
+    let mut g1 = s.guest(1, slots_guest());
+    let big = new_memfd(64 << 20).expect("memfd");
+    let r = region(1 << 32, 64 << 20, 0x7f00_0000_0000, 0, &big);
+    assert!(g1.add_mem_region_raw(&r).is_err(), "over the size limit");
+    drop(g1);
+    s.wait("size refusal counted", |s| {
+        s.counter("vm1", "mem_refused") == 2
     });
 
-    // Another VM, on another channel, connects and forwards; so does vm1 with valid memory.
     let mut g3 = s.guest(3, GuestConfig::default());
     let mut g4 = s.guest(4, GuestConfig::default());
     forwards(&mut g3, &mut g4, 1);
@@ -263,5 +282,9 @@ fn invalid_memory_limits_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{table}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("max_mem_"), "{table}: {err}");
+        assert!(
+            err.contains("1..="),
+            "{table}: the message gives the range: {err}"
+        );
     }
 }
