@@ -202,7 +202,7 @@ impl NetBackend {
             if inner.kicked.load(Ordering::Acquire) {
                 inner.kicked.store(false, Ordering::Release);
             } else {
-                let mem = inner.view.load();
+                let mem = inner.view.peek();
                 if scratch.peek.as_mut().is_some_and(|p| p.unchanged(&mem)) {
                     return false;
                 }

@@ -59,6 +59,13 @@ impl MemView {
         self.current.load_full()
     }
 
+    /// The current snapshot without taking a reference count (arc-swap's guard: no atomic
+    /// read-modify-write in the common case), for a short look such as one batch.
+    #[inline]
+    pub(crate) fn peek(&self) -> arc_swap::Guard<Arc<GuardedMemory>> {
+        self.current.load()
+    }
+
     /// Registers the mappings of `mem` that are not registered yet (those of the current
     /// snapshot are shared, as the same mapping is never registered twice) and publishes it.
     pub(crate) fn publish(&self, mem: Arc<GuestMemory>) -> io::Result<()> {

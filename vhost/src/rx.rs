@@ -73,7 +73,7 @@ impl RxRing {
         if !state.is_enabled() {
             return None;
         }
-        let mem = self.view.load();
+        let mem = self.view.peek();
         let ring = SplitRing::new(mem.mem(), state.get_queue())?;
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
         let mut w = RxWriter {
