@@ -48,6 +48,8 @@ struct Inner {
     view: Arc<MemView>,
     /// Written by the SIGBUS handler when this connection's guest memory faults.
     fault: Arc<EventFd>,
+    /// The connection was ended for a memory fault (counted once).
+    faulted: AtomicBool,
     acked: Arc<AtomicU64>,
     event_idx: AtomicBool,
     scratch: Mutex<TxScratch>,
@@ -70,6 +72,7 @@ impl NetBackend {
             port,
             view: Arc::new(MemView::new(fault.clone())),
             fault,
+            faulted: AtomicBool::new(false),
             acked: Arc::new(AtomicU64::new(0)),
             event_idx: AtomicBool::new(false),
             scratch: Mutex::new(TxScratch::default()),
@@ -114,6 +117,9 @@ impl NetBackend {
     /// zero pages): this connection ends, every other port goes on.
     fn on_memory_fault(&self) {
         let _ = self.0.fault.read();
+        if self.0.faulted.swap(true, Ordering::AcqRel) {
+            return; // another mapping faulted before the connection was down
+        }
         let port = &self.0.port;
         PortStats::add(&port.stats.memory_fault, 1);
         warn!(

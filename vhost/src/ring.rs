@@ -279,7 +279,7 @@ impl<'m> SplitRing<'m> {
 /// Where a queue's avail index lies, remembered at the end of a batch, so that a poller can
 /// tell whether the guest added chains since with one load instead of locking and resolving
 /// the ring. It holds the memory snapshot the address was resolved in (the mapping stays
-/// valid while it lives), is dropped when the guest's memory table changes, and lets a full
+/// valid, and registered with the SIGBUS handler, while it lives), is dropped when the guest's memory table changes, and lets a full
 /// pass through after a bounded number of peeks, so a queue reconfigured under it (a device
 /// restart without a new connection) is noticed.
 pub(crate) struct AvailPeek {
