@@ -162,6 +162,8 @@ pub struct RawSwitch {
     /// Event-mode datapath threads.
     #[serde(alias = "event-threads")]
     pub event_threads: Option<RawNumber>,
+    /// State file path.
+    pub state: Option<String>,
 }
 
 /// The whole file.
