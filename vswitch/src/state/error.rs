@@ -51,7 +51,7 @@ pub enum StateError {
         path: PathBuf,
         /// The refusal, naming the item of the file.
         #[source]
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
     /// The file cannot be written.
     #[error(

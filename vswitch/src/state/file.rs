@@ -87,16 +87,12 @@ pub fn check_path(path: &Path) -> Result<(), StateError> {
 /// temporary one only replaces it by rename once complete).
 pub fn remove_leftover(path: &Path) {
     let tmp = temp_path(path);
-    match fs::symlink_metadata(&tmp) {
-        Ok(m) if !m.is_dir() => {
-            if fs::remove_file(&tmp).is_ok() {
-                info!(
-                    "removed {} (an unfinished write of the state file, left by a crash)",
-                    tmp.display()
-                );
-            }
-        }
-        _ => {}
+    let is_file = fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir());
+    if is_file && fs::remove_file(&tmp).is_ok() {
+        info!(
+            "removed {} (an unfinished write of the state file, left by a crash)",
+            tmp.display()
+        );
     }
 }
 

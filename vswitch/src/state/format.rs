@@ -279,7 +279,7 @@ impl Parsed {
     pub fn check(self, path: &Path, ctl: Option<&Path>) -> Result<Saved, StateError> {
         let invalid = |source| StateError::Invalid {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         };
         let mut names = HashSet::new();
         let mut sockets: HashSet<PathBuf> = ctl.map(config::socket_key).into_iter().collect();
