@@ -352,7 +352,7 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        (self.next() >> 32) % n
     }
 }
 
@@ -459,9 +459,22 @@ fn kill_9_at_random_points_while_changes_are_made_keeps_the_acknowledged_state()
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut expected: Option<State> = None; // None: the configuration
     let mut serial = 0u32;
-    let (mut total_changes, mut in_flight_kept) = (0, 0);
+    let (mut total_changes, mut in_flight_kept, mut startup_kills) = (0, 0, 0);
     let start = Instant::now();
     for i in 0..ITERATIONS {
+        if expected.is_some() && rng.below(4) == 0 {
+            // Killed while starting (reading the state, adding ports, writing the state back):
+            // the state file is unchanged.
+            let sw = Running::start(&s.args, &[]);
+            thread::sleep(Duration::from_micros(rng.below(40_000)));
+            let _ = sw.stop_with(libc::SIGKILL);
+            startup_kills += 1;
+            assert_eq!(
+                Some(s.file_state()),
+                expected,
+                "iteration {i}: a kill while starting changed the state"
+            );
+        }
         let sw = s.start();
         assert!(
             !s.dir.join("state.json.tmp").exists(),
@@ -504,8 +517,9 @@ fn kill_9_at_random_points_while_changes_are_made_keeps_the_acknowledged_state()
     let (status, stderr) = sw.stop_with(libc::SIGTERM);
     assert_eq!(status.code(), Some(0), "{stderr}");
     eprintln!(
-        "{ITERATIONS} kills, {total_changes} acknowledged changes, in-flight change on disk \
-         {in_flight_kept} time(s), {:?}",
+        "{ITERATIONS} kills while changes were made, {startup_kills} while starting, \
+         {total_changes} acknowledged changes, in-flight change on disk {in_flight_kept} \
+         time(s), {:?}",
         start.elapsed()
     );
     assert!(total_changes > 0, "no change was ever made");

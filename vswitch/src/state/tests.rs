@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -176,6 +177,11 @@ fn version(n: u64) -> Vec<u8> {
     v
 }
 
+/// The version number in a writer's "durable N" line.
+fn durable(line: &str) -> Option<u64> {
+    line.split_once("durable ")?.1.trim().parse().ok()
+}
+
 /// The version a file holds, if it is one complete version.
 fn which_version(bytes: &[u8]) -> Option<u64> {
     let n: u64 = std::str::from_utf8(bytes.get(..20)?).ok()?.parse().ok()?;
@@ -217,16 +223,27 @@ fn a_kill_at_any_point_leaves_the_old_or_the_new_file() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn writer");
+        // Wait until it is writing (its first version is durable), then kill it a random
+        // time later: with 1 MiB versions, most kills land inside a write.
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut acked: Vec<u64> = Vec::new();
+        let mut line = String::new();
+        while acked.is_empty() {
+            line.clear();
+            if out.read_line(&mut line).expect("read") == 0 {
+                break;
+            }
+            acked.extend(durable(&line));
+        }
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(2_000 + rng % 40_000));
+        std::thread::sleep(Duration::from_micros((rng >> 32) % 20_000));
         child.kill().expect("SIGKILL");
-        let out = child.wait_with_output().expect("wait");
-        let acked: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once("durable ")?.1.trim().parse().ok())
-            .collect();
+        child.wait().expect("wait");
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).expect("read");
+        acked.extend(rest.lines().filter_map(durable));
         let bytes = fs::read(&p).expect("the state file is there after every kill");
         let got = which_version(&bytes)
             .unwrap_or_else(|| panic!("iteration {i}: the file is not one complete version"));
