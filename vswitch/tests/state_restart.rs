@@ -177,6 +177,18 @@ fn got_from(g: &mut TestGuest, from: [u8; 6]) -> usize {
         .count()
 }
 
+/// Waits (bounded) for a frame from source MAC `from`; true if one arrived.
+fn arrives(g: &mut TestGuest, from: [u8; 6]) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        match g.recv(Duration::from_millis(100)) {
+            Some(f) if f.get(6..12) == Some(&from[..]) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Broadcasts from `tx` until `rx` receives one (both guests just attached: the switch may
 /// not have their rings yet). Panics if none arrives within the deadline.
 fn until_received(tx: &mut TestGuest, from: [u8; 6], rx: &mut TestGuest, what: &str) {
@@ -246,8 +258,9 @@ fn a_restart_after_kill_9_restores_ports_channels_and_policy_and_traffic_follows
     }
 
     g2.send(&eth(BCAST, m2, 1)).expect("send");
-    assert_eq!(got_from(&mut g3, m2), 1, "vm3 gets vm2's broadcast");
-    assert_eq!(got_from(&mut g4, m2), 1, "vm4 gets vm2's broadcast");
+    assert!(arrives(&mut g3, m2), "vm3 gets vm2's broadcast");
+    assert!(arrives(&mut g4, m2), "vm4 gets vm2's broadcast");
+    // The flood to vm3 and vm4 was one batch: vm5's copy, had there been one, is there too.
     assert_eq!(got_from(&mut g5, m2), 0, "vm5 is on no channel");
     let in_before = in_frames(&s, "vm4");
     g4.send(&eth(BCAST, m4, 2)).expect("send");
