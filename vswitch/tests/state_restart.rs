@@ -537,3 +537,42 @@ fn kill_9_at_random_points_while_changes_are_made_keeps_the_acknowledged_state()
     );
     assert!(total_changes > 0, "no change was ever made");
 }
+
+#[test]
+fn a_change_that_cannot_be_saved_is_answered_with_an_error_and_saved_by_the_next() {
+    let s = Setup::new(&[("vm1", 100), ("vm2", 100)]);
+    let sw = s.start();
+    // A non-empty directory where the temporary file goes: no write can succeed.
+    let tmp = s.dir.join("state.json.tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    std::fs::write(tmp.join("x"), b"x").expect("fill");
+    let v = request(
+        &s.ctl,
+        &json!({"cmd": "associate", "name": "vm2", "channel": 200}),
+    )
+    .expect("answer");
+    assert_eq!(v["ok"], false, "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("could not be saved") && msg.contains("state.json"),
+        "{msg}"
+    );
+    assert_eq!(
+        s.file_state().ports["vm2"].1,
+        Some(100),
+        "nothing half-saved"
+    );
+
+    std::fs::remove_dir_all(&tmp).expect("rm");
+    s.ok(json!({"cmd": "disassociate", "name": "vm1"}));
+    let on_disk = s.file_state();
+    assert_eq!(
+        on_disk.ports["vm2"].1,
+        Some(200),
+        "saved by the next change"
+    );
+    assert_eq!(on_disk.ports["vm1"].1, None);
+    let _ = sw.stop_with(libc::SIGKILL);
+    let _sw = s.start();
+    assert_eq!(s.running_state(), on_disk);
+}
