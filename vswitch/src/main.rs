@@ -11,6 +11,7 @@
 
 mod config;
 mod ctl;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ use vswitch::Switch;
 
 use config::{Config, Sources};
 use ctl::CtlServer;
+use state::Plan;
 
 /// Exit code for invalid input.
 const EXIT_USAGE: u8 = 2;
@@ -75,6 +77,7 @@ FILE (TOML; every table optional, unknown keys are errors):
   event_threads = 1      # event mode: datapath threads serving the ports (default 1)
   max_mem_regions = 64   # guest memory regions one frontend may map, 1..=509 (default 64)
   max_mem_mib = 1048576  # guest memory one frontend may map, MiB (default 1 TiB)
+  state = \"/var/lib/vswitch/state.json\"  # keep API changes across restarts (docs/state.md)
   [fdb]
   aging_s = 300
   mac_limit = 4096
@@ -121,6 +124,10 @@ struct RunArgs {
     /// polls while its ports are busy and sleeps until a guest kicks (default 1).
     #[arg(long, value_name = "N")]
     event_threads: Option<u64>,
+    /// Save the ports, channels and policy set through the control API to this file and
+    /// start from it next time (docs/state.md). Default: not saved.
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +211,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stats_interval_s: args.stats_interval,
         poll_cores: args.poll_cores,
         event_threads: args.event_threads,
+        state: args.state,
     };
     let cfg = match Config::load(&sources) {
         Ok(c) => c,
@@ -213,12 +221,19 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(cfg.log_level);
+    let plan = match Plan::new(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vswitch: error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     // Before anything is created, so that a signal always finds a handler that cleans up.
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).context("cannot install the SIGINT/SIGTERM handlers")?;
 
-    let sw = Switch::new(cfg.settings.clone(), cfg.policy.clone());
-    let server = match start(&sw, &cfg) {
+    let sw = Switch::new(cfg.settings.clone(), plan.policy().clone());
+    let server = match start(&sw, &cfg, plan) {
         Ok(s) => s,
         Err(e) => {
             error!("{e:#}");
@@ -228,7 +243,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     info!(
         "vswitch running: {} port(s){}; SIGINT or SIGTERM to stop",
-        cfg.ports.len(),
+        sw.ports().len(),
         server
             .as_ref()
             .map(|s| format!(", control API at {}", s.path().display()))
@@ -276,14 +291,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Adds every port, then starts the control server. On error, what was started is left for
-/// the caller's `shutdown`.
-fn start(sw: &Arc<Switch>, cfg: &Config) -> anyhow::Result<Option<CtlServer>> {
-    for spec in &cfg.ports {
-        let name = spec.name.clone();
-        sw.add_port(spec.clone())
-            .with_context(|| format!("cannot start port {name:?}"))?;
-    }
+/// Adds every port (from the configuration or the state file), saves the state, then starts
+/// the control server. On error, what was started is left for the caller's `shutdown`.
+fn start(sw: &Arc<Switch>, cfg: &Config, plan: Plan) -> anyhow::Result<Option<CtlServer>> {
+    plan.start_ports(sw)?;
+    plan.keep(sw)?;
     match &cfg.ctl {
         Some(path) => Ok(Some(
             CtlServer::start(path, sw.clone()).context("cannot start the control API")?,

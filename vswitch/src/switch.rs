@@ -264,6 +264,17 @@ impl Switch {
 
     /// Adds a VM port: associates it with its channel, then starts serving its socket.
     pub fn add_port(&self, spec: PortSpec) -> Result<PortId, SwitchError> {
+        self.add_port_on(spec, true)
+    }
+
+    /// Adds a VM port that is on no channel (its spec's channel is not used) until
+    /// [`Switch::associate`]: restoring a disassociated port must not put it on a channel even
+    /// for an instant.
+    pub fn add_port_unassociated(&self, spec: PortSpec) -> Result<PortId, SwitchError> {
+        self.add_port_on(spec, false)
+    }
+
+    fn add_port_on(&self, spec: PortSpec, associate: bool) -> Result<PortId, SwitchError> {
         if spec.channel_mode == ChannelMode::Vepa {
             return Err(SwitchError::VepaUnsupported(spec.name));
         }
@@ -281,13 +292,15 @@ impl Switch {
             .ok_or(SwitchError::TooManyPorts(MAX_PORTS))?;
         // A stale FDB entry for a reused id must not point at the new VM.
         self.core.fdb.flush_port(id);
-        self.core
-            .registry
-            .associate(
-                VmId::new(id, spec.mac),
-                ChannelInfo::new(spec.channel, spec.channel_mode),
-            )
-            .map_err(SwitchError::Registry)?;
+        if associate {
+            self.core
+                .registry
+                .associate(
+                    VmId::new(id, spec.mac),
+                    ChannelInfo::new(spec.channel, spec.channel_mode),
+                )
+                .map_err(SwitchError::Registry)?;
+        }
         let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
@@ -319,11 +332,14 @@ impl Switch {
         next.slots[id.index()] = Some(entry);
         self.core.ports.store(Arc::new(next));
         running.insert(id, port);
+        let on = match associate {
+            true => format!("channel {}", spec.channel),
+            false => "no channel".to_owned(),
+        };
         info!(
-            "port {} ({}) on channel {} at {}",
+            "port {} ({}) on {on} at {}",
             spec.name,
             id.get(),
-            spec.channel,
             spec.socket.display()
         );
         Ok(id)

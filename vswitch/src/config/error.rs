@@ -33,6 +33,13 @@ pub enum Origin {
     Option(&'static str),
     /// A request on the control API, by command name.
     Api(&'static str),
+    /// An item of the state file (`--state`), e.g. `port #2 ("vm2")`.
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// Which item.
+        item: String,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -56,6 +63,7 @@ impl fmt::Display for Origin {
             Origin::Flag(text) => write!(f, "--port {text:?}"),
             Origin::Option(flag) => f.write_str(flag),
             Origin::Api(cmd) => write!(f, "{cmd} request"),
+            Origin::State { path, item } => write!(f, "state file {}, {item}", path.display()),
         }
     }
 }

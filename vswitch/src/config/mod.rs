@@ -69,6 +69,8 @@ pub struct Sources {
     pub poll_cores: Option<String>,
     /// `--event-threads N` (overrides `[switch] event_threads`).
     pub event_threads: Option<u64>,
+    /// `--state PATH` (overrides `[switch] state`): see `crate::state`.
+    pub state: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -86,6 +88,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Log level, where the flag or the file set one (`None`: `RUST_LOG`, else info).
     pub log_level: Option<LevelFilter>,
+    /// The state file (ports, channels and policy set through the control API), if kept.
+    pub state: Option<PathBuf>,
 }
 
 impl Config {
@@ -132,7 +136,12 @@ impl Config {
             let rp = RawPort::parse_spec(text, &at)?;
             ports.push((port::port_spec(rp, &at)?, at));
         }
-        if ports.is_empty() {
+        let state = src
+            .state
+            .clone()
+            .or_else(|| raw.switch.as_ref()?.state.as_ref().map(PathBuf::from));
+        // With a state file, a switch may start empty: its ports come through the API.
+        if ports.is_empty() && state.is_none() {
             return Err(ConfigError::NoPorts);
         }
         check_unique(&ports)?;
@@ -186,6 +195,7 @@ impl Config {
             ctl,
             stats_interval,
             log_level,
+            state,
         })
     }
 }
@@ -217,6 +227,13 @@ pub fn port_from_json(value: serde_json::Value) -> Result<PortSpec, ConfigError>
     })?;
     let spec = port::port_spec(raw, &at)?;
     port::check_socket(&spec.socket, spec.role, &at)?;
+    Ok(spec)
+}
+
+/// Validates one port read from `at` (the state file): fields and socket path.
+pub fn port_from_raw(raw: RawPort, at: &Origin) -> Result<PortSpec, ConfigError> {
+    let spec = port::port_spec(raw, at)?;
+    port::check_socket(&spec.socket, spec.role, at)?;
     Ok(spec)
 }
 

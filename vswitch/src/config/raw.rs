@@ -168,6 +168,8 @@ pub struct RawSwitch {
     /// Most guest memory one frontend may map, MiB.
     #[serde(alias = "max-mem-mib")]
     pub max_mem_mib: Option<RawNumber>,
+    /// State file path.
+    pub state: Option<String>,
 }
 
 /// The whole file.

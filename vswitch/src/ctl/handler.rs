@@ -9,6 +9,7 @@ use vswitch_channels::Policy;
 use super::proto::{Request, Response};
 use crate::config::{self, Origin};
 use crate::spec::PortSpec;
+use crate::state;
 use crate::Switch;
 
 /// Carries out `req`; every failure becomes an error response.
@@ -31,7 +32,10 @@ fn run(sw: &Switch, ctl_path: &Path, req: Request) -> Result<Value, String> {
         Request::SetPolicy { allow } => {
             let policy = config::policy_from_pairs(allow, &Origin::Api("set-policy"))
                 .map_err(|e| e.to_string())?;
-            sw.set_policy(policy);
+            state::record(sw, || {
+                sw.set_policy(policy);
+                Ok(())
+            })?;
             log::info!("policy set to {}", policy_json(&sw.policy()));
             Ok(policy_json(&sw.policy()))
         }
@@ -43,21 +47,23 @@ fn run(sw: &Switch, ctl_path: &Path, req: Request) -> Result<Value, String> {
             .map_err(|e| e.to_string())?;
             check_socket_free(sw, ctl_path, &spec)?;
             let name = spec.name.clone();
-            let id = sw.add_port(spec).map_err(|e| e.to_string())?;
+            let id = state::record(sw, || sw.add_port(spec).map_err(|e| e.to_string()))?;
             Ok(json!({ "name": name, "id": id.get() }))
         }
         Request::RemovePort { name } => {
-            sw.remove_port(&name).map_err(|e| e.to_string())?;
+            state::record(sw, || sw.remove_port(&name).map_err(|e| e.to_string()))?;
             Ok(json!({ "removed": name }))
         }
         Request::Associate { name, channel } => {
             let channel = config::parse_channel(&channel, &Origin::Api("associate"))
                 .map_err(|e| e.to_string())?;
-            sw.associate(&name, channel).map_err(|e| e.to_string())?;
+            state::record(sw, || {
+                sw.associate(&name, channel).map_err(|e| e.to_string())
+            })?;
             Ok(json!({ "name": name, "channel": channel.get() }))
         }
         Request::Disassociate { name } => {
-            sw.disassociate(&name).map_err(|e| e.to_string())?;
+            state::record(sw, || sw.disassociate(&name).map_err(|e| e.to_string()))?;
             Ok(json!({ "name": name, "channel": null }))
         }
     }

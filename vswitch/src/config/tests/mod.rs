@@ -180,6 +180,7 @@ fn file_and_flags_combine_file_first_and_flags_override() {
         poll_cores: Some(cpu0().to_string()),
         event_threads: Some(3),
         file: None,
+        state: None,
     };
     let c = Config::from_text(Some((Path::new("x.toml"), &text)), &src).expect("valid");
     let names: Vec<_> = c.ports.iter().map(|p| p.name.as_str()).collect();
