@@ -239,7 +239,7 @@ fn guests_sigkilled_ten_times() {
     eprintln!(
         "QEMU guest kill -9 cycles: {CYCLES} ({} per role) in {:.1?}\n  after warm-up ({WARMUP} \
          cycles): {baseline}\n  after {CYCLES} cycles:          {end}\n  tolerance: VmRSS +{} \
-         KiB, VmSize +{} KiB",
+         KiB, usable VmSize +{} KiB",
         CYCLES / 2,
         t0.elapsed(),
         GUEST_TOLERANCE.rss_kib,
