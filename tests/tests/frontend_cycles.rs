@@ -32,7 +32,7 @@ const WARMUP: u32 = 10;
 /// would add 360 KiB to VmRSS, over its tolerance. What the tolerances allow is allocator noise
 /// (malloc keeping freed chunks, a heap growing to its working size; a new 132 KiB heap of a
 /// malloc arena, whose 64 MiB reservation is not usable address space and not counted):
-/// measured at +4-28 KiB VmRSS and 0 usable VmSize (docs/fault-cycles.md). The peer's
+/// measured at +4-52 KiB VmRSS and 0 usable VmSize (docs/fault-cycles.md). The peer's
 /// own memory is touched in full before the baseline ([`touch_peer_tx_slots`], and the stream
 /// fills its RX buffers), so its pages do not count as growth.
 const TOLERANCE: MemTolerance = MemTolerance {
