@@ -1,10 +1,12 @@
 //! Integration test harness.
 //!
+//! - [`frontend`]: a vhost-user frontend in a child process, to SIGKILL ([`FrontendProcess`]).
 //! - [`qemu`]: real QEMU guests (TCG) attached over vhost-user, driven through their serial
 //!   console ([`QemuGuest`]), booted from the assets `ci/build-guest.sh` makes ([`guest_assets`]).
 //! - [`switch`]: the `vswitch` binary as a child process ([`Vswitch`]): ports, `vswitch ctl`
 //!   counters ([`Stats`]), kill and restart.
 //! - [`testpmd`]: DPDK testpmd as a reference vhost-user forwarder ([`Testpmd`]).
+//! - [`usage`]: a process's descriptors, threads and memory from /proc ([`ProcUsage`]).
 //! - [`util`]: scratch directories, binary lookup, waiting helpers.
 //!
 //! Environment knobs (all optional):
@@ -16,13 +18,17 @@
 //! - `VSWITCH_BIN`: the `vswitch` binary (default: `vswitch` in this test binary's target dir).
 
 pub mod assets;
+pub mod frontend;
 pub mod qemu;
 pub mod switch;
 pub mod testpmd;
+pub mod usage;
 pub mod util;
 
 pub use assets::{guest_assets, repo_root, GuestAssets};
+pub use frontend::FrontendProcess;
 pub use qemu::{virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole};
 pub use switch::{vswitch_binary, Counters, PortMode, Stats, Vswitch, VswitchPort};
 pub use testpmd::{Testpmd, TestpmdPort};
+pub use usage::{MemTolerance, ProcUsage};
 pub use util::{find_binary, ScratchDir};

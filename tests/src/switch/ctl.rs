@@ -75,4 +75,26 @@ impl Vswitch {
         }
         Ok(())
     }
+
+    /// Polls until port `name` has no connected frontend (the switch saw it go away).
+    pub fn wait_disconnected(&self, name: &str, timeout: Duration) -> Result<()> {
+        let mut last = Vec::new();
+        let ok = wait_until(timeout, Duration::from_millis(20), || {
+            // A failed query proves nothing: keep asking.
+            match self.connected_ports() {
+                Ok(c) => {
+                    last = c;
+                    !last.iter().any(|c| c == name)
+                }
+                Err(_) => false,
+            }
+        });
+        if !ok {
+            bail!(
+                "port {name} still connected after {timeout:?} (connected: {last:?})\n{}",
+                self.out.tail(20)
+            );
+        }
+        Ok(())
+    }
 }

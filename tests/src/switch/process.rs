@@ -221,6 +221,11 @@ impl Vswitch {
             .map(|d| d.count())
     }
 
+    /// The switch process's descriptors, threads and memory (from /proc).
+    pub fn usage(&self) -> Result<crate::usage::ProcUsage> {
+        crate::usage::ProcUsage::of(self.pid().context("vswitch is not running")?)
+    }
+
     /// True while the switch process runs.
     pub fn is_running(&mut self) -> bool {
         self.child
