@@ -19,6 +19,7 @@ mod port;
 mod ring;
 pub mod rx;
 mod shim;
+pub mod socket;
 pub mod stats;
 pub mod tx;
 

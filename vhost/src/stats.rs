@@ -34,6 +34,9 @@ pub struct PortStats {
     pub notifications: AtomicU64,
     /// Frontend connections served so far.
     pub connections: AtomicU64,
+    /// Frontend connections ended because the frontend stalled on the control channel (a
+    /// message started and not completed in time, or replies not read).
+    pub control_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`PortStats`].
@@ -63,6 +66,8 @@ pub struct PortStatsSnapshot {
     pub notifications: u64,
     /// See [`PortStats::connections`].
     pub connections: u64,
+    /// See [`PortStats::control_timeouts`].
+    pub control_timeouts: u64,
 }
 
 impl PortStats {
@@ -90,6 +95,7 @@ impl PortStats {
             rx_oversize: r(&self.rx_oversize),
             notifications: r(&self.notifications),
             connections: r(&self.connections),
+            control_timeouts: r(&self.control_timeouts),
         }
     }
 }

@@ -65,6 +65,7 @@ Ports come from --config FILE (first) and --port flags (then). SPEC keys:
   mode=connect      the frontend created it (QEMU server=on; Cloud Hypervisor vhost_mode=server)
   mac-limit=N       most MACs this port may have learned at once
   mtu=N             MTU offered to the guest, 68..=9000 (default 1500)
+  socket-mode=MODE  permissions of the socket, octal (default [switch] socket_mode, 0660)
 
 FILE (TOML; every table optional, unknown keys are errors):
   [switch]
@@ -73,6 +74,7 @@ FILE (TOML; every table optional, unknown keys are errors):
   log_level = \"info\"
   poll_cores = [2, 3]    # optional busy-poll CPUs (default: event-driven)
   event_threads = 1      # event mode: datapath threads serving the ports (default 1)
+  socket_mode = \"0660\"  # permissions of the ports' sockets (octal text)
   [fdb]
   aging_s = 300
   mac_limit = 4096
