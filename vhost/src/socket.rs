@@ -150,8 +150,8 @@ pub(crate) fn bind(path: &Path, mode: u32) -> Result<(UnixListener, FileId), Por
     let listener = match temp_path(path) {
         Some(tmp) => {
             let l = UnixListener::bind(&tmp).map_err(bind_err)?;
-            let placed = std::fs::set_permissions(&tmp, perms)
-                .and_then(|()| rename_noreplace(&tmp, path));
+            let placed =
+                std::fs::set_permissions(&tmp, perms).and_then(|()| rename_noreplace(&tmp, path));
             if let Err(e) = placed {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(match e.raw_os_error() {

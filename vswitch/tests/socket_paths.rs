@@ -79,7 +79,10 @@ fn second_instance_does_not_take_over_a_live_port_socket() {
     let _vm = UnixStream::connect(&sock).expect("connect");
     let start = Instant::now();
     while connections(&ctl, "vm") == before {
-        assert!(start.elapsed() < DEADLINE, "the first instance did not serve the VM");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the first instance did not serve the VM"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     let (status, stderr) = first.stop_with(libc::SIGTERM);
@@ -99,7 +102,10 @@ fn live_foreign_socket_is_not_unlinked_and_stale_one_is_replaced() {
     // Still the other program's socket, still answering.
     let _c = UnixStream::connect(&path).expect("foreign socket still there");
     foreign.set_nonblocking(true).expect("nonblocking");
-    assert!(foreign.accept().is_ok(), "the foreign listener lost its socket");
+    assert!(
+        foreign.accept().is_ok(),
+        "the foreign listener lost its socket"
+    );
     // Once that program is gone, its stale socket is replaced.
     drop(foreign);
     assert!(path.exists());

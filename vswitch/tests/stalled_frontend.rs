@@ -31,7 +31,10 @@ impl Switch {
         let d = TempDir::new().expect("tempdir");
         let dir = d.path().to_path_buf();
         let ctl = dir.join("ctl.sock");
-        let mut args = vec![format!("--ctl={}", ctl.display()), "--log-level=warn".into()];
+        let mut args = vec![
+            format!("--ctl={}", ctl.display()),
+            "--log-level=warn".into(),
+        ];
         let mut ready = vec![ctl.clone()];
         for n in ["a", "b", "c"] {
             let sock = dir.join(format!("{n}.sock"));

@@ -25,8 +25,10 @@ impl fmt::Display for RawNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RawNumber::Int(v) => write!(f, "{v}"),
+            // 1e308 as written, not as its 309 digits.
+            RawNumber::Float(v) if v.abs() >= 1e15 => write!(f, "{v:e}"),
             RawNumber::Float(v) => write!(f, "{v}"),
-            RawNumber::Text(s) if looks_numeric(s) => f.write_str(s),
+            RawNumber::Text(s) if looks_numeric(s) => f.write_str(&super::error::truncate(s)),
             RawNumber::Text(s) => write!(f, "{s:?}"),
         }
     }
@@ -270,12 +272,7 @@ impl RawPort {
                 "mtu" => set(&mut raw.mtu, RawNumber::Text(value)),
                 "channel-mode" | "channel_mode" => set(&mut raw.channel_mode, value),
                 "socket-mode" | "socket_mode" => set(&mut raw.socket_mode, RawNumber::Text(value)),
-                "" => {
-                    return Err(malformed(format!(
-                        "{:?} has an empty key",
-                        truncate(item)
-                    )))
-                }
+                "" => return Err(malformed(format!("{:?} has an empty key", truncate(item)))),
                 other => {
                     return Err(ConfigError::UnknownKey {
                         at: at.clone(),
