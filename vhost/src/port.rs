@@ -353,7 +353,9 @@ fn connect_loop(shared: &Arc<PortShared>) {
     let path = &shared.cfg.socket;
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Acquire) {
-        match UnixStream::connect(path) {
+        // Never a blocking connect: a frontend whose backlog is full must not hold the port
+        // thread (and so its stop).
+        match crate::socket::connect_nonblocking(path) {
             Ok(frontend) => {
                 serve_stream(shared, frontend);
                 // A short pause after every connection: a frontend that drops each connection

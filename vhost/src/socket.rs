@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +48,21 @@ pub fn probe(path: &Path) -> io::Result<Probe> {
     if !meta.file_type().is_socket() {
         return Ok(Probe::NotASocket);
     }
+    match connect_nonblocking(path) {
+        Ok(_) => Ok(Probe::Live),
+        Err(e) => match e.raw_os_error() {
+            // A listener whose backlog is full: someone listens.
+            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => Ok(Probe::Live),
+            Some(libc::ECONNREFUSED) => Ok(Probe::Stale),
+            Some(libc::ENOENT) => Ok(Probe::Absent),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Connects to the socket at `path` without ever waiting: a listener whose backlog is full
+/// gives `EAGAIN` at once instead of blocking the caller. The stream is left non-blocking.
+pub fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
     let addr = sockaddr(path)?;
     // SAFETY: socket() has no memory-safety preconditions.
     let fd = unsafe {
@@ -71,15 +86,9 @@ pub fn probe(path: &Path) -> io::Result<Probe> {
         )
     };
     if r == 0 {
-        return Ok(Probe::Live);
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        // A non-blocking connect to a listener whose backlog is full: someone listens.
-        Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => Ok(Probe::Live),
-        Some(libc::ECONNREFUSED) => Ok(Probe::Stale),
-        Some(libc::ENOENT) => Ok(Probe::Absent),
-        _ => Err(e),
+        Ok(UnixStream::from(fd))
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
