@@ -12,7 +12,19 @@ pub enum PortError {
     SocketDir(PathBuf),
     /// Binding the listening socket failed.
     #[error("cannot listen on socket {0}: {1}; check the path is writable and not in use")]
-    Bind(PathBuf, vhost::vhost_user::Error),
+    Bind(PathBuf, #[source] std::io::Error),
+    /// A process listens on the socket: it is never taken over.
+    #[error(
+        "socket {0} is in use: a process (another vswitch?) listens on it, and a live socket is \
+         never replaced; stop that process or choose another path"
+    )]
+    InUse(PathBuf),
+    /// Something other than a socket is at the path.
+    #[error(
+        "cannot create socket {0}: something that is not a socket (a file, directory or \
+         symlink) exists there and will not be deleted; remove it or choose another path"
+    )]
+    NotASocket(PathBuf),
     /// Queue pair count out of range.
     #[error("queue pairs {0} out of range: use 1..=16")]
     QueuePairs(u16),

@@ -22,6 +22,7 @@ mod ring;
 pub mod rx;
 mod shim;
 mod sigbus;
+pub mod socket;
 pub mod stats;
 pub mod tx;
 

@@ -8,7 +8,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -27,6 +27,7 @@ use crate::mem_table::{MemLimits, MemTableGuard};
 use crate::memory::{GuestMemory, GuestMemoryAtomic};
 use crate::rx::RxQueue;
 use crate::shim::ShimEndpoint;
+use crate::socket::{FileId, DEFAULT_SOCKET_MODE};
 use crate::stats::{PortStats, PortStatsSnapshot};
 use crate::tx::TxBatch;
 
@@ -64,6 +65,8 @@ pub struct PortConfig {
     pub external_tx: bool,
     /// Limits on the guest memory one frontend may map (region count, total size).
     pub mem_limits: MemLimits,
+    /// Permissions of the socket the port creates (listen role), whatever the umask.
+    pub socket_mode: u32,
 }
 
 impl PortConfig {
@@ -79,6 +82,7 @@ impl PortConfig {
             max_queue_size: 32768,
             external_tx: false,
             mem_limits: MemLimits::default(),
+            socket_mode: DEFAULT_SOCKET_MODE,
         }
     }
 
@@ -122,6 +126,9 @@ pub(crate) struct PortShared {
     stop: AtomicBool,
     connected: AtomicBool,
     conn: Mutex<Option<ShutdownHandle>>,
+    /// A clone of the current frontend socket: shutting it down ends the relay at once,
+    /// whatever the frontend is doing.
+    frontend: Mutex<Option<UnixStream>>,
 }
 
 /// A cheap, cloneable reference to a port: its RX queue, counters and state.
@@ -183,6 +190,8 @@ pub(crate) struct TxPoller {
 pub struct NetPort {
     shared: Arc<PortShared>,
     thread: Option<JoinHandle<()>>,
+    /// The socket file this port created (listen role), removed at stop if still there.
+    socket_file: Option<FileId>,
 }
 
 impl NetPort {
@@ -197,9 +206,12 @@ impl NetPort {
         if !cfg.mem_limits.is_valid() {
             return Err(PortError::MemLimits(cfg.mem_limits));
         }
-        let listener = match cfg.role {
-            SocketRole::Listen => Some(bind(&cfg.socket)?),
-            SocketRole::Connect => None,
+        let (listener, socket_file) = match cfg.role {
+            SocketRole::Listen => {
+                let (l, id) = crate::socket::bind(&cfg.socket, cfg.socket_mode)?;
+                (Some(Listener::from(l)), Some(id))
+            }
+            SocketRole::Connect => (None, None),
         };
         let shared = Arc::new(PortShared {
             cfg,
@@ -210,6 +222,7 @@ impl NetPort {
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             conn: Mutex::new(None),
+            frontend: Mutex::new(None),
         });
         let s = shared.clone();
         let thread = thread::Builder::new()
@@ -222,6 +235,7 @@ impl NetPort {
         Ok(NetPort {
             shared,
             thread: Some(thread),
+            socket_file,
         })
     }
 
@@ -245,6 +259,8 @@ impl NetPort {
                 h.shutdown();
             }
         }
+        // The relay may be waiting on the frontend (bounded, but a stop need not wait).
+        shutdown_frontend(&self.shared);
     }
 
     fn stop_inner(&mut self) {
@@ -252,8 +268,8 @@ impl NetPort {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if self.shared.cfg.role == SocketRole::Listen {
-            let _ = std::fs::remove_file(&self.shared.cfg.socket);
+        if let Some(id) = self.socket_file.take() {
+            id.remove(&self.shared.cfg.socket);
         }
     }
 }
@@ -264,15 +280,6 @@ impl Drop for NetPort {
             self.stop_inner();
         }
     }
-}
-
-fn bind(path: &Path) -> Result<Listener, PortError> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.is_dir() {
-            return Err(PortError::SocketDir(path.to_path_buf()));
-        }
-    }
-    Listener::new(path, true).map_err(|e| PortError::Bind(path.to_path_buf(), e))
 }
 
 /// Waits until the listener has a connection pending, or the port is stopped.
@@ -371,7 +378,9 @@ fn connect_loop(shared: &Arc<PortShared>) {
     let path = &shared.cfg.socket;
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Acquire) {
-        match UnixStream::connect(path) {
+        // Never a blocking connect: a frontend whose backlog is full must not hold the port
+        // thread (and so its stop).
+        match crate::socket::connect_nonblocking(path) {
             Ok(frontend) => {
                 serve_stream(shared, frontend);
                 // A short pause after every connection: a frontend that drops each connection
@@ -418,6 +427,14 @@ fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon
         retire(&daemon);
         return;
     }
+    // Kept so that a stop (or the daemon's end) can end the relay at once. Without a clone
+    // the relay still ends, within its bounded waits.
+    if let (Ok(mut g), Ok(clone)) = (shared.frontend.lock(), frontend.try_clone()) {
+        *g = Some(clone);
+    }
+    if shared.stop.load(Ordering::Acquire) {
+        shutdown_frontend(shared);
+    }
     // If the relay thread cannot start, both its sockets are closed and the daemon's
     // connection ends at once.
     let guard = MemTableGuard::new(
@@ -426,12 +443,26 @@ fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon
         shared.stats.clone(),
     );
     let relay = shim
-        .relay(frontend, shared.cfg.name.clone(), guard)
+        .relay(frontend, shared.cfg.name.clone(), guard, shared.stats.clone())
         .map_err(|e| warn!("{}: cannot start the relay: {e}", shared.cfg.name))
         .ok();
     serve_connection(shared, &mut daemon);
+    // The daemon is done: nothing more to relay, whatever the frontend is in the middle of.
+    shutdown_frontend(shared);
+    if let Ok(mut g) = shared.frontend.lock() {
+        *g = None;
+    }
     if let Some(h) = relay {
         let _ = h.join();
+    }
+}
+
+/// Shuts the current frontend socket down (the relay then ends at once).
+fn shutdown_frontend(shared: &PortShared) {
+    if let Ok(g) = shared.frontend.lock() {
+        if let Some(s) = g.as_ref() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

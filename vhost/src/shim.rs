@@ -16,19 +16,38 @@
 //! it (QEMU does not send it again). Without PROTOCOL_FEATURES, SET_FEATURES enables every ring
 //! anyway. Only the control channel goes through the relay; kicks, calls and guest memory are
 //! file descriptors passed straight to the daemon.
+//!
+//! The relay is also where a frontend's behaviour on the control channel is contained: both of
+//! its sockets are non-blocking and every wait is bounded. A frontend may stay silent between
+//! messages for as long as it likes (QEMU and DPDK are idle for hours), but a message, once
+//! started, must be complete within [`MESSAGE_TIMEOUT`], and a reply (or a message for the
+//! daemon) that cannot be written for [`WRITE_TIMEOUT`] ends the connection: a frontend that
+//! sends half a header and stops, or never reads its replies, costs only its own connection
+//! and never holds up the port's stop. The daemon's end is ours, but it is bounded the same way
+//! so that no wait in the relay is open-ended.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use vhost::vhost_user::Listener;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::mem_table::MemTableGuard;
+use crate::stats::PortStats;
+
+/// A message whose first byte has arrived must be complete within this time (a frontend
+/// writes a message in one go; only a stalled or hostile one takes longer).
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A message (a reply to the frontend, a request to the daemon) that cannot be written for
+/// this long ends the connection: the peer does not read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const HDR_LEN: usize = 12;
 /// Largest payload a vhost-user message may carry (the crate's own limit is lower).
@@ -72,21 +91,31 @@ impl ShimEndpoint {
     }
 
     /// Starts relaying between `frontend` and the daemon's end (call after the daemon accepted).
-    /// The thread ends when either side closes; it then shuts both down.
+    /// The thread ends when either side closes or a bounded wait runs out (counted in
+    /// `stats.control_timeouts`, logged once); it then shuts both down. Shutting `frontend`
+    /// down from another thread (a clone of it) ends the relay at once.
     /// Memory-table messages are checked by `guard` first (see [`crate::mem_table`]).
     pub fn relay(
         self,
         frontend: UnixStream,
         name: String,
         mut guard: MemTableGuard,
+        stats: Arc<PortStats>,
     ) -> io::Result<JoinHandle<()>> {
         let ShimEndpoint { listener, inner } = self;
         drop(listener);
+        frontend.set_nonblocking(true)?;
+        inner.set_nonblocking(true)?;
         thread::Builder::new()
             .name(format!("{name}-relay"))
             .spawn(move || {
-                if let Err(e) = relay(&frontend, &inner, &mut guard) {
-                    debug!("{name}: relay ended: {e}");
+                match relay(&frontend, &inner, &mut guard) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        PortStats::add(&stats.control_timeouts, 1);
+                        warn!("{name}: frontend disconnected: {e}");
+                    }
+                    Err(e) => debug!("{name}: relay ended: {e}"),
                 }
                 let _ = frontend.shutdown(std::net::Shutdown::Both);
                 let _ = inner.shutdown(std::net::Shutdown::Both);
@@ -141,6 +170,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 revents: 0,
             },
         ];
+        // Silence between messages is fine: no timeout here (a stop shuts a socket down).
         // SAFETY: `pfds` is a valid array of 2 pollfds for the duration of the call.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
         if r < 0 {
@@ -151,8 +181,10 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
             return Err(e);
         }
         if pfds[0].revents != 0 {
-            let Some(m) = recv_msg(frontend)? else {
-                return Ok(()); // frontend closed
+            let m = match recv_msg(frontend, Side::Frontend)? {
+                Received::Msg(m) => m,
+                Received::Nothing => continue, // woken, yet no data after all
+                Received::Eof => return Ok(()), // frontend closed
             };
             match m.request() {
                 REQ_SET_FEATURES => acked_features = m.u64_payload(),
@@ -172,7 +204,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 // Refused before the daemon maps anything: a NACK if the frontend asked for a
                 // reply, then the connection ends (the guard counted and logged it).
                 if reply_ack && m.flags() & FLAG_NEED_REPLY != 0 {
-                    send_msg(frontend, &reply_u64(m.request(), 1), &[])?;
+                    send_msg(frontend, Side::Frontend, &reply_u64(m.request(), 1), &[])?;
                 }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
@@ -192,10 +224,10 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                     ack.extend_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
                     ack.extend_from_slice(&8u32.to_le_bytes());
                     ack.extend_from_slice(&0u64.to_le_bytes());
-                    send_msg(frontend, &ack, &[])?;
+                    send_msg(frontend, Side::Frontend, &ack, &[])?;
                 }
             } else {
-                forward(daemon, &m)?;
+                forward(daemon, Side::Daemon, &m)?;
                 if m.request() == REQ_SET_FEATURES {
                     let protocol =
                         matches!(acked_features, Some(f) if f & F_PROTOCOL_FEATURES != 0);
@@ -209,14 +241,16 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                         msg.extend_from_slice(&FLAG_VERSION.to_le_bytes());
                         msg.extend_from_slice(&8u32.to_le_bytes());
                         msg.extend_from_slice(&state);
-                        send_msg(daemon, &msg, &[])?;
+                        send_msg(daemon, Side::Daemon, &msg, &[])?;
                     }
                 }
             }
         }
         if pfds[1].revents != 0 {
-            let Some(mut m) = recv_msg(daemon)? else {
-                return Ok(()); // daemon ended the connection
+            let mut m = match recv_msg(daemon, Side::Daemon)? {
+                Received::Msg(m) => m,
+                Received::Nothing => continue,
+                Received::Eof => return Ok(()), // daemon ended the connection
             };
             trace!(
                 "relay: daemon reply {} flags {:#x} size {}",
@@ -225,7 +259,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 m.bytes.len() - HDR_LEN
             );
             guard.adjust_reply(m.request(), &mut m.bytes[HDR_LEN..]);
-            forward(frontend, &m)?;
+            forward(frontend, Side::Frontend, &m)?;
         }
     }
 }
@@ -240,20 +274,48 @@ fn reply_u64(request: u32, value: u64) -> Vec<u8> {
     msg
 }
 
-fn forward(sock: &UnixStream, m: &Msg) -> io::Result<()> {
-    let raw: Vec<RawFd> = m.fds.iter().map(AsRawFd::as_raw_fd).collect();
-    send_msg(sock, &m.bytes, &raw)
+/// Which end of the relay a socket is (for messages).
+#[derive(Clone, Copy)]
+enum Side {
+    Frontend,
+    Daemon,
 }
 
-/// Reads one message (header, then `size` bytes of payload); `None` at EOF before a header.
-fn recv_msg(sock: &UnixStream) -> io::Result<Option<Msg>> {
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Frontend => "frontend",
+            Side::Daemon => "daemon",
+        }
+    }
+}
+
+/// What one read of a message gave.
+enum Received {
+    Msg(Msg),
+    /// The socket was readable, yet nothing was there (a spurious wake-up).
+    Nothing,
+    /// The peer closed before a message started.
+    Eof,
+}
+
+fn forward(sock: &UnixStream, side: Side, m: &Msg) -> io::Result<()> {
+    let raw: Vec<RawFd> = m.fds.iter().map(AsRawFd::as_raw_fd).collect();
+    send_msg(sock, side, &m.bytes, &raw)
+}
+
+/// Reads one message (header, then `size` bytes of payload) from a non-blocking socket; once
+/// its first byte is in, the rest must arrive within [`MESSAGE_TIMEOUT`].
+fn recv_msg(sock: &UnixStream, side: Side) -> io::Result<Received> {
     let mut bytes = vec![0u8; HDR_LEN];
     let mut fds = Vec::new();
-    let n = recv_with_fds(sock, &mut bytes, &mut fds)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    read_exact(sock, &mut bytes[n..], &mut fds)?;
+    let n = match recv_with_fds(sock, &mut bytes, &mut fds)? {
+        None => return Ok(Received::Nothing),
+        Some(0) => return Ok(Received::Eof),
+        Some(n) => n,
+    };
+    let deadline = Instant::now() + MESSAGE_TIMEOUT;
+    read_exact(sock, side, &mut bytes[n..], &mut fds, deadline)?;
     let size = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     if size > MAX_PAYLOAD {
         return Err(io::Error::new(
@@ -262,23 +324,73 @@ fn recv_msg(sock: &UnixStream) -> io::Result<Option<Msg>> {
         ));
     }
     bytes.resize(HDR_LEN + size, 0);
-    read_exact(sock, &mut bytes[HDR_LEN..], &mut fds)?;
-    Ok(Some(Msg { bytes, fds }))
+    read_exact(sock, side, &mut bytes[HDR_LEN..], &mut fds, deadline)?;
+    Ok(Received::Msg(Msg { bytes, fds }))
 }
 
-fn read_exact(sock: &UnixStream, mut buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<()> {
+fn read_exact(
+    sock: &UnixStream,
+    side: Side,
+    mut buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    deadline: Instant,
+) -> io::Result<()> {
     while !buf.is_empty() {
-        let n = recv_with_fds(sock, buf, fds)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        match recv_with_fds(sock, buf, fds)? {
+            Some(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Some(n) => buf = &mut buf[n..],
+            None => {
+                if !wait_ready(sock, libc::POLLIN, deadline)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the {} started a message and did not complete it within {} s",
+                            side.name(),
+                            MESSAGE_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+            }
         }
-        buf = &mut buf[n..];
     }
     Ok(())
 }
 
+/// Waits until `sock` has `events` (POLLIN or POLLOUT) or `deadline` passes (false).
+/// Hang-ups and errors count as ready: the next read or write reports them.
+fn wait_ready(sock: &UnixStream, events: libc::c_short, deadline: Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// Reads into `buf`, collecting the SCM_RIGHTS descriptors that came with it into `fds`.
-fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+/// `None`: nothing to read now (the socket is non-blocking).
+fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Option<usize>> {
     let mut raw: [RawFd; MAX_FDS] = [-1; MAX_FDS];
     let mut iov = [libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -293,16 +405,18 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> i
                     // SAFETY: descriptors received over the socket are new and ours alone.
                     fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
-                return Ok(n);
+                return Ok(Some(n));
             }
             Err(e) if e.errno() == libc::EINTR => continue,
+            Err(e) if e.errno() == libc::EAGAIN => return Ok(None),
             Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
         }
     }
 }
 
-/// Writes all of `data`, with `fds` attached to the first chunk.
-fn send_msg(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+/// Writes all of `data`, with `fds` attached to the first chunk, within [`WRITE_TIMEOUT`].
+fn send_msg(sock: &UnixStream, side: Side, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let deadline = Instant::now() + WRITE_TIMEOUT;
     let mut off = 0;
     let mut fds = fds;
     while off < data.len() {
@@ -312,6 +426,18 @@ fn send_msg(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
                 fds = &[];
             }
             Err(e) if e.errno() == libc::EINTR => continue,
+            Err(e) if e.errno() == libc::EAGAIN => {
+                if !wait_ready(sock, libc::POLLOUT, deadline)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the {} did not read its messages for {} s",
+                            side.name(),
+                            WRITE_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+            }
             Err(e) => return Err(io::Error::from_raw_os_error(e.errno())),
         }
     }

@@ -40,6 +40,9 @@ pub struct PortStats {
     /// Connections ended because their guest memory faulted (the frontend truncated its
     /// memory file under the switch).
     pub memory_fault: AtomicU64,
+    /// Frontend connections ended because the frontend stalled on the control channel (a
+    /// message started and not completed in time, or replies not read).
+    pub control_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of [`PortStats`].
@@ -73,6 +76,8 @@ pub struct PortStatsSnapshot {
     pub mem_refused: u64,
     /// See [`PortStats::memory_fault`].
     pub memory_fault: u64,
+    /// See [`PortStats::control_timeouts`].
+    pub control_timeouts: u64,
 }
 
 impl PortStats {
@@ -102,6 +107,7 @@ impl PortStats {
             connections: r(&self.connections),
             mem_refused: r(&self.mem_refused),
             memory_fault: r(&self.memory_fault),
+            control_timeouts: r(&self.control_timeouts),
         }
     }
 }

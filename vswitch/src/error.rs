@@ -8,9 +8,12 @@ pub enum SwitchError {
     /// A port with this name exists.
     #[error("a port named {0:?} already exists: choose another name")]
     DuplicateName(String),
-    /// A port uses this socket.
-    #[error("socket {0} is already used by another port: give each port its own socket")]
-    DuplicateSocket(PathBuf),
+    /// A port uses this socket (possibly spelled differently), or is still stopping on it.
+    #[error(
+        "socket {0} is already used by port {1:?} (paths are compared after resolving `.`, `..` \
+         and symlinks): give each port its own socket, or wait until a removed port has stopped"
+    )]
+    DuplicateSocket(PathBuf, String),
     /// No port with this name.
     #[error("no port named {0:?}: list ports to see their names")]
     NoSuchPort(String),

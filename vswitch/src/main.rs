@@ -67,6 +67,7 @@ Ports come from --config FILE (first) and --port flags (then). SPEC keys:
   mode=connect      the frontend created it (QEMU server=on; Cloud Hypervisor vhost_mode=server)
   mac-limit=N       most MACs this port may have learned at once
   mtu=N             MTU offered to the guest, 68..=9000 (default 1500)
+  socket-mode=MODE  permissions of the socket, octal (default [switch] socket_mode, 0660)
 
 FILE (TOML; every table optional, unknown keys are errors):
   [switch]
@@ -78,6 +79,7 @@ FILE (TOML; every table optional, unknown keys are errors):
   max_mem_regions = 64   # guest memory regions one frontend may map, 1..=509 (default 64)
   max_mem_mib = 1048576  # guest memory one frontend may map, MiB (default 1 TiB)
   state = \"/var/lib/vswitch/state.json\"  # keep API changes across restarts (docs/state.md)
+  socket_mode = \"0660\"  # permissions of the ports' sockets (octal text)
   [fdb]
   aging_s = 300
   mac_limit = 4096

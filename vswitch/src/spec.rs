@@ -1,7 +1,7 @@
 //! What a port and the switch are asked to be: the validated form of configuration, whatever
 //! its source (TOML file, `--port` flags, control API).
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use vswitch_channels::{ChannelId, ChannelMode, MacAddr};
@@ -11,6 +11,7 @@ use vswitch_vhost::SocketRole;
 pub const DEFAULT_AGING: Duration = Duration::from_secs(300);
 /// Default number of MACs one port may have learned at once.
 pub const DEFAULT_MAC_LIMIT: u32 = 4096;
+pub use vswitch_vhost::socket::DEFAULT_SOCKET_MODE;
 
 /// A VM port, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct PortSpec {
     pub mac_limit: Option<u32>,
     /// MTU offered to the guest.
     pub mtu: u16,
+    /// Permissions of the socket (listen role; `None`: the switch default).
+    pub socket_mode: Option<u32>,
 }
 
 impl PortSpec {
@@ -46,6 +49,7 @@ impl PortSpec {
             mac: None,
             mac_limit: None,
             mtu: 1500,
+            socket_mode: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct SwitchSettings {
     /// Limits on the guest memory one frontend may map (`[switch] max_mem_regions`,
     /// `max_mem_mib`).
     pub mem_limits: vswitch_vhost::MemLimits,
+    /// Default permissions of the ports' sockets (listen role).
+    pub socket_mode: u32,
 }
 
 impl Default for SwitchSettings {
@@ -79,6 +85,35 @@ impl Default for SwitchSettings {
             poll_cores: Vec::new(),
             event_threads: 1,
             mem_limits: vswitch_vhost::MemLimits::default(),
+            socket_mode: DEFAULT_SOCKET_MODE,
         }
     }
+}
+
+/// A key under which two paths naming the same socket compare equal: absolute, `.` and `..`
+/// resolved, and the directory's symlinks resolved where it exists.
+pub fn socket_key(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    if let (Some(dir), Some(file)) = (abs.parent(), abs.file_name()) {
+        if let Ok(dir) = dir.canonicalize() {
+            return dir.join(file);
+        }
+    }
+    let mut norm = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                norm.pop();
+            }
+            other => norm.push(other),
+        }
+    }
+    norm
 }

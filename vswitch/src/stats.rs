@@ -60,7 +60,7 @@ pub struct PortStatsOut {
 
 fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(14))?;
+    let mut m = s.serialize_map(Some(15))?;
     m.serialize_entry("from_guest_frames", &p.from_guest_frames)?;
     m.serialize_entry("from_guest_bytes", &p.from_guest_bytes)?;
     m.serialize_entry("to_guest_frames", &p.to_guest_frames)?;
@@ -75,6 +75,7 @@ fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, 
     m.serialize_entry("connections", &p.connections)?;
     m.serialize_entry("mem_refused", &p.mem_refused)?;
     m.serialize_entry("memory_fault", &p.memory_fault)?;
+    m.serialize_entry("control_timeouts", &p.control_timeouts)?;
     m.end()
 }
 

@@ -6,6 +6,7 @@
 //! blocking, and control-plane changes never stop a port.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -23,7 +24,7 @@ use crate::error::SwitchError;
 use crate::event::Doorbells;
 use crate::fdb::{Fdb, MAX_PORTS};
 use crate::forward::{forward_batch, Scratch};
-use crate::spec::{PortSpec, SwitchSettings};
+use crate::spec::{socket_key, PortSpec, SwitchSettings};
 use crate::stats::{ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, SwitchStats};
 
 /// Channel ids index tables of this size (S-VIDs are 12 bits).
@@ -210,11 +211,21 @@ impl PortSink {
     }
 }
 
+/// The vhost-user ports the control plane runs, under the switch-wide lock.
+#[derive(Default)]
+struct Running {
+    ports: HashMap<PortId, NetPort>,
+    /// Canonical socket path (see [`socket_key`]) → port name, for every port from the moment
+    /// it is added until its socket is gone (a removed port keeps its path while it stops).
+    sockets: HashMap<PathBuf, String>,
+}
+
 /// The running switch.
 pub struct Switch {
     core: Arc<Core>,
-    // Control-plane writers serialize here; the datapath never takes it.
-    ports: Mutex<HashMap<PortId, NetPort>>,
+    // Control-plane writers serialize here; the datapath never takes it. Never held while a
+    // port stops (a stop may wait on its frontend's connection).
+    ports: Mutex<Running>,
     stop: Arc<AtomicBool>,
     aging_thread: Mutex<Option<JoinHandle<()>>>,
     pollers: Mutex<Vec<JoinHandle<()>>>,
@@ -243,7 +254,7 @@ impl Switch {
         };
         Arc::new(Switch {
             core,
-            ports: Mutex::new(HashMap::new()),
+            ports: Mutex::new(Running::default()),
             stop,
             aging_thread: Mutex::new(aging),
             pollers: Mutex::new(pollers),
@@ -255,7 +266,7 @@ impl Switch {
         &self.core
     }
 
-    fn lock_ports(&self) -> std::sync::MutexGuard<'_, HashMap<PortId, NetPort>> {
+    fn lock_ports(&self) -> std::sync::MutexGuard<'_, Running> {
         match self.ports.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -283,8 +294,11 @@ impl Switch {
         if table.find(&spec.name).is_some() {
             return Err(SwitchError::DuplicateName(spec.name));
         }
-        if table.iter().any(|(_, e)| e.spec.socket == spec.socket) {
-            return Err(SwitchError::DuplicateSocket(spec.socket));
+        // Compared canonically (`d/x.sock` is `d/./sub/../x.sock`) and under the lock, against
+        // the running ports and those still stopping.
+        let key = socket_key(&spec.socket);
+        if let Some(owner) = running.sockets.get(&key) {
+            return Err(SwitchError::DuplicateSocket(spec.socket, owner.clone()));
         }
         let id = (0..MAX_PORTS as u32)
             .map(PortId::new)
@@ -305,6 +319,7 @@ impl Switch {
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
         cfg.mem_limits = self.core.settings.mem_limits;
+        cfg.socket_mode = spec.socket_mode.unwrap_or(self.core.settings.socket_mode);
         // Datapath threads (busy-poll or event mode) drain TX; without any (no eventfd
         // could be made), each port's own thread does.
         cfg.external_tx =
@@ -331,7 +346,8 @@ impl Switch {
         }
         next.slots[id.index()] = Some(entry);
         self.core.ports.store(Arc::new(next));
-        running.insert(id, port);
+        running.ports.insert(id, port);
+        running.sockets.insert(key, spec.name.clone());
         let on = match associate {
             true => format!("channel {}", spec.channel),
             false => "no channel".to_owned(),
@@ -345,20 +361,28 @@ impl Switch {
         Ok(id)
     }
 
-    /// Removes a port: stops delivering to it, then stops its socket.
+    /// Removes a port: stops delivering to it, then stops its socket. The port stops outside
+    /// the switch-wide lock: other control operations go on meanwhile, and its socket path
+    /// stays taken until its socket is gone.
     pub fn remove_port(&self, name: &str) -> Result<(), SwitchError> {
         let mut running = self.lock_ports();
         let table = self.core.ports.load_full();
         let id = table
             .find(name)
             .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))?;
+        let key = table.get(id).map(|e| socket_key(&e.spec.socket));
         let _ = self.core.registry.disassociate(id);
         let mut next = (*table).clone();
         next.slots[id.index()] = None;
         self.core.ports.store(Arc::new(next));
         self.core.fdb.flush_port(id);
-        if let Some(p) = running.remove(&id) {
+        let port = running.ports.remove(&id);
+        drop(running);
+        if let Some(p) = port {
             p.stop();
+        }
+        if let Some(key) = key {
+            self.lock_ports().sockets.remove(&key);
         }
         info!("port {name} removed");
         Ok(())
@@ -492,7 +516,7 @@ impl Switch {
     /// Stops every port (sockets of listen ports are removed) and the background threads.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
-        let ports: Vec<NetPort> = self.lock_ports().drain().map(|(_, p)| p).collect();
+        let ports: Vec<NetPort> = self.lock_ports().ports.drain().map(|(_, p)| p).collect();
         // Ask every port first, then wait: the waits overlap.
         for p in &ports {
             p.request_stop();

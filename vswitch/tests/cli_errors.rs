@@ -286,3 +286,55 @@ fn config_file_and_flags_start_together_and_sigint_stops() {
         "sockets left behind"
     );
 }
+
+/// Issue 11 finding 10: `channel = 1e308` is reported as what was written, not as u64::MAX.
+#[test]
+fn float_channel_is_reported_as_written() {
+    let d = TempDir::new().expect("tempdir");
+    let file = d.path().join("sw.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[port]]\nname = \"vm1\"\nsocket = \"{}/a.sock\"\nchannel = 1e308\n",
+            d.path().display()
+        ),
+    )
+    .expect("write");
+    let err = refused(
+        d.path(),
+        &[format!("--config={}", file.display())],
+        &["channel", "1e308", "1..=4094"],
+    );
+    assert!(!err.contains("18446744073709551615"), "{err}");
+}
+
+/// Issue 11 finding 10: empty items in `--poll-cores` are refused, not skipped.
+#[test]
+fn poll_cores_with_empty_items_is_refused() {
+    let d = TempDir::new().expect("tempdir");
+    for list in ["1,,2,-,a", "0,,", ",0"] {
+        refused(
+            d.path(),
+            &[good_port(&d), format!("--poll-cores={list}")],
+            &["--poll-cores", "is empty"],
+        );
+    }
+}
+
+/// Issue 11 finding 10: a huge `--port` value is not echoed whole.
+#[test]
+fn huge_port_spec_is_truncated_in_the_message() {
+    let d = TempDir::new().expect("tempdir");
+    let junk = "x".repeat(60_000);
+    for spec in [
+        format!(
+            "vm1,socket={}/a.sock,channel=100,{junk}",
+            d.path().display()
+        ),
+        format!("vm1,socket={}/a.sock,channel={junk}", d.path().display()),
+        format!("{junk},socket={}/a.sock,channel=100", d.path().display()),
+    ] {
+        let err = refused(d.path(), &[port(spec)], &["--port", "bytes"]);
+        assert!(err.len() < 2000, "{} bytes of message", err.len());
+    }
+}

@@ -334,3 +334,78 @@ fn a_second_switch_on_the_same_control_socket_exits_1_and_cleans_up() {
     assert_eq!(f.ctl_json(&["ports"]).as_array().map(Vec::len), Some(3));
     f.stop();
 }
+
+/// Issue 11 finding 8: clients trickling one byte at a time cannot keep the control API's
+/// slots: each request has a deadline from its first byte, not an idle timeout per byte.
+#[test]
+fn slow_byte_clients_cannot_hold_the_slots() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let f = Fixture::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let trickle: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = UnixStream::connect(&f.ctl).expect("connect");
+            let (stop, dropped) = (stop.clone(), dropped.clone());
+            std::thread::spawn(move || {
+                let request = br#"{"cmd":"ports"}"#;
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if s.write_all(&request[i % request.len()..][..1]).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    i += 1;
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            })
+        })
+        .collect();
+    // Served again once the trickling clients' requests run out of time.
+    let start = Instant::now();
+    loop {
+        let ctl = f.ctl.display().to_string();
+        let out = run_to_end(&["ctl", "--ctl", &ctl, "--timeout", "5", "ports"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "slow clients still hold every slot: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in trickle {
+        let _ = t.join();
+    }
+    assert!(
+        dropped.load(Ordering::Relaxed) > 0,
+        "no slow client was dropped"
+    );
+    f.stop();
+}
+
+/// Issue 11 finding 10: a switch that accepts but does not answer gets "no answer within N s",
+/// not an OS error string.
+#[test]
+fn ctl_against_a_switch_that_does_not_answer_says_so() {
+    let d = TempDir::new().expect("tempdir");
+    let path = d.path().join("mute.sock");
+    let _mute = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let out = run_to_end(&[
+        "ctl",
+        "--ctl",
+        &path.display().to_string(),
+        "--timeout",
+        "1",
+        "ports",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    assert!(!err.contains("os error"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! `poll_cores`: the CPUs busy-poll threads are pinned to, checked against the CPUs this
 //! process may run on.
 
-use super::error::{ConfigError, Origin};
+use super::error::{truncate, ConfigError, Origin};
 use super::raw::RawNumber;
 
 /// The CPUs this process may run on, ascending.
@@ -50,7 +50,7 @@ pub fn poll_cores(raw: &[RawNumber], at: &Origin) -> Result<Vec<usize>, ConfigEr
     for n in raw {
         let bad = |why: String| ConfigError::PollCores {
             at: at.clone(),
-            detail: format!("CPU {n} {why}"),
+            detail: format!("CPU {} {why}", truncate(&n.to_string())),
         };
         let cpu = n
             .in_range(0..=u64::from(u16::MAX))
@@ -70,11 +70,21 @@ pub fn poll_cores(raw: &[RawNumber], at: &Origin) -> Result<Vec<usize>, ConfigEr
     Ok(out)
 }
 
-/// Parses `--poll-cores 2,3` text.
-pub fn parse_list(text: &str) -> Vec<RawNumber> {
+/// Parses `--poll-cores 2,3` text. An empty item (`1,,2`, a trailing comma) is refused, not
+/// skipped: it is a typo whose intent is unknown. The empty text is the empty list.
+pub fn parse_list(text: &str, at: &Origin) -> Result<Vec<RawNumber>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     text.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| RawNumber::Text(s.trim().to_owned()))
+        .enumerate()
+        .map(|(i, s)| match s.trim() {
+            "" => Err(ConfigError::PollCores {
+                at: at.clone(),
+                detail: format!("item #{} of {:?} is empty", i + 1, truncate(text)),
+            }),
+            s => Ok(RawNumber::Text(s.to_owned())),
+        })
         .collect()
 }
 
@@ -94,16 +104,18 @@ mod tests {
         let allowed = allowed_cpus();
         let first = allowed.first().copied().unwrap_or(0);
         assert_eq!(
-            poll_cores(&parse_list(&first.to_string()), &at).ok(),
+            poll_cores(&parse_list(&first.to_string(), &at).unwrap(), &at).ok(),
             Some(vec![first])
         );
-        let twice = parse_list(&format!("{first},{first}"));
+        let twice = parse_list(&format!("{first},{first}"), &at).unwrap();
         let e = poll_cores(&twice, &at).expect_err("twice");
         assert!(e.to_string().contains("twice"), "{e}");
-        let e = poll_cores(&parse_list("4000"), &at).expect_err("absent");
+        let e = poll_cores(&parse_list("4000", &at).unwrap(), &at).expect_err("absent");
         assert!(e.to_string().contains("not available"), "{e}");
-        let e = poll_cores(&parse_list("x"), &at).expect_err("text");
+        let e = poll_cores(&parse_list("x", &at).unwrap(), &at).expect_err("text");
         assert!(e.to_string().contains("not a CPU number"), "{e}");
-        assert_eq!(poll_cores(&parse_list(""), &at).ok(), Some(vec![]));
+        assert_eq!(parse_list("", &at).ok(), Some(vec![]));
+        let e = parse_list("1,,2,-,a", &at).expect_err("empty item");
+        assert!(e.to_string().contains("item #2"), "{e}");
     }
 }

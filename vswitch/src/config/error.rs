@@ -8,6 +8,18 @@ use std::path::PathBuf;
 use thiserror::Error;
 use vswitch_channels::{ChannelError, MacAddr, MacError};
 
+/// Longest value (in characters) quoted whole in a message; longer ones are cut.
+pub const MAX_SHOWN: usize = 80;
+
+/// `text`, cut to [`MAX_SHOWN`] characters with its full length noted, for messages.
+pub fn truncate(text: &str) -> String {
+    if text.chars().count() <= MAX_SHOWN {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MAX_SHOWN).collect();
+    format!("{head}... ({} bytes)", text.len())
+}
+
 /// Where a piece of configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -60,7 +72,7 @@ impl fmt::Display for Origin {
                 index,
                 name: None,
             } => write!(f, "{}, [[port]] #{index}", path.display()),
-            Origin::Flag(text) => write!(f, "--port {text:?}"),
+            Origin::Flag(text) => write!(f, "--port {:?}", truncate(text)),
             Origin::Option(flag) => f.write_str(flag),
             Origin::Api(cmd) => write!(f, "{cmd} request"),
             Origin::State { path, item } => write!(f, "state file {}, {item}", path.display()),

@@ -157,7 +157,8 @@ impl Config {
         let mut sw = raw.switch.unwrap_or_default();
         settings.poll_cores = match (&src.poll_cores, sw.poll_cores.take()) {
             (Some(text), _) => {
-                cpus::poll_cores(&cpus::parse_list(text), &Origin::Option("--poll-cores"))?
+                let at = Origin::Option("--poll-cores");
+                cpus::poll_cores(&cpus::parse_list(text, &at)?, &at)?
             }
             (None, Some(list)) => cpus::poll_cores(&list, &file_at(None))?,
             (None, None) => Vec::new(),
@@ -169,6 +170,10 @@ impl Config {
             sw.max_mem_mib.take(),
             &file_at(None),
         )?;
+        if let Some(mode) = sw.socket_mode.take() {
+            settings.socket_mode =
+                port::socket_mode(&mode, "[switch] socket_mode", &file_at(None))?;
+        }
         let (ctl, stats_interval, log_level) = switch_options(sw, src, &file_at(None))?;
         if let Some(ctl) = &ctl {
             let at = match &src.ctl {

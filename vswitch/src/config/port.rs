@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use vswitch_channels::{ChannelId, ChannelMode, MacAddr};
 use vswitch_vhost::SocketRole;
 
-use super::error::{ConfigError, Origin};
+use super::error::{truncate, ConfigError, Origin};
 use super::raw::{RawNumber, RawPort};
 use crate::spec::PortSpec;
 
@@ -49,6 +49,9 @@ pub fn port_spec(raw: RawPort, at: &Origin) -> Result<PortSpec, ConfigError> {
     if let Some(mtu) = raw.mtu {
         spec.mtu = mtu_value(&mtu, at)?;
     }
+    if let Some(mode) = raw.socket_mode {
+        spec.socket_mode = Some(socket_mode(&mode, "socket-mode", at)?);
+    }
     Ok(spec)
 }
 
@@ -63,13 +66,25 @@ pub fn check_name(name: &str, at: &Origin) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::BadName {
             at: at.clone(),
-            name: name.to_owned(),
+            name: truncate(name),
         })
     }
 }
 
 /// An S-VID.
 pub fn channel_id(raw: &RawNumber, at: &Origin) -> Result<ChannelId, ConfigError> {
+    let bad = |value: String| ConfigError::BadNumber {
+        at: at.clone(),
+        key: "channel",
+        value,
+        expected: "use a whole S-VID in 1..=4094, e.g. 100",
+    };
+    match raw {
+        // 1e308 is not a channel, and its digits are not worth printing.
+        RawNumber::Float(_) => return Err(bad(raw.to_string())),
+        RawNumber::Text(t) if t.len() > 8 => return Err(bad(truncate(t))),
+        _ => {}
+    }
     raw.as_text()
         .parse::<ChannelId>()
         .map_err(|source| ConfigError::Channel {
@@ -100,12 +115,20 @@ fn role(text: &str, at: &Origin) -> Result<SocketRole, ConfigError> {
     } else {
         Err(ConfigError::Mode {
             at: at.clone(),
-            value: text.to_owned(),
+            value: truncate(text),
         })
     }
 }
 
 fn unicast_mac(text: &str, at: &Origin) -> Result<MacAddr, ConfigError> {
+    if text.len() > 17 {
+        return Err(ConfigError::Mac {
+            at: at.clone(),
+            source: vswitch_channels::MacError::Malformed {
+                input: truncate(text),
+            },
+        });
+    }
     let mac = text.parse::<MacAddr>().map_err(|source| ConfigError::Mac {
         at: at.clone(),
         source,
@@ -126,7 +149,7 @@ pub fn mac_limit(raw: &RawNumber, key: &'static str, at: &Origin) -> Result<u32,
         .ok_or_else(|| ConfigError::BadNumber {
             at: at.clone(),
             key,
-            value: raw.to_string(),
+            value: truncate(&raw.to_string()),
             expected: "use a whole number of MACs in 1..=1048576 (0 would drop every frame)",
         })
 }
@@ -137,17 +160,41 @@ fn mtu_value(raw: &RawNumber, at: &Origin) -> Result<u16, ConfigError> {
         .ok_or_else(|| ConfigError::BadNumber {
             at: at.clone(),
             key: "mtu",
-            value: raw.to_string(),
+            value: truncate(&raw.to_string()),
             expected: "use a whole number of bytes in 68..=9000, e.g. 1500",
         })
+}
+
+/// Socket permissions: octal digits as text (`"0660"`, `"660"`, `"0o660"`), or a TOML octal
+/// integer (`0o660`). A plain decimal integer (`660`) is refused: it is not what it looks like.
+pub fn socket_mode(raw: &RawNumber, key: &'static str, at: &Origin) -> Result<u32, ConfigError> {
+    let value = match raw {
+        RawNumber::Int(v) => u32::try_from(*v).ok().filter(|v| *v <= 0o777),
+        RawNumber::Float(_) => None,
+        RawNumber::Text(t) => {
+            let digits = t.strip_prefix("0o").unwrap_or(t);
+            (!digits.is_empty() && digits.len() <= 4)
+                .then(|| u32::from_str_radix(digits, 8).ok())
+                .flatten()
+                .filter(|v| *v <= 0o777)
+        }
+    };
+    value.ok_or_else(|| ConfigError::BadNumber {
+        at: at.clone(),
+        key,
+        value: truncate(&raw.to_string()),
+        expected: "write the permissions in octal as text, e.g. \"0660\" (owner and group may \
+                   connect), at most \"0777\"",
+    })
 }
 
 /// Checks that a socket can be created (`Listen`) or connected to later (`Connect`) at `path`,
 /// without creating anything.
 pub fn check_socket(path: &Path, role: SocketRole, at: &Origin) -> Result<(), ConfigError> {
+    let shown = PathBuf::from(truncate(&path.to_string_lossy()));
     let refuse = |reason: String| ConfigError::SocketPath {
         at: at.clone(),
-        path: path.to_path_buf(),
+        path: shown.clone(),
         reason,
     };
     let bytes = path.as_os_str().as_bytes();
@@ -223,30 +270,4 @@ fn writable(dir: &Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
-/// A key under which two paths naming the same socket compare equal: absolute, `.` and `..`
-/// resolved, and the directory's symlinks resolved where it exists.
-pub fn socket_key(path: &Path) -> PathBuf {
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    };
-    if let (Some(dir), Some(file)) = (abs.parent(), abs.file_name()) {
-        if let Ok(dir) = dir.canonicalize() {
-            return dir.join(file);
-        }
-    }
-    let mut norm = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                norm.pop();
-            }
-            other => norm.push(other),
-        }
-    }
-    norm
-}
+pub use crate::spec::socket_key;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::error::{ConfigError, Origin};
+use super::error::{truncate, ConfigError, Origin};
 
 /// A number as written: TOML and JSON integers, but also strings (from `--port` text, or a
 /// quoted value in a file) and floats, so that a wrong value gets our message, not serde's.
@@ -25,8 +25,10 @@ impl fmt::Display for RawNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RawNumber::Int(v) => write!(f, "{v}"),
+            // 1e308 as written, not as its 309 digits.
+            RawNumber::Float(v) if v.abs() >= 1e15 => write!(f, "{v:e}"),
             RawNumber::Float(v) => write!(f, "{v}"),
-            RawNumber::Text(s) if looks_numeric(s) => f.write_str(s),
+            RawNumber::Text(s) if looks_numeric(s) => f.write_str(&super::error::truncate(s)),
             RawNumber::Text(s) => write!(f, "{s:?}"),
         }
     }
@@ -95,7 +97,8 @@ impl RawNumber {
 }
 
 /// The keys of a port, for messages.
-pub const PORT_KEYS: &str = "name, socket, channel, mac, mode, mac-limit, mtu, channel-mode";
+pub const PORT_KEYS: &str =
+    "name, socket, channel, mac, mode, mac-limit, mtu, channel-mode, socket-mode";
 
 /// One port as written: a `[[port]]` table, a control-API object, or parsed `--port` text.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -119,6 +122,9 @@ pub struct RawPort {
     /// `veb` (default) or `vepa` (refused for now).
     #[serde(alias = "channel_mode")]
     pub channel_mode: Option<String>,
+    /// Permissions of the socket, octal (`"0660"`).
+    #[serde(alias = "socket_mode")]
+    pub socket_mode: Option<RawNumber>,
 }
 
 /// `[policy]`.
@@ -170,6 +176,9 @@ pub struct RawSwitch {
     pub max_mem_mib: Option<RawNumber>,
     /// State file path.
     pub state: Option<String>,
+    /// Default permissions of the ports' sockets, octal (`"0660"`).
+    #[serde(alias = "socket-mode")]
+    pub socket_mode: Option<RawNumber>,
 }
 
 /// The whole file.
@@ -251,13 +260,14 @@ impl RawPort {
                 None if i == 0 => ("name", item),
                 None => {
                     return Err(malformed(format!(
-                        "{item:?} is not a key=value pair (only the first element, the port \
-                         name, stands alone)"
+                        "{:?} is not a key=value pair (only the first element, the port \
+                         name, stands alone)",
+                        truncate(item)
                     )))
                 }
             };
             if value.is_empty() {
-                return Err(malformed(format!("key `{key}` has no value")));
+                return Err(malformed(format!("key `{}` has no value", truncate(key))));
             }
             let value = value.to_owned();
             let slot_taken = match key {
@@ -269,11 +279,12 @@ impl RawPort {
                 "mac-limit" | "mac_limit" => set(&mut raw.mac_limit, RawNumber::Text(value)),
                 "mtu" => set(&mut raw.mtu, RawNumber::Text(value)),
                 "channel-mode" | "channel_mode" => set(&mut raw.channel_mode, value),
-                "" => return Err(malformed(format!("{item:?} has an empty key"))),
+                "socket-mode" | "socket_mode" => set(&mut raw.socket_mode, RawNumber::Text(value)),
+                "" => return Err(malformed(format!("{:?} has an empty key", truncate(item)))),
                 other => {
                     return Err(ConfigError::UnknownKey {
                         at: at.clone(),
-                        key: other.to_owned(),
+                        key: truncate(other),
                         expected: format!("remove it or use a valid key: {PORT_KEYS}"),
                     })
                 }
@@ -281,7 +292,7 @@ impl RawPort {
             if slot_taken {
                 return Err(ConfigError::DuplicateKey {
                     at: at.clone(),
-                    key: key.to_owned(),
+                    key: truncate(key),
                 });
             }
         }

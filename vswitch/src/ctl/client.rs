@@ -1,6 +1,6 @@
 //! The client side: one request, one response.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -17,9 +17,16 @@ pub fn request(
     req: &serde_json::Value,
     timeout: Duration,
 ) -> Result<Response, CtlError> {
-    let io_err = |source| CtlError::Io {
-        path: path.to_path_buf(),
-        source,
+    let io_err = |source: std::io::Error| match source.kind() {
+        // A read or write timeout: the switch is there but does not answer.
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => CtlError::NoAnswer {
+            path: path.to_path_buf(),
+            secs: timeout.as_secs(),
+        },
+        _ => CtlError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
     };
     let mut stream = UnixStream::connect(path).map_err(|source| CtlError::Connect {
         path: path.to_path_buf(),

@@ -74,6 +74,18 @@ pub enum CtlError {
         #[source]
         source: io::Error,
     },
+    /// The server accepted the connection but did not answer in time.
+    #[error(
+        "control socket {}: no answer within {secs} s; the switch may be busy or hung (check its \
+         log), or give more time with --timeout",
+        path.display()
+    )]
+    NoAnswer {
+        /// The socket path.
+        path: PathBuf,
+        /// How long the client waited.
+        secs: u64,
+    },
     /// The server's answer is not a response line.
     #[error("control socket {}: unexpected answer {answer:?}", path.display())]
     BadResponse {

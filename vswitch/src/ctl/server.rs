@@ -1,17 +1,19 @@
 //! The control server: a Unix socket (mode 0600), one thread per client (at most
-//! [`MAX_CLIENTS`]), requests read with a size limit and an idle timeout.
+//! [`MAX_CLIENTS`]), requests read with a size limit, an idle timeout between requests and a
+//! deadline per request (not per byte: a client trickling bytes cannot keep its slot).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
+use vswitch_vhost::socket::Probe;
 
 use super::handler;
 use super::proto::{parse_request, Response, MAX_LINE};
@@ -20,8 +22,10 @@ use crate::Switch;
 
 /// Most clients served at once; more are told so and disconnected.
 pub const MAX_CLIENTS: usize = 16;
-/// A client silent for this long is disconnected.
+/// A client silent for this long between requests is disconnected.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request must be complete (its newline received) this long after its first byte.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not read its responses for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the accept loop looks at the stop flag.
@@ -97,21 +101,20 @@ impl Drop for CtlServer {
 }
 
 fn bind(path: &Path) -> Result<UnixListener, CtlError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(CtlError::InUse {
-                    path: path.to_path_buf(),
-                });
-            }
-            std::fs::remove_file(path).map_err(|e| bind_err(path, e))?;
+    // A non-blocking probe: a listener with a full backlog must not hang the start.
+    match vswitch_vhost::socket::probe(path) {
+        Ok(Probe::Live) => {
+            return Err(CtlError::InUse {
+                path: path.to_path_buf(),
+            })
         }
-        Ok(_) => {
+        Ok(Probe::Stale) => std::fs::remove_file(path).map_err(|e| bind_err(path, e))?,
+        Ok(Probe::NotASocket) => {
             return Err(CtlError::NotASocket {
                 path: path.to_path_buf(),
             })
         }
-        Err(_) => {}
+        Ok(Probe::Absent) | Err(_) => {}
     }
     let listener = UnixListener::bind(path).map_err(|e| bind_err(path, e))?;
     // Owner only; peers are also checked by uid on accept, which closes the window between
@@ -213,20 +216,22 @@ fn serve(stream: UnixStream, sw: &Switch, ctl_path: &Path) {
 }
 
 fn serve_lines(stream: &UnixStream, mut writer: UnixStream, sw: &Switch, ctl_path: &Path) {
-    let mut reader = BufReader::new(stream);
+    let mut reader = RequestReader::new(stream);
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
-        let limit = (MAX_LINE + 2) as u64; // the line, "\r\n"
-        match (&mut reader).take(limit).read_until(b'\n', &mut line) {
-            Ok(0) => return,
-            Ok(_) => {}
+        let complete = match reader.next(&mut line) {
+            Ok(Some(complete)) => complete,
+            Ok(None) => return,
             Err(e) => {
                 debug!("control API: client dropped: {e}");
+                if e.kind() == io::ErrorKind::TimedOut {
+                    let resp = Response::err(e.to_string());
+                    let _ = writer.write_all(resp.to_line().as_bytes());
+                }
                 return;
             }
-        }
-        let complete = line.last() == Some(&b'\n');
+        };
         if complete {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -257,6 +262,86 @@ fn serve_lines(stream: &UnixStream, mut writer: UnixStream, sw: &Switch, ctl_pat
             return;
         }
     }
+}
+
+/// Reads request lines: up to [`IDLE_TIMEOUT`] for a request to start, then up to
+/// [`REQUEST_TIMEOUT`] in all for it to end, however the bytes trickle in.
+struct RequestReader<'a> {
+    stream: &'a UnixStream,
+    /// Bytes received after the last line returned.
+    pending: Vec<u8>,
+}
+
+impl<'a> RequestReader<'a> {
+    fn new(stream: &'a UnixStream) -> Self {
+        RequestReader {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Appends the next line (with its newline when `Some(true)`) to `line`. `Some(false)`:
+    /// the client closed after a partial line, or the line is longer than a request may be.
+    /// `None`: closed between requests. A timeout is an error of kind `TimedOut`.
+    fn next(&mut self, line: &mut Vec<u8>) -> io::Result<Option<bool>> {
+        let limit = MAX_LINE + 2; // the line, "\r\n"
+        let mut started: Option<Instant> = None;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                line.extend(self.pending.drain(..=pos));
+                return Ok(Some(true));
+            }
+            if self.pending.len() > limit {
+                line.append(&mut self.pending);
+                return Ok(Some(false));
+            }
+            if !self.pending.is_empty() && started.is_none() {
+                started = Some(Instant::now());
+            }
+            let wait = match started {
+                None => IDLE_TIMEOUT,
+                Some(t) => {
+                    let left = REQUEST_TIMEOUT.saturating_sub(t.elapsed());
+                    if left.is_zero() {
+                        return Err(request_timeout());
+                    }
+                    left
+                }
+            };
+            self.stream.set_read_timeout(Some(wait))?;
+            match (&mut &*self.stream).read(&mut buf) {
+                Ok(0) if self.pending.is_empty() => return Ok(None),
+                Ok(0) => {
+                    line.append(&mut self.pending);
+                    return Ok(Some(false));
+                }
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if started.is_some()
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return Err(request_timeout())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn request_timeout() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "request not complete within {} s of its first byte: send each request as one \
+             line at once",
+            REQUEST_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 /// True if the peer runs as this process's user or as root.

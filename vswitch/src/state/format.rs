@@ -60,6 +60,9 @@ pub struct PortRecord {
     pub mac_limit: Option<u32>,
     /// MTU.
     pub mtu: u16,
+    /// Socket permissions, octal text, if the port has its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<String>,
 }
 
 impl PortRecord {
@@ -76,6 +79,7 @@ impl PortRecord {
             mac: spec.mac.map(|m| m.to_string()),
             mac_limit: spec.mac_limit,
             mtu: spec.mtu,
+            socket_mode: spec.socket_mode.map(|m| format!("{m:04o}")),
         }
     }
 }
@@ -202,6 +206,7 @@ struct SavedPortRaw {
     mac: Option<String>,
     mac_limit: Option<RawNumber>,
     mtu: Option<RawNumber>,
+    socket_mode: Option<RawNumber>,
 }
 
 /// A key that is there: `Some(value)`, where the value may be `null` (`Some(None)`).
@@ -312,6 +317,7 @@ impl Parsed {
                 mac_limit: p.mac_limit,
                 mtu: p.mtu,
                 channel_mode: None,
+                socket_mode: p.socket_mode,
             };
             let spec = config::port_from_raw(raw, &at).map_err(invalid)?;
             let refuse = |what: &str| StateError::Refused {

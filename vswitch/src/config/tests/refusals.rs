@@ -85,7 +85,12 @@ fn bad_channels() {
             format!("[[port]]\nname = \"vm1\"\nsocket = \"/tmp/a.sock\"\nchannel = {svid}\n");
         let e = from_file(&text).expect_err(svid);
         assert!(
-            matches!(e, ConfigError::Channel { .. } | ConfigError::Toml { .. }),
+            matches!(
+                e,
+                ConfigError::Channel { .. }
+                    | ConfigError::Toml { .. }
+                    | ConfigError::BadNumber { key: "channel", .. }
+            ),
             "{svid}: {e:?}"
         );
         assert!(e.to_string().contains("test.toml"), "{e}");
