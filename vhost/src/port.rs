@@ -443,7 +443,12 @@ fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon
         shared.stats.clone(),
     );
     let relay = shim
-        .relay(frontend, shared.cfg.name.clone(), guard, shared.stats.clone())
+        .relay(
+            frontend,
+            shared.cfg.name.clone(),
+            guard,
+            shared.stats.clone(),
+        )
         .map_err(|e| warn!("{}: cannot start the relay: {e}", shared.cfg.name))
         .ok();
     serve_connection(shared, &mut daemon);

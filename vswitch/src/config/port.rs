@@ -82,7 +82,8 @@ pub fn channel_id(raw: &RawNumber, at: &Origin) -> Result<ChannelId, ConfigError
     match raw {
         // 1e308 is not a channel, and its digits are not worth printing.
         RawNumber::Float(_) => return Err(bad(raw.to_string())),
-        RawNumber::Text(t) if t.len() > 8 => return Err(bad(truncate(t))),
+        // Text is quoted (and escaped): it may hold anything.
+        RawNumber::Text(t) if t.len() > 8 => return Err(bad(format!("{:?}", truncate(t)))),
         _ => {}
     }
     raw.as_text()

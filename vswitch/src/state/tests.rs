@@ -321,7 +321,10 @@ fn corrupt_and_hostile_files_are_refused_with_a_clear_message() {
         (vm(r#""mode": "listen""#), "missing `channel`"),
         (vm(r#""channel": 0"#), "port #1 (\"vm1\")"),
         (vm(r#""channel": 4095"#), "4095"),
-        (vm(r#""channel": 1e308"#), "port #1 (\"vm1\"): channel 1e308 is not valid"),
+        (
+            vm(r#""channel": 1e308"#),
+            "port #1 (\"vm1\"): channel 1e308 is not valid",
+        ),
         (vm(r#""channel": -1"#), "\"-1\" is not"),
         (
             vm(r#""channel": "100; rm -rf /""#),
