@@ -14,6 +14,8 @@ mod backend;
 pub mod config_space;
 mod error;
 pub mod features;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod memory;
 mod port;
 mod ring;
