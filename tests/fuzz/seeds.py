@@ -197,7 +197,7 @@ def vhost_seeds():
     tx, rx = tx_ring_image()
     # eventfds in order: q0 kick, q0 call, q1 kick, q1 call.
     traffic = handshake() + write_memfd(0, 0x0000, rx) + write_memfd(0, 0x4000, tx[:0x110]) \
-        + write_memfd(0, 0x5000, tx[0x1000:0x1048]) + u8(4) + u8(2) + u8(7)
+        + write_memfd(0, 0x5000, tx[0x1000:0x1048]) + u8(4) + u8(2) + u8(7) * 10
     write("vhost_user", "traffic", traffic)
     write("vhost_user", "traffic-then-get-base",
           traffic + msg(GET_VRING_BASE, u32(1) + u32(0)) + msg(GET_VRING_BASE, u32(0) + u32(0)))

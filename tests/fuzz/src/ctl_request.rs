@@ -98,8 +98,7 @@ fn restore(f: &Fixture) {
                 f.sw.add_port(spec.clone()).expect("fixture port re-added");
             }
             Some(p) if p.channel != Some(spec.channel.get()) => {
-                f.sw
-                    .associate(&spec.name, spec.channel)
+                f.sw.associate(&spec.name, spec.channel)
                     .expect("fixture channel restored");
             }
             Some(_) => {}

@@ -18,9 +18,7 @@
 //! RX) `size_log2:u8 desc avail used next_avail:u16 next_used:u16` (addresses `u16` scaled to
 //! their alignment, or `u32` raw with flag bit 3), then the memory contents.
 
-use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryRegion};
 use vswitch_vhost::features::{NET_HDR_LEGACY_LEN, NET_HDR_V1_LEN};
 use vswitch_vhost::fuzz_api::{self, QueueSetup};
 use vswitch_vhost::memory::{GuestMemory, GuestMemoryAtomic};
@@ -122,9 +120,16 @@ pub fn run_counted(data: &[u8]) -> Outcome {
     let s = fuzz_api::rx_stats(&rx);
     assert_eq!(s.to_guest_frames, outcomes[0], "delivered frames counted");
     assert_eq!(s.rx_no_buffer, outcomes[1], "no_buffer drops counted");
-    assert_eq!(s.rx_bad_descriptor, outcomes[2], "bad descriptor drops counted");
+    assert_eq!(
+        s.rx_bad_descriptor, outcomes[2],
+        "bad descriptor drops counted"
+    );
     assert_eq!(s.rx_oversize, outcomes[3], "oversize drops counted");
-    assert_eq!(outcomes.iter().sum::<u64>(), offered, "every frame offered once");
+    assert_eq!(
+        outcomes.iter().sum::<u64>(),
+        offered,
+        "every frame offered once"
+    );
     let counts = counts.unwrap_or_default();
     Outcome {
         frames: counts.frames,
@@ -166,7 +171,11 @@ fn check_frame(mem: &GuestMemory, f: &FrameRef<'_>, max_frame: usize, buf: &mut 
         let expect_host = mem
             .get_host_address(s.addr)
             .unwrap_or_else(|e| panic!("no host address for {:#x}: {e}", s.addr.0));
-        assert_eq!(host, expect_host as usize, "host address of {:#x}", s.addr.0);
+        assert_eq!(
+            host, expect_host as usize,
+            "host address of {:#x}",
+            s.addr.0
+        );
         let start = want.len();
         want.resize(start + n, 0);
         mem.read_slice(&mut want[start..], s.addr)

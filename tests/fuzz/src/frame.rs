@@ -64,8 +64,15 @@ fn push_pop_s(buf: &mut [u8], len: usize, vid: u16, pcp: u8, before: &[u8]) {
         Ok(new_len) => {
             assert_eq!(new_len, len + TAG_LEN);
             let t = tag::outer_tag(&buf[..new_len]).expect("stamp is readable");
-            assert_eq!((t.tpid, t.vid, t.pcp, t.dei), (TPID_8021AD, vid, pcp, false));
-            assert_eq!(buf[new_len..], before[new_len..], "bytes past the frame untouched");
+            assert_eq!(
+                (t.tpid, t.vid, t.pcp, t.dei),
+                (TPID_8021AD, vid, pcp, false)
+            );
+            assert_eq!(
+                buf[new_len..],
+                before[new_len..],
+                "bytes past the frame untouched"
+            );
             let (back, back_len) = tag::pop_s_tag(buf, new_len).expect("own stamp pops");
             assert_eq!(back, ch, "the stamp, not a guest's tag");
             assert_eq!(back_len, len);
@@ -103,7 +110,10 @@ fn readers_agree(frame: &[u8]) {
         b.copy_from_slice(&frame[ADDRS_LEN..ADDRS_LEN + TAG_LEN]);
         assert_eq!(t.to_bytes(), b, "a decoded tag encodes back to its bytes");
         assert_eq!(Tag::from_bytes(b), t);
-        assert_eq!(t.channel().map(|c| c.get()), (1..=4094).contains(&t.vid).then_some(t.vid));
+        assert_eq!(
+            t.channel().map(|c| c.get()),
+            (1..=4094).contains(&t.vid).then_some(t.vid)
+        );
     }
     assert_eq!(
         tag::read_c_tag(frame).is_some(),

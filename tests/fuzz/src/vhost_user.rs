@@ -221,12 +221,12 @@ fn message(sock: &UnixStream, op: u8, inp: &mut Input<'_>, shared: &mut Shared) 
     msg.extend_from_slice(&u32::from(flags & 0x0f).to_le_bytes());
     msg.extend_from_slice(&size.to_le_bytes());
     msg.extend_from_slice(payload);
-    let sent = if fds.is_empty() {
+    if fds.is_empty() {
         (&*sock).write_all(&msg).is_ok()
     } else {
-        sock.send_with_fds(&[&msg[..]], &fds).is_ok_and(|n| n == msg.len())
-    };
-    sent
+        sock.send_with_fds(&[&msg[..]], &fds)
+            .is_ok_and(|n| n == msg.len())
+    }
 }
 
 fn memfd(pages: u64) -> Option<File> {

@@ -19,7 +19,11 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     files
         .into_iter()
         .map(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             (name, fs::read(&p).expect("corpus file"))
         })
         .collect()
@@ -57,7 +61,9 @@ fn frame_corpus() {
 #[test]
 fn vhost_user_corpus() {
     // The health check (a well-behaved frontend attaches and loops a frame back) after each.
-    replay("vhost_user", |d| vswitch_fuzz::vhost_user::run_checked(d, true));
+    replay("vhost_user", |d| {
+        vswitch_fuzz::vhost_user::run_checked(d, true)
+    });
 }
 
 #[test]
@@ -75,8 +81,14 @@ fn vhost_user_traffic_seed_reaches_the_datapath() {
         std::thread::sleep(Duration::from_millis(10));
         after = vswitch_fuzz::vhost_user::port_stats();
     }
-    assert!(after.connections > before.connections, "{before:?} -> {after:?}");
-    assert!(after.from_guest_frames > before.from_guest_frames, "{before:?} -> {after:?}");
+    assert!(
+        after.connections > before.connections,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.from_guest_frames > before.from_guest_frames,
+        "{before:?} -> {after:?}"
+    );
 }
 
 #[test]

@@ -35,7 +35,11 @@ fn inputs() -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(&root).expect("crashes dir") {
         let t = t.expect("entry").path();
-        let target = t.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let target = t
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         for f in std::fs::read_dir(&t).expect("target dir") {
             out.push((target.clone(), f.expect("entry").path()));
         }
@@ -50,7 +54,13 @@ fn crash_inputs_no_longer_crash() {
     let mut failed = Vec::new();
     for (target, path) in inputs() {
         let out = Command::new(&exe)
-            .args(["--exact", "replay_one", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "replay_one",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(REPLAY_ENV, format!("{target}={}", path.display()))
             .output()
             .expect("child test process");
@@ -65,5 +75,9 @@ fn crash_inputs_no_longer_crash() {
             ));
         }
     }
-    assert!(failed.is_empty(), "crash inputs still crash:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "crash inputs still crash:\n{}",
+        failed.join("\n")
+    );
 }
