@@ -52,7 +52,7 @@ for t in "${TARGETS[@]}"; do
     grep -E "^(==|SUMMARY|artifact_prefix|Test unit written)|panicked|Deadly signal|Timeout|out-of-memory" "$log" | head -20 || true
     tail -40 "$log"
   fi
-  runs=$(awk -F: '/stat::number_of_executed_units/ {gsub(/ /, "", $2); print $2}' "$log")
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
   summary+=("$(printf '%-12s %-6s %12s executions in %ss' "$t" "$status" "${runs:-?}" "$secs")")
   rm -rf "$work"
 done
