@@ -28,7 +28,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
@@ -45,6 +45,8 @@ pub const CHECK_EVERY: u64 = 16;
 /// Bound on the health check (connect, handshake, one frame there and back).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 const PAGE: u64 = 4096;
+/// Longest wait for the port to take or drop the hostile connection.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long operation 7 lets the port work before reading its replies.
 const PAUSE: Duration = Duration::from_millis(1);
 const HEADER_LEN: usize = 12;
@@ -122,13 +124,28 @@ pub fn run(data: &[u8]) {
 pub fn run_checked(data: &[u8], check: bool) {
     let f = fixture();
     let _one = f.lock.lock().unwrap_or_else(|p| p.into_inner());
+    let handle = f.port.handle();
+    let served = handle.stats().connections;
     if let Ok(sock) = UnixStream::connect(&f.sock) {
         let _ = sock.set_write_timeout(Some(Duration::from_millis(200)));
         hostile(&sock, data);
         // Closing the socket ends the connection; the port must go back to accepting.
+        drop(sock);
+        // Let the port finish with this connection before the next input (bounded), so that
+        // a late fault is charged to the input that caused it.
+        wait_until(|| handle.stats().connections > served);
+        wait_until(|| !handle.is_connected());
     }
     if check {
         check_port_serves(&f.sock);
+    }
+}
+
+/// Polls `cond` for up to [`SETTLE_TIMEOUT`].
+fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while !cond() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
