@@ -35,4 +35,7 @@ else
   cargo test --workspace --locked --no-fail-fast -- --test-threads "${VSWITCH_TEST_THREADS:-2}"
 fi
 
+step "fuzz: each target for ${VSWITCH_FUZZ_SECONDS:-60}s from its corpus (installs cargo-fuzz if missing)"
+./ci/fuzz.sh
+
 step "done"

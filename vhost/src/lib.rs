@@ -14,6 +14,8 @@ mod backend;
 pub mod config_space;
 mod error;
 pub mod features;
+#[doc(hidden)]
+pub mod fuzz_api;
 mod mem_table;
 mod mem_view;
 pub mod memory;
