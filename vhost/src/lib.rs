@@ -15,6 +15,7 @@ pub mod config_space;
 mod error;
 pub mod features;
 pub mod memory;
+mod park;
 mod port;
 mod ring;
 pub mod rx;
@@ -24,6 +25,7 @@ pub mod tx;
 
 pub use error::PortError;
 pub use port::{NetPort, PortConfig, PortHandle, SocketRole, TxSink};
+pub use ring::MAX_CHAIN_DESCS;
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
 pub use stats::{PortStats, PortStatsSnapshot};
-pub use tx::{FrameRef, NetHdr, TxBatch, TxBatchCounts};
+pub use tx::{FrameRef, NetHdr, TxBatch, TxBatchCounts, TX_PASS_BUDGET};
