@@ -39,7 +39,11 @@ fn a_source_mac_flipped_during_forwarding_never_reaches_the_channel_mate() {
         thread::spawn(move || {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let m = if flips % 2 == 0 { forged } else { locked };
+                let m = if flips.is_multiple_of(2) {
+                    forged
+                } else {
+                    locked
+                };
                 assert!(poker.write(src_at, &m), "source MAC inside guest memory");
                 flips += 1;
             }
@@ -53,7 +57,7 @@ fn a_source_mac_flipped_during_forwarding_never_reaches_the_channel_mate() {
     ];
     let (mut sent, mut received, mut forged_seen) = (0u64, 0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut check = |f: Vec<u8>, received: &mut u64, forged_seen: &mut u64| {
+    let check = |f: Vec<u8>, received: &mut u64, forged_seen: &mut u64| {
         *received += 1;
         if f.get(6..12) != Some(&locked[..]) {
             *forged_seen += 1;
