@@ -234,7 +234,8 @@ fn passes_within(
     false
 }
 
-/// Finding 3, in the real binary: one jump of the avail index by 60000.
+/// Finding 3, in the real binary: one jump of the avail index by 60000; then the frontend
+/// resets (a reconnect; after a second jump, a ring re-initialisation on the same connection).
 fn broken_ring_is_parked(poll: bool) {
     let d = tempfile::tempdir().expect("tempdir");
     let dir: PathBuf = d.path().to_path_buf();
@@ -332,12 +333,31 @@ fn broken_ring_is_parked(poll: bool) {
     );
     assert_eq!(bad_descriptors(&ctl_path), 1);
 
+    // Broken again; this time the frontend re-initialises the ring on the same connection
+    // (GET_VRING_BASE, SET_VRING_NUM/BASE/ADDR/KICK/CALL, SET_VRING_ENABLE).
+    let jump = evil.tx_avail_idx().wrapping_add(60000);
+    set_avail_idx(&mut evil, jump);
+    evil.kick(TX_QUEUE).expect("kick");
+    wait_until(30, "the second break is parked", || is_broken(&ctl_path));
+    assert_eq!(bad_descriptors(&ctl_path), 2, "counted once per break");
+    let idx = evil.tx_avail_idx();
+    set_avail_idx(&mut evil, idx);
+    evil.restart_queue(TX_QUEUE).expect("ring re-initialised");
+    wait_until(30, "the port unparked after the ring reset", || {
+        !is_broken(&ctl_path)
+    });
+    assert!(
+        passes_traffic(&mut evil, &mut mate, 1, 4),
+        "evil works again"
+    );
+    assert_eq!(bad_descriptors(&ctl_path), 2);
+
     let (_, stderr) = sw.stop_with(libc::SIGTERM);
     let lines = stderr
         .lines()
         .filter(|l| l.contains("TX ring broken"))
         .count();
-    assert_eq!(lines, 1, "one log line for the broken ring:\n{stderr}");
+    assert_eq!(lines, 2, "one log line per break:\n{stderr}");
 }
 
 #[test]
