@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringT};
 use vm_memory::GuestAddressSpace;
@@ -23,11 +23,12 @@ use crate::config_space::{config_space, read_window};
 use crate::features::{offered_features, offered_protocol_features, Negotiated};
 use crate::mem_view::MemView;
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
+use crate::park::{ParkedRing, RingResets};
 use crate::port::{PortShared, TxPoller};
 use crate::ring::{AvailPeek, SplitRing};
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-use crate::tx::{parse_head, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
+use crate::tx::{parse_head, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
 /// Queue index of the first RX queue and TX queue (virtio-net: even RX, odd TX).
 pub(crate) const RX_QUEUE: usize = 0;
@@ -56,6 +57,10 @@ struct Inner {
     published: AtomicBool,
     /// External TX mode: the guest kicked since the last poll.
     kicked: AtomicBool,
+    /// The TX ring is parked as broken (see `park.rs`); for `PortHandle::is_tx_broken`.
+    tx_broken: AtomicBool,
+    /// The frontend's ring resets on this connection (unpark a broken ring).
+    ring_resets: RingResets,
     capture: EventFd,
     exit_fds: Mutex<Vec<RawFd>>,
 }
@@ -78,6 +83,8 @@ impl NetBackend {
             scratch: Mutex::new(TxScratch::default()),
             published: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
+            tx_broken: AtomicBool::new(false),
+            ring_resets: RingResets::default(),
             capture,
             exit_fds: Mutex::new(Vec::new()),
         })))
@@ -101,6 +108,11 @@ impl NetBackend {
                 unsafe { libc::close(fd) };
             }
         }
+    }
+
+    /// True while the TX ring is parked as broken (until the frontend resets it).
+    pub(crate) fn tx_broken(&self) -> bool {
+        self.0.tx_broken.load(Ordering::Acquire)
     }
 
     /// The eventfd that, once written, makes the worker publish its rings (see `port.rs`).
@@ -173,6 +185,11 @@ impl NetBackend {
     /// Also (re)takes the peek at the ring's avail index, so that polling an idle guest costs
     /// one load even if it never transmitted.
     pub(crate) fn arm_tx(&self, vring: &Vring) -> bool {
+        if self.tx_broken() {
+            // A parked ring is not asked for kicks: nothing it sends is looked at until the
+            // frontend resets it, which the poller's periodic pass notices.
+            return false;
+        }
         let mem_arc = self.0.view.load();
         let state = vring.get_mut();
         if !state.is_enabled() {
@@ -194,6 +211,11 @@ impl NetBackend {
         self.0.kicked.store(true, Ordering::Release);
     }
 
+    /// Drains the TX ring in batches. With `rearm` false (a poller serving many ports) one
+    /// call is one pass of the poller over this port and takes at most [`TX_PASS_BUDGET`]
+    /// descriptor reads (plus the rest of the chain that crosses it, at most
+    /// [`crate::ring::MAX_CHAIN_DESCS`]): whatever the guest posts, the other ports are served
+    /// before it gets more. Returns true if anything was taken or is left over.
     fn drain_tx(&self, vring: &Vring, rearm: bool) -> bool {
         let inner = &self.0;
         // The scratch is only used by whoever drains this connection's TX ring (its worker,
@@ -203,8 +225,23 @@ impl NetBackend {
             Err(std::sync::TryLockError::WouldBlock) => return false,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
+        let mut unparked = false;
+        if let Some(parked) = &scratch.parked {
+            if parked.still_parked(&inner.ring_resets, vring) {
+                return false;
+            }
+            scratch.parked = None;
+            inner.tx_broken.store(false, Ordering::Release);
+            info!(
+                "{}: TX ring reset by the frontend: serving it again",
+                inner.port.cfg.name
+            );
+            // Reported as activity, so that a poller re-arms the guest's kicks when it next
+            // goes idle (they were not armed while the ring was parked).
+            unparked = true;
+        }
         // A poller visiting an idle guest: one load tells it nothing new arrived.
-        if !rearm {
+        if !rearm && !unparked {
             if inner.kicked.load(Ordering::Acquire) {
                 inner.kicked.store(false, Ordering::Release);
             } else {
@@ -214,18 +251,55 @@ impl NetBackend {
                 }
             }
         }
-        let mut any = false;
+        // Descriptor reads of this pass, charged per chain and counted once per pass.
+        let mut reads = 0u32;
+        let mut took = false;
+        let mut exhausted = false;
         loop {
-            match self.tx_batch(vring, &mut scratch, rearm) {
-                TxOutcome::More => any = true,
-                TxOutcome::Done(n) => return any || n,
+            match self.tx_batch(vring, &mut scratch, rearm, &mut reads) {
+                TxOutcome::Done(n) => {
+                    took |= n;
+                    break;
+                }
+                TxOutcome::More => {
+                    took = true;
+                    if reads >= TX_PASS_BUDGET {
+                        if !rearm {
+                            exhausted = true;
+                            break;
+                        }
+                        // The connection's own worker (no poller): nobody else to serve on
+                        // this thread, and no kick would come for what is left. Go on.
+                        self.count_pass(u64::from(reads), true, false);
+                        reads = 0;
+                    }
+                }
             }
         }
+        self.count_pass(u64::from(reads), took, exhausted);
+        took || exhausted || unparked
+    }
+
+    /// Adds one pass to the port's TX work counters.
+    fn count_pass(&self, reads: u64, took: bool, exhausted: bool) {
+        let stats = &self.0.port.stats;
+        PortStats::add(&stats.tx_descriptors, reads);
+        PortStats::add(&stats.tx_passes, u64::from(took));
+        PortStats::add(&stats.tx_budget_exhausted, u64::from(exhausted));
     }
 
     /// Handles one batch.
-    fn tx_batch(&self, vring: &Vring, scratch: &mut TxScratch, rearm: bool) -> TxOutcome {
+    fn tx_batch(
+        &self,
+        vring: &Vring,
+        scratch: &mut TxScratch,
+        rearm: bool,
+        reads: &mut u32,
+    ) -> TxOutcome {
         let inner = &self.0;
+        // Read before the ring is examined: a reset racing with finding the ring broken then
+        // unparks it at once (see park.rs).
+        let resets = inner.ring_resets.get();
         let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
         let max_frame = inner.port.cfg.max_frame_len();
         let mem_arc = inner.view.load();
@@ -241,10 +315,17 @@ impl NetBackend {
         scratch.clear();
         let mut counts = TxBatchCounts::default();
         let mut broken = false;
-        while scratch.heads.len() < MAX_BATCH {
+        while scratch.heads.len() < MAX_BATCH && *reads < TX_PASS_BUDGET {
             match ring.pop() {
                 Ok(Some(head)) => {
-                    let r = parse_head(&ring, head, neg.hdr_len, max_frame, &mut scratch.segs);
+                    let r = parse_head(
+                        &ring,
+                        head,
+                        neg.hdr_len,
+                        max_frame,
+                        &mut scratch.segs,
+                        reads,
+                    );
                     counts.count(&r);
                     // A head beyond the table cannot be returned: it is dropped (and counted).
                     if head < ring.size() {
@@ -284,7 +365,9 @@ impl NetBackend {
         }
         let outcome = if broken {
             TxOutcome::Done(taken)
-        } else if scratch.heads.len() == MAX_BATCH {
+        } else if scratch.heads.len() == MAX_BATCH
+            || (*reads >= TX_PASS_BUDGET && ring.pending().is_some_and(|n| n > 0))
+        {
             TxOutcome::More
         } else if rearm && ring.enable_notification() {
             // Chains arrived while re-arming: go round again.
@@ -293,6 +376,9 @@ impl NetBackend {
             TxOutcome::Done(taken)
         };
         ring.store_back(state.get_queue_mut());
+        if broken {
+            self.park(scratch, resets, &ring, &state);
+        }
         scratch.peek = Some(AvailPeek::new(mem_arc.clone(), &ring));
         let stats = &inner.port.stats;
         PortStats::add(&stats.from_guest_frames, counts.frames);
@@ -301,6 +387,36 @@ impl NetBackend {
         PortStats::add(&stats.tx_oversize, counts.oversize);
         PortStats::add(&stats.tx_runt, counts.runt);
         outcome
+    }
+}
+
+impl NetBackend {
+    /// Parks the TX ring found broken (counted once by the caller as a bad descriptor): it is
+    /// not looked at again until the frontend resets it (see park.rs).
+    #[cold]
+    fn park(
+        &self,
+        scratch: &mut TxScratch,
+        resets: u64,
+        ring: &SplitRing<'_>,
+        state: &vhost_user_backend::VringState<GuestMemoryAtomic>,
+    ) {
+        let inner = &self.0;
+        scratch.parked = Some(ParkedRing::new(
+            resets,
+            state.is_enabled(),
+            state.get_queue(),
+        ));
+        inner.tx_broken.store(true, Ordering::Release);
+        PortStats::add(&inner.port.stats.tx_ring_broken, 1);
+        warn!(
+            "{}: TX ring broken: the guest moved its avail index {} entries ahead of the device \
+             (ring size {}); the port's TX is parked until the frontend resets the ring \
+             (GET_VRING_BASE / SET_VRING_*, device reset) or reconnects",
+            inner.port.cfg.name,
+            ring.avail_ahead(),
+            ring.size()
+        );
     }
 }
 
@@ -340,6 +456,13 @@ impl VhostUserBackend for NetBackend {
 
     fn reset_device(&self) {
         self.0.acked.store(0, Ordering::Release);
+        self.0.ring_resets.bump();
+    }
+
+    fn stop_vring(&self, _queue_index: u32) -> io::Result<()> {
+        // GET_VRING_BASE: the frontend stops a ring before setting it up again.
+        self.0.ring_resets.bump();
+        Ok(())
     }
 
     fn set_event_idx(&self, enabled: bool) {

@@ -76,7 +76,15 @@ pub fn drain_tx(
         while scratch.heads.len() < MAX_BATCH {
             match ring.pop() {
                 Ok(Some(head)) => {
-                    let r = parse_head(&ring, head, hdr_len, max_frame, &mut scratch.segs);
+                    let mut reads = 0u32;
+                    let r = parse_head(
+                        &ring,
+                        head,
+                        hdr_len,
+                        max_frame,
+                        &mut scratch.segs,
+                        &mut reads,
+                    );
                     counts.count(&r);
                     if head < ring.size() {
                         scratch.heads.push(head);

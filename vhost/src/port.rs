@@ -161,6 +161,17 @@ impl PortHandle {
         self.0.connected.load(Ordering::Acquire)
     }
 
+    /// True while the guest's TX ring is parked as broken: its avail index jumped by more
+    /// than the ring size. Counted once and logged; nothing on it is looked at until the
+    /// frontend resets the ring or reconnects.
+    pub fn is_tx_broken(&self) -> bool {
+        self.0
+            .tx
+            .load()
+            .as_ref()
+            .is_some_and(|p| p.backend.tx_broken())
+    }
+
     /// External TX mode: drains the guest's TX ring (in batches) if a frontend is connected,
     /// without asking the guest to kick. Returns true if any chain was processed.
     pub fn poll_tx(&self) -> bool {

@@ -21,11 +21,18 @@ use crate::mem_view::GuardedMemory;
 use crate::memory::{read_guest, write_guest, GuestMap, GuestMemory};
 
 const DESC_SIZE: usize = 16;
-const F_NEXT: u16 = 1;
+pub(crate) const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
 const USED_F_NO_NOTIFY: u16 = 1;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Most descriptors one chain walk reads, whatever the ring or indirect table size (DPDK's
+/// vhost library has the same limit, `BUF_VECTOR_MAX`). Every chain a driver really posts is far
+/// shorter (a TX frame takes at most 64 segments plus its header, Linux uses at most 19
+/// descriptors per buffer); a loop or an absurdly long chain ends here instead of costing up to
+/// a whole 32768-entry ring (or a 65535-entry indirect table) per chain.
+pub const MAX_CHAIN_DESCS: u16 = 256;
 
 /// A malformed chain or ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +142,12 @@ impl<'m> SplitRing<'m> {
         (n <= self.size).then_some(n)
     }
 
+    /// How far the guest's avail index is ahead of the device (as last loaded); more than the
+    /// ring size means the ring is broken. For the log line that reports it.
+    pub(crate) fn avail_ahead(&self) -> u16 {
+        (self.avail_idx - self.next_avail).0
+    }
+
     /// Takes the next available head. `Ok(None)`: nothing available. `Err`: the ring is broken
     /// (index jump); the caller should stop processing this queue.
     #[inline]
@@ -172,7 +185,8 @@ impl<'m> SplitRing<'m> {
             table: self.desc,
             table_len: self.size,
             next: head,
-            ttl: u32::from(self.size),
+            ttl: self.size.min(MAX_CHAIN_DESCS),
+            reads: 0,
             indirect: false,
             done: false,
         }
@@ -383,7 +397,8 @@ unsafe fn read_desc(table: usize, index: u16) -> RawDesc {
 }
 
 /// Iterates over the descriptors of one chain, following `next` and one level of indirection,
-/// bounded by the table size. Yields an error (and then stops) on anything malformed.
+/// bounded by the table size and by [`MAX_CHAIN_DESCS`] reads in all. Yields an error (and then
+/// stops) on anything malformed.
 ///
 /// Invariant: `table` is the host address of `table_len` descriptors inside mapped guest memory.
 pub(crate) struct Chain<'r, 'm> {
@@ -391,12 +406,21 @@ pub(crate) struct Chain<'r, 'm> {
     table: usize,
     table_len: u16,
     next: u16,
-    ttl: u32,
+    /// Descriptor reads left before the chain is declared a loop.
+    ttl: u16,
+    /// Descriptor reads so far (what the walk cost, for the TX budget).
+    reads: u16,
     indirect: bool,
     done: bool,
 }
 
 impl Chain<'_, '_> {
+    /// Descriptors read so far (indirect ones included).
+    #[inline]
+    pub(crate) fn reads(&self) -> u16 {
+        self.reads
+    }
+
     #[cold]
     fn fail(&mut self, e: ChainError) -> Option<Result<Desc, ChainError>> {
         self.done = true;
@@ -419,7 +443,9 @@ impl Chain<'_, '_> {
         let table = self.map.host(d.addr, len).ok_or(ChainError::BadIndirect)?;
         self.table = table;
         self.table_len = (len / DESC_SIZE) as u16;
-        self.ttl = u32::from(self.table_len);
+        // A loop inside the table ends after its length (which may exceed the ring's); the
+        // whole walk stays within MAX_CHAIN_DESCS reads.
+        self.ttl = self.table_len.min(MAX_CHAIN_DESCS - self.reads);
         self.next = 0;
         self.indirect = true;
         Ok(())
@@ -444,6 +470,7 @@ impl Iterator for Chain<'_, '_> {
             // SAFETY: next < table_len, and the table is mapped (struct invariant).
             let d = unsafe { read_desc(self.table, self.next) };
             self.ttl -= 1;
+            self.reads += 1;
             if d.flags & F_INDIRECT != 0 {
                 if let Err(e) = self.enter_indirect(&d) {
                     return self.fail(e);
@@ -461,5 +488,123 @@ impl Iterator for Chain<'_, '_> {
                 write: d.flags & F_WRITE != 0,
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cost of one chain walk is bounded by MAX_CHAIN_DESCS, whatever the ring or indirect
+    //! table size, and legal chains (indirect tables longer than the ring included) still walk.
+    use super::*;
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{Bytes, GuestAddress};
+
+    const DESC: u64 = 0x0;
+    const INDIRECT: u64 = 0x8_0000;
+    const BUF: u64 = 0x9_0000;
+
+    fn memory() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("memory")
+    }
+
+    fn ring_queue(size: u16) -> Queue {
+        let n = u64::from(size);
+        let avail = DESC + 16 * n;
+        let used = (avail + 6 + 2 * n).div_ceil(4) * 4;
+        let mut q = Queue::new(size).expect("queue");
+        q.set_size(size);
+        q.set_desc_table_address(Some(DESC as u32), Some(0));
+        q.set_avail_ring_address(Some(avail as u32), Some(0));
+        q.set_used_ring_address(Some(used as u32), Some(0));
+        q.set_ready(true);
+        q
+    }
+
+    fn write_desc(mem: &GuestMemory, at: u64, d: (u64, u32, u16, u16)) {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&d.0.to_le_bytes());
+        b[8..12].copy_from_slice(&d.1.to_le_bytes());
+        b[12..14].copy_from_slice(&d.2.to_le_bytes());
+        b[14..].copy_from_slice(&d.3.to_le_bytes());
+        mem.write_slice(&b, GuestAddress(at)).expect("desc");
+    }
+
+    /// Walks the chain at head 0: (descriptors yielded, final error, reads).
+    fn walk(mem: &GuestMemory, q: &Queue) -> (usize, Option<ChainError>, u16) {
+        let ring = SplitRing::new(mem, q).expect("ring");
+        let mut chain = ring.chain(0);
+        let mut n = 0;
+        let mut err = None;
+        for d in &mut chain {
+            match d {
+                Ok(_) => n += 1,
+                Err(e) => err = Some(e),
+            }
+        }
+        (n, err, chain.reads())
+    }
+
+    #[test]
+    fn a_self_loop_in_a_large_ring_costs_max_chain_descs_reads() {
+        let mem = memory();
+        // 32768 entries would not fit this memory; 4096 is plenty above the cap.
+        let q = ring_queue(4096);
+        write_desc(&mem, DESC, (BUF, 2048, F_NEXT, 0));
+        let (n, err, reads) = walk(&mem, &q);
+        assert_eq!(err, Some(ChainError::TooLong));
+        assert_eq!(reads, MAX_CHAIN_DESCS);
+        assert_eq!(n, usize::from(MAX_CHAIN_DESCS));
+    }
+
+    #[test]
+    fn a_small_ring_still_detects_its_loops_at_its_size() {
+        let mem = memory();
+        let q = ring_queue(16);
+        write_desc(&mem, DESC, (BUF, 64, F_NEXT, 0));
+        let (_, err, reads) = walk(&mem, &q);
+        assert_eq!(err, Some(ChainError::TooLong));
+        assert_eq!(reads, 16);
+    }
+
+    #[test]
+    fn an_indirect_loop_is_bounded_too() {
+        let mem = memory();
+        let q = ring_queue(16);
+        // A 4096-entry indirect table whose entry 0 loops onto itself.
+        write_desc(&mem, DESC, (INDIRECT, 16 * 4096, F_INDIRECT, 0));
+        write_desc(&mem, INDIRECT, (BUF, 64, F_NEXT, 0));
+        let (_, err, reads) = walk(&mem, &q);
+        assert_eq!(err, Some(ChainError::TooLong));
+        assert_eq!(reads, MAX_CHAIN_DESCS);
+    }
+
+    #[test]
+    fn an_indirect_table_longer_than_the_ring_is_legal() {
+        let mem = memory();
+        let q = ring_queue(16);
+        let len = 64u16;
+        write_desc(&mem, DESC, (INDIRECT, 16 * u32::from(len), F_INDIRECT, 0));
+        for i in 0..len {
+            let flags = if i + 1 < len { F_NEXT } else { 0 };
+            write_desc(&mem, INDIRECT + 16 * u64::from(i), (BUF, 32, flags, i + 1));
+        }
+        let (n, err, reads) = walk(&mem, &q);
+        assert_eq!(err, None);
+        assert_eq!(n, usize::from(len));
+        assert_eq!(reads, len + 1);
+    }
+
+    #[test]
+    fn chains_up_to_the_cap_are_legal() {
+        let mem = memory();
+        let q = ring_queue(4096);
+        for i in 0..MAX_CHAIN_DESCS {
+            let flags = if i + 1 < MAX_CHAIN_DESCS { F_NEXT } else { 0 };
+            write_desc(&mem, DESC + 16 * u64::from(i), (BUF, 8, flags, i + 1));
+        }
+        let (n, err, reads) = walk(&mem, &q);
+        assert_eq!(err, None);
+        assert_eq!(n, usize::from(MAX_CHAIN_DESCS));
+        assert_eq!(reads, MAX_CHAIN_DESCS);
     }
 }

@@ -17,7 +17,7 @@ use crate::mem_view::MemView;
 use crate::memory::{copy_guest, write_guest, Vring};
 use crate::ring::SplitRing;
 use crate::stats::PortStats;
-use crate::tx::FrameRef;
+use crate::tx::{FrameRef, PREFIX_LEN};
 
 /// Most RX chains one frame may take (mergeable buffers).
 const MAX_BUFFERS_PER_FRAME: usize = 256;
@@ -172,7 +172,9 @@ impl RxWriter<'_> {
         let mut ntaken = 0usize;
         // Host address of the header slot at the start of the first buffer.
         let mut hdr_at: Option<usize> = None;
-        let mut src = frame.host_segments();
+        // What was checked is what is delivered: the leading bytes come from the checked
+        // prefix copy (see FrameRef::delivery_pieces).
+        let mut src = frame.delivery_pieces();
         // The source piece not yet copied: (host address, bytes left).
         let mut cur = src.next().unwrap_or((0, 0));
 
@@ -268,9 +270,23 @@ fn deliver_common_layout(
         // SAFETY: as above; `hdr` has 12 >= hdr_len bytes.
         unsafe { copy_guest(at, hdr.as_ptr() as usize, hdr_len) };
     }
+    // The frame's leading bytes from the prefix copy the switch checked (not from guest
+    // memory, which the sender may have rewritten since), the rest from guest memory: see
+    // FrameRef::delivery_pieces.
     let mut dst = at + hdr_len;
-    for (src, n) in frame.host_segments() {
-        // SAFETY: the segments add up to frame.len(), so every piece lands inside
+    let checked = frame.checked_len();
+    if checked == PREFIX_LEN {
+        // SAFETY: frame.len() >= PREFIX_LEN here, so `dst..dst + PREFIX_LEN` lies inside
+        // `at + hdr_len..at + total` (mapped for the batch).
+        unsafe { write_guest(dst, *frame.prefix) };
+    } else {
+        // SAFETY: as above for `checked` = frame.len() bytes; the prefix is a local copy of at
+        // least that many bytes.
+        unsafe { copy_guest(dst, frame.prefix.as_ptr() as usize, checked) };
+    }
+    dst += checked;
+    for (src, n) in frame.tail_segments() {
+        // SAFETY: the pieces add up to frame.len() - checked, so every piece lands inside
         // `at + hdr_len..at + total` (mapped for the batch); the source pieces were checked
         // when the frame was parsed and are mapped for the source batch.
         unsafe { copy_guest(dst, src, n) };

@@ -23,6 +23,17 @@ pub struct PortStats {
     pub tx_oversize: AtomicU64,
     /// TX frames dropped because they are shorter than an Ethernet header.
     pub tx_runt: AtomicU64,
+    /// TX descriptors read (chain walks, indirect entries included): the work the guest's
+    /// transmissions cost, what the per-pass budget limits.
+    pub tx_descriptors: AtomicU64,
+    /// Drain passes over the TX ring that took at least one chain.
+    pub tx_passes: AtomicU64,
+    /// Of those, passes that stopped at the budget with chains left (the guest sends more than
+    /// one pass takes; the other ports were served before it got more).
+    pub tx_budget_exhausted: AtomicU64,
+    /// Times the TX ring was found broken (avail index moved by more than the ring size) and
+    /// parked until the frontend reset it.
+    pub tx_ring_broken: AtomicU64,
     /// Frames for this guest dropped because its RX ring had no (or not enough) buffers,
     /// or the ring was not running.
     pub rx_no_buffer: AtomicU64,
@@ -62,6 +73,14 @@ pub struct PortStatsSnapshot {
     pub tx_oversize: u64,
     /// See [`PortStats::tx_runt`].
     pub tx_runt: u64,
+    /// See [`PortStats::tx_descriptors`].
+    pub tx_descriptors: u64,
+    /// See [`PortStats::tx_passes`].
+    pub tx_passes: u64,
+    /// See [`PortStats::tx_budget_exhausted`].
+    pub tx_budget_exhausted: u64,
+    /// See [`PortStats::tx_ring_broken`].
+    pub tx_ring_broken: u64,
     /// See [`PortStats::rx_no_buffer`].
     pub rx_no_buffer: u64,
     /// See [`PortStats::rx_bad_descriptor`].
@@ -100,6 +119,10 @@ impl PortStats {
             tx_bad_descriptor: r(&self.tx_bad_descriptor),
             tx_oversize: r(&self.tx_oversize),
             tx_runt: r(&self.tx_runt),
+            tx_descriptors: r(&self.tx_descriptors),
+            tx_passes: r(&self.tx_passes),
+            tx_budget_exhausted: r(&self.tx_budget_exhausted),
+            tx_ring_broken: r(&self.tx_ring_broken),
             rx_no_buffer: r(&self.rx_no_buffer),
             rx_bad_descriptor: r(&self.rx_bad_descriptor),
             rx_oversize: r(&self.rx_oversize),

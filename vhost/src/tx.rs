@@ -11,10 +11,17 @@ use std::marker::PhantomData;
 use vm_memory::GuestAddress;
 
 use crate::memory::{copy_guest, GuestMap};
+use crate::park::ParkedRing;
 use crate::ring::{AvailPeek, Chain, SplitRing};
 
 /// Most chains taken from a TX ring in one batch.
 pub const MAX_BATCH: usize = 256;
+/// Most TX descriptor reads one poller pass spends on one port (it finishes the chain that
+/// crosses the budget, at most [`crate::MAX_CHAIN_DESCS`] more). Two full batches of the usual
+/// two-descriptor frames: enough that the budget never cuts a pass short for a normal guest,
+/// small enough that a port walking hostile chains costs its neighbours a few microseconds per
+/// pass. Counted per chain in a local variable, never per descriptor in shared memory.
+pub const TX_PASS_BUDGET: u32 = 1024;
 /// Most guest-memory segments one frame may be made of.
 pub const MAX_SEGS_PER_FRAME: usize = 64;
 /// How many leading frame bytes are copied beside the frame for parsing (MACs, tags,
@@ -93,6 +100,8 @@ pub struct TxScratch {
     pub(crate) segs: Vec<Segment>,
     /// Where to look to tell, cheaply, whether the guest added chains since the last batch.
     pub(crate) peek: Option<AvailPeek>,
+    /// Set while the ring is parked as broken (see `park.rs`).
+    pub(crate) parked: Option<ParkedRing>,
 }
 
 impl Default for TxScratch {
@@ -102,6 +111,7 @@ impl Default for TxScratch {
             frames: Vec::with_capacity(MAX_BATCH),
             segs: Vec::with_capacity(MAX_BATCH * 4),
             peek: None,
+            parked: None,
         }
     }
 }
@@ -230,31 +240,70 @@ impl<'a> FrameRef<'a> {
         self.segs
     }
 
-    /// Copies the frame into `out` (captures and tests; the datapath copies guest to guest).
-    /// Returns the bytes copied, `min(len, out.len())`.
+    /// Copies the frame into `out` (captures and tests; the datapath copies guest to guest),
+    /// the same bytes a delivery writes (see [`FrameRef::delivery_pieces`]). Returns the bytes
+    /// copied, `min(len, out.len())`.
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
         let mut done = 0;
-        for s in self.segs {
+        for (src, len) in self.delivery_pieces() {
             if done >= out.len() {
                 break;
             }
-            let n = (s.len as usize).min(out.len() - done);
-            // SAFETY: the segment was checked to lie in the source guest's memory, which the
-            // batch keeps mapped while this `FrameRef` lives; `out[done..done + n]` is ours.
-            unsafe { copy_guest(out[done..].as_mut_ptr() as usize, s.host, n) };
+            let n = len.min(out.len() - done);
+            // SAFETY: every piece is either this frame's prefix copy (ours) or a part of a
+            // segment checked to lie in the source guest's memory, which the batch keeps mapped
+            // while this `FrameRef` lives; `out[done..done + n]` is ours.
+            unsafe { copy_guest(out[done..].as_mut_ptr() as usize, src, n) };
             done += n;
         }
         done
     }
 
-    /// Host address and length of each segment (the RX writer copies from them).
+    /// How many leading bytes a delivery takes from the prefix copy instead of guest memory.
+    #[inline(always)]
+    pub(crate) fn checked_len(&self) -> usize {
+        self.len().min(PREFIX_LEN)
+    }
+
+    /// The frame as a delivery copies it, as (host address, length) pieces: first its leading
+    /// [`FrameRef::checked_len`] bytes from the prefix copy the switch made its decisions on
+    /// (addresses, tags), then the rest from guest memory. The guest can rewrite its buffer at
+    /// any time; what it cannot do this way is deliver bytes other than those that were checked
+    /// (a source MAC flipped between the check and the copy, say). The prefix was copied
+    /// anyway for parsing, so this costs no extra copy of the frame.
+    #[inline]
+    pub(crate) fn delivery_pieces(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
+        std::iter::once((self.prefix.as_ptr() as usize, self.checked_len()))
+            .chain(self.tail_segments())
+    }
+
+    /// Host address and length of each segment in guest memory (the fuzz harness checks them
+    /// against guest memory; deliveries use [`FrameRef::delivery_pieces`]).
     #[inline]
     pub(crate) fn host_segments(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
         self.segs.iter().map(|s| (s.host, s.len as usize))
     }
+
+    /// The frame's pieces in guest memory after its first [`FrameRef::checked_len`] bytes.
+    #[inline]
+    pub(crate) fn tail_segments(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
+        let mut skip = self.checked_len();
+        self.segs.iter().filter_map(move |s| {
+            let n = s.len as usize;
+            if skip >= n {
+                skip -= n;
+                return None;
+            }
+            let piece = (s.host + skip, n - skip);
+            skip = 0;
+            Some(piece)
+        })
+    }
 }
 
-/// Validates the TX chain at `head` and records its segments (header stripped) in `segs`.
+/// Validates the TX chain at `head` and records its segments (header stripped) in `segs`;
+/// adds the descriptors it read (at least one per chain) to `reads`, which the drain charges
+/// against its budget.
 ///
 /// The two layouts drivers use for nearly every frame are recognised first: one descriptor
 /// holding header and frame (VERSION_1 / ANY_LAYOUT drivers: Linux, DPDK), or a header
@@ -268,15 +317,21 @@ pub(crate) fn parse_head(
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
+    reads: &mut u32,
 ) -> Result<TxFrame, TxChainError> {
-    if let Some(f) = parse_common_layout(ring, head, hdr_len, max_frame, segs) {
+    if let Some((f, n)) = parse_common_layout(ring, head, hdr_len, max_frame, segs) {
+        *reads += n;
         return Ok(f);
     }
-    parse_chain(ring.map(), ring.chain(head), hdr_len, max_frame, segs)
+    let mut chain = ring.chain(head);
+    let r = parse_chain(ring.map(), &mut chain, hdr_len, max_frame, segs);
+    *reads += u32::from(chain.reads().max(1));
+    r
 }
 
 /// The fast path of [`parse_head`]: `None` means "not one of the common layouts, or not
-/// plainly valid" (nothing recorded), never an error.
+/// plainly valid" (nothing recorded), never an error. Returns the frame and the descriptors
+/// it read (1 or 2).
 #[inline(always)]
 fn parse_common_layout(
     ring: &SplitRing<'_>,
@@ -284,18 +339,18 @@ fn parse_common_layout(
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
-) -> Option<TxFrame> {
+) -> Option<(TxFrame, u32)> {
     let map = ring.map();
     let d0 = ring.desc(head)?;
     if !d0.is_plain_readable() {
         return None;
     }
-    let (hdr_host, frame_addr, frame_host, frame_len) = if !d0.has_next() {
+    let (hdr_host, frame_addr, frame_host, frame_len, reads) = if !d0.has_next() {
         // Header and frame in one buffer.
         let len = d0.len as usize;
         let frame_len = len.checked_sub(hdr_len)?;
         let host = map.host(d0.addr, len)?;
-        (host, d0.addr + hdr_len as u64, host + hdr_len, frame_len)
+        (host, d0.addr + hdr_len as u64, host + hdr_len, frame_len, 1)
     } else {
         if d0.len as usize != hdr_len {
             return None;
@@ -306,7 +361,13 @@ fn parse_common_layout(
         }
         let hdr_host = map.host(d0.addr, hdr_len)?;
         let frame_len = d1.len as usize;
-        (hdr_host, d1.addr, map.host(d1.addr, frame_len)?, frame_len)
+        (
+            hdr_host,
+            d1.addr,
+            map.host(d1.addr, frame_len)?,
+            frame_len,
+            2,
+        )
     };
     if !(MIN_FRAME_LEN..=max_frame).contains(&frame_len) {
         return None;
@@ -321,19 +382,22 @@ fn parse_common_layout(
         len: frame_len as u32,
         host: frame_host,
     });
-    Some(TxFrame {
-        seg_start: start as u32,
-        seg_end: start as u32 + 1,
-        len: frame_len as u32,
-        prefix,
-        hdr: NetHdr::parse(&hdr),
-    })
+    Some((
+        TxFrame {
+            seg_start: start as u32,
+            seg_end: start as u32 + 1,
+            len: frame_len as u32,
+            prefix,
+            hdr: NetHdr::parse(&hdr),
+        },
+        reads,
+    ))
 }
 
 /// Walks one TX chain, validating it and recording its segments (header stripped) in `segs`.
 pub(crate) fn parse_chain(
     map: &GuestMap<'_>,
-    chain: Chain<'_, '_>,
+    chain: &mut Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
@@ -371,7 +435,7 @@ fn read_into(to: &mut [u8], from: usize, n: usize) {
 
 fn walk_chain(
     map: &GuestMap<'_>,
-    chain: Chain<'_, '_>,
+    chain: &mut Chain<'_, '_>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
@@ -488,9 +552,11 @@ impl TxBatchCounts {
 
 #[cfg(test)]
 mod tests {
-    //! The fast path must accept exactly what the general walk accepts, with the same result.
+    //! The fast path must accept exactly what the general walk accepts, with the same result;
+    //! a frame's copy starts with the bytes the switch checked.
     use super::*;
     use crate::memory::GuestMemory;
+    use crate::ring::F_NEXT;
     use proptest::prelude::*;
     use virtio_queue::{Queue, QueueT};
     use vm_memory::{Address, Bytes, GuestAddress};
@@ -587,11 +653,82 @@ mod tests {
             let q = queue();
             let ring = SplitRing::new(&mem, &q).expect("ring");
             let mut fast_segs = Vec::new();
-            let fast = parse_head(&ring, 0, hdr_len, MAX_FRAME, &mut fast_segs);
+            let mut reads = 0;
+            let fast = parse_head(&ring, 0, hdr_len, MAX_FRAME, &mut fast_segs, &mut reads);
             let mut slow_segs = Vec::new();
-            let slow = parse_chain(ring.map(), ring.chain(0), hdr_len, MAX_FRAME, &mut slow_segs);
+            let mut chain = ring.chain(0);
+            let slow = parse_chain(ring.map(), &mut chain, hdr_len, MAX_FRAME, &mut slow_segs);
+            prop_assert!(reads >= 1 && reads <= u32::from(chain.reads().max(1)).max(2));
             prop_assert_eq!(fast, slow);
             prop_assert_eq!(fast_segs, slow_segs);
+        }
+    }
+
+    /// A frame of `lens` pieces (after a 12-byte header descriptor), parsed, then rewritten
+    /// entirely by the guest: a copy shows the checked prefix as it was parsed and the rest as
+    /// it is now.
+    fn copied_after_rewrite(lens: &[u32]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mem = memory();
+        let total: u32 = lens.iter().sum();
+        let before: Vec<u8> = (0..total).map(|i| i as u8).collect();
+        let after: Vec<u8> = (0..total).map(|i| !(i as u8)).collect();
+        write_desc(&mem, 0, (0x1000, 12, F_NEXT, 1));
+        let mut at = 0x2000u64;
+        for (k, &l) in lens.iter().enumerate() {
+            let i = k as u16 + 1;
+            let flags = if k + 1 < lens.len() { F_NEXT } else { 0 };
+            write_desc(&mem, i, (at, l, flags, i + 1));
+            at += u64::from(l) + 8;
+        }
+        let place = |bytes: &[u8]| {
+            let (mut at, mut off) = (0x2000u64, 0usize);
+            for &l in lens {
+                let l = l as usize;
+                mem.write_slice(&bytes[off..off + l], GuestAddress(at))
+                    .expect("frame");
+                off += l;
+                at += l as u64 + 8;
+            }
+        };
+        place(&before);
+        let q = queue();
+        let ring = SplitRing::new(&mem, &q).expect("ring");
+        let mut segs = Vec::new();
+        let mut reads = 0;
+        let f = parse_head(&ring, 0, 12, MAX_FRAME, &mut segs, &mut reads).expect("valid");
+        place(&after);
+        let r = FrameRef {
+            segs: &segs[f.seg_start as usize..f.seg_end as usize],
+            len: f.len,
+            prefix: &f.prefix,
+            hdr: f.hdr,
+        };
+        let mut out = vec![0u8; total as usize];
+        assert_eq!(r.copy_to(&mut out), total as usize);
+        (before, after, out)
+    }
+
+    #[test]
+    fn what_was_checked_is_what_is_delivered() {
+        for lens in [
+            &[64u32][..],
+            &[14],
+            &[20],
+            &[32],
+            &[33],
+            &[1500],
+            &[6, 6, 2, 50],
+            &[2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 40],
+            &[31, 2, 100],
+        ] {
+            let (before, after, out) = copied_after_rewrite(lens);
+            let k = out.len().min(PREFIX_LEN);
+            assert_eq!(&out[..k], &before[..k], "checked prefix, pieces {lens:?}");
+            assert_eq!(
+                &out[k..],
+                &after[k..],
+                "rest from guest memory, pieces {lens:?}"
+            );
         }
     }
 }

@@ -11,7 +11,7 @@ use vswitch_vhost::{RxDrop, TxBatch};
 
 use crate::counters::{DropReason, Drops};
 use crate::fdb::{Fdb, Learn, Probe};
-use crate::switch::{Core, PolicyTable, PortTable};
+use crate::switch::{Core, PolicyTable, PortEntry, PortTable};
 
 /// Per-port reusable forwarding state (allocated once; never grows after warm-up).
 #[derive(Debug, Default)]
@@ -349,10 +349,57 @@ pub fn admit(
     }
 }
 
-/// Switches one batch from port `src`.
-pub fn forward_batch(core: &Core, src: PortId, batch: &TxBatch<'_>, scratch: &mut Scratch) {
-    let reg = core.registry.load();
-    let ports = core.ports.load();
+/// The port table's entry for `id` when `reg` describes that port (not an earlier holder of
+/// the id): the only entries the datapath sends from or delivers into. `reg` must have been
+/// loaded before `ports` (see [`PortEntry::described_by`]).
+#[inline]
+pub fn described_entry<'p>(
+    reg: &RegistrySnapshot,
+    ports: &'p PortTable,
+    id: PortId,
+) -> Option<&'p PortEntry> {
+    ports.get(id).filter(|e| e.described_by(reg))
+}
+
+/// How often [`forward_batch`] loads the registry and the port table again when the registry
+/// it loaded predates the sending port (a port added just now): then the next pair is fresh.
+const SNAPSHOT_TRIES: usize = 3;
+
+/// Switches one batch from port `src`, the port registered at registry generation
+/// `registered_at` (a removed port's last batch finds its id taken by another port, or by
+/// nobody, and is dropped).
+pub fn forward_batch(
+    core: &Core,
+    src: PortId,
+    registered_at: u64,
+    batch: &TxBatch<'_>,
+    scratch: &mut Scratch,
+) {
+    // The registry is loaded before the port table, and every entry used (sender and
+    // destinations) is one the registry snapshot describes: what is checked against a port's
+    // channel is delivered into that port and no other, even while ports are removed and their
+    // ids reused on other channels (PortEntry::described_by).
+    let mut tries = 0;
+    let (reg, ports) = loop {
+        let reg = core.registry.load();
+        let ports = core.ports.load();
+        match ports.get(src) {
+            Some(e) if e.registered_at == registered_at => {}
+            // Removed (and perhaps its id reused): nothing to send from.
+            _ => return,
+        }
+        if described_entry(&reg, &ports, src).is_some() {
+            break (reg, ports);
+        }
+        tries += 1;
+        if tries == SNAPSHOT_TRIES {
+            if let Some(e) = ports.get(src) {
+                e.counters
+                    .add_drop(DropReason::UnknownChannel, batch.len() as u64);
+            }
+            return;
+        }
+    };
     let policy = core.policy.load();
     let Some(entry) = ports.get(src) else {
         return;
@@ -439,7 +486,7 @@ fn deliver_group(
     chan_drops: &mut Drops,
 ) {
     let n = group.len() as u64;
-    let Some(dest) = ports.get(q) else {
+    let Some(dest) = described_entry(reg, ports, q) else {
         chan_drops.add(DropReason::UnknownChannel, n);
         return;
     };

@@ -29,6 +29,9 @@ pub struct PortInfo {
     pub mac_limit: u32,
     /// A frontend is connected.
     pub connected: bool,
+    /// The guest broke its TX ring (avail index jump): the port's TX is parked until the
+    /// frontend resets the ring or reconnects.
+    pub tx_broken: bool,
 }
 
 /// An FDB entry, for listing.
@@ -60,7 +63,7 @@ pub struct PortStatsOut {
 
 fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(15))?;
+    let mut m = s.serialize_map(Some(18))?;
     m.serialize_entry("from_guest_frames", &p.from_guest_frames)?;
     m.serialize_entry("from_guest_bytes", &p.from_guest_bytes)?;
     m.serialize_entry("to_guest_frames", &p.to_guest_frames)?;
@@ -68,6 +71,10 @@ fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, 
     m.serialize_entry("tx_bad_descriptor", &p.tx_bad_descriptor)?;
     m.serialize_entry("tx_oversize", &p.tx_oversize)?;
     m.serialize_entry("tx_runt", &p.tx_runt)?;
+    m.serialize_entry("tx_descriptors", &p.tx_descriptors)?;
+    m.serialize_entry("tx_passes", &p.tx_passes)?;
+    m.serialize_entry("tx_budget_exhausted", &p.tx_budget_exhausted)?;
+    m.serialize_entry("tx_ring_broken", &p.tx_ring_broken)?;
     m.serialize_entry("rx_no_buffer", &p.rx_no_buffer)?;
     m.serialize_entry("rx_bad_descriptor", &p.rx_bad_descriptor)?;
     m.serialize_entry("rx_oversize", &p.rx_oversize)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use log::{info, warn};
 use vswitch_channels::{
-    ChannelId, ChannelInfo, ChannelMode, MacAddr, Policy, PortId, Registry, VmId,
+    ChannelId, ChannelInfo, ChannelMode, MacAddr, Policy, PortId, Registry, RegistrySnapshot, VmId,
 };
 use vswitch_vhost::{NetPort, PortConfig, PortHandle, TxBatch, TxSink};
 
@@ -44,6 +44,28 @@ pub struct PortEntry {
     pub counters: Arc<Counters>,
     /// The spec it was created from.
     pub spec: PortSpec,
+    /// The registry generation at which this port was associated when it was added: which
+    /// port, of all that ever had its id, this entry is. See [`PortEntry::described_by`].
+    pub registered_at: u64,
+}
+
+impl PortEntry {
+    /// True when `reg` describes this port (not an earlier port that had its id), provided
+    /// `reg` was loaded *before* the port table this entry was read from.
+    ///
+    /// Why that holds: a port id is given to a new port only once the old port's entry has
+    /// left the published port table (add_port picks an id free in the current table), and
+    /// the new port is associated after that. So a registry snapshot that already knows the
+    /// new port was loaded after the old entry left the table, and a port table loaded after
+    /// that snapshot cannot hold the old entry. A snapshot older than this port's registration
+    /// may name the previous holder of the id (its channel): that is what the generation test
+    /// excludes. The datapath loads the registry first, then the port table, and uses an entry
+    /// only when this is true; a frame is then never checked against one port's channel and
+    /// written into another's ring.
+    #[inline]
+    pub fn described_by(&self, reg: &RegistrySnapshot) -> bool {
+        reg.generation() >= self.registered_at
+    }
 }
 
 /// Ports indexed by [`PortId`].
@@ -159,16 +181,20 @@ impl Core {
 pub struct PortSink {
     core: Arc<Core>,
     port: PortId,
+    /// [`PortEntry::registered_at`] of this sink's port: after the port is removed, its id
+    /// may name another port while this sink still drains a last batch.
+    registered_at: u64,
     // Only the datapath thread serving this port takes it, once per batch: never contended.
     scratch: Mutex<Scratch>,
 }
 
 impl PortSink {
-    /// A sink for port `port`.
-    pub fn new(core: Arc<Core>, port: PortId) -> Self {
+    /// A sink for port `port`, registered at registry generation `registered_at`.
+    pub fn new(core: Arc<Core>, port: PortId, registered_at: u64) -> Self {
         PortSink {
             core,
             port,
+            registered_at,
             scratch: Mutex::new(Scratch::default()),
         }
     }
@@ -191,19 +217,32 @@ impl TxSink for PortSink {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        forward_batch(&self.core, self.port, batch, &mut scratch);
+        forward_batch(
+            &self.core,
+            self.port,
+            self.registered_at,
+            batch,
+            &mut scratch,
+        );
     }
 }
 
 impl PortSink {
     fn count_refused(&self, r: vswitch_vhost::TxBatchCounts) {
+        // Registry first, then the port table (see PortEntry::described_by).
+        let reg = self.core.registry.load();
         let ports = self.core.ports.load();
+        let Some(e) = ports
+            .get(self.port)
+            .filter(|e| e.registered_at == self.registered_at)
+        else {
+            // The port was removed (its id may be another port's by now).
+            return;
+        };
         let bad = r.bad_descriptor + r.runt;
-        if let Some(e) = ports.get(self.port) {
-            e.counters.add_drop(DropReason::BadDescriptor, bad);
-            e.counters.add_drop(DropReason::Oversize, r.oversize);
-        }
-        if let Some(info) = self.core.registry.load().channel_of(self.port) {
+        e.counters.add_drop(DropReason::BadDescriptor, bad);
+        e.counters.add_drop(DropReason::Oversize, r.oversize);
+        if let Some(info) = reg.channel_of(self.port).filter(|_| e.described_by(&reg)) {
             let c = self.core.channel_counters(info.id);
             c.add_drop(DropReason::BadDescriptor, bad);
             c.add_drop(DropReason::Oversize, r.oversize);
@@ -300,21 +339,26 @@ impl Switch {
         if let Some(owner) = running.sockets.get(&key) {
             return Err(SwitchError::DuplicateSocket(spec.socket, owner.clone()));
         }
+        // Only an id free in the published table (PortEntry::described_by relies on it).
         let id = (0..MAX_PORTS as u32)
             .map(PortId::new)
             .find(|id| table.get(*id).is_none())
             .ok_or(SwitchError::TooManyPorts(MAX_PORTS))?;
         // A stale FDB entry for a reused id must not point at the new VM.
         self.core.fdb.flush_port(id);
-        if associate {
+        // A port restored on no channel is described by every snapshot from now on: the
+        // removal of any earlier port with this id is already published.
+        let registered_at = if associate {
             self.core
                 .registry
                 .associate(
                     VmId::new(id, spec.mac),
                     ChannelInfo::new(spec.channel, spec.channel_mode),
                 )
-                .map_err(SwitchError::Registry)?;
-        }
+                .map_err(SwitchError::Registry)?
+        } else {
+            self.core.registry.generation()
+        };
         let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
@@ -324,7 +368,7 @@ impl Switch {
         // could be made), each port's own thread does.
         cfg.external_tx =
             !self.core.settings.poll_cores.is_empty() || self.core.doorbells.is_some();
-        let sink = Arc::new(PortSink::new(self.core.clone(), id));
+        let sink = Arc::new(PortSink::new(self.core.clone(), id, registered_at));
         let port = match NetPort::start(cfg, sink) {
             Ok(p) => p,
             Err(e) => {
@@ -339,6 +383,7 @@ impl Switch {
             mac_limit: spec.mac_limit.unwrap_or(self.core.settings.mac_limit),
             counters: Arc::new(Counters::default()),
             spec: spec.clone(),
+            registered_at,
         });
         let mut next = (*table).clone();
         if next.slots.len() <= id.index() {
@@ -456,6 +501,7 @@ impl Switch {
                 mac: e.mac.map(|m| m.to_string()),
                 mac_limit: e.mac_limit,
                 connected: e.handle.is_connected(),
+                tx_broken: e.handle.is_tx_broken(),
             })
             .collect()
     }

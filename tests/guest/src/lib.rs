@@ -34,6 +34,7 @@ pub use error::GuestError;
 pub use frame::{EthFrame, VlanTag};
 pub use frontend::NET_CONFIG_LEN;
 pub use guest::{TestGuest, RX_QUEUE, TX_QUEUE};
+pub use memory::MemPoker;
 pub use tx::{TxLayout, MAX_INDIRECT};
 pub use vm_memory::GuestAddress;
 pub use vring::{RawDesc, RingAddrs, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};

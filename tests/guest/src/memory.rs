@@ -80,6 +80,15 @@ impl GuestMem {
         self.size
     }
 
+    /// A handle that writes this memory from another thread (see [`MemPoker`]).
+    pub(crate) fn poker(&self) -> MemPoker {
+        MemPoker {
+            _mem: self.mem.clone(),
+            host: self.host as usize,
+            size: self.size,
+        }
+    }
+
     /// The process virtual address of guest-physical address `gpa` (what vhost-user
     /// SET_VRING_ADDR carries).
     pub(crate) fn user_addr(&self, gpa: u64) -> u64 {
@@ -206,5 +215,31 @@ impl GuestMem {
     #[inline]
     pub(crate) fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, GuestError> {
         Ok(u16::from_le(self.atomic_u16(addr)?.load(order)))
+    }
+}
+
+/// Writes a guest's memory from another thread while the guest keeps running: what a hostile
+/// guest's second vCPU does to its own buffers (races against the backend's reads).
+pub struct MemPoker {
+    /// Keeps the mapping alive as long as the poker lives.
+    _mem: GuestMemoryMmap,
+    host: usize,
+    size: u64,
+}
+
+impl MemPoker {
+    /// Writes `bytes` at guest-physical `addr` with volatile byte stores (the backend may be
+    /// reading them at the same time). Returns false (writing nothing) outside guest memory.
+    pub fn write(&self, addr: GuestAddress, bytes: &[u8]) -> bool {
+        match addr.0.checked_add(bytes.len() as u64) {
+            Some(end) if end <= self.size => {}
+            _ => return false,
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: [addr, addr + len) lies inside the mapping (checked above), which `_mem`
+            // keeps alive; byte stores need no alignment.
+            unsafe { std::ptr::write_volatile((self.host + addr.0 as usize + i) as *mut u8, *b) };
+        }
+        true
     }
 }

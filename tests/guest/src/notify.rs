@@ -115,6 +115,38 @@ impl TestGuest {
         self.tx.q.kick_now()
     }
 
+    /// Stops and sets up one queue again on the same connection, as a driver that resets its
+    /// ring does: GET_VRING_BASE, then SET_VRING_NUM / BASE (the device's used index) / ADDR /
+    /// KICK / CALL and SET_VRING_ENABLE. Returns the base the backend reported.
+    pub fn restart_queue(&mut self, queue: usize) -> Result<u32, GuestError> {
+        use vhost::VhostBackend;
+        let stopped = self
+            .fe
+            .get_vring_base(queue)
+            .map_err(GuestError::protocol("GET_VRING_BASE"))?;
+        let q = match queue {
+            RX_QUEUE => &self.rx.q,
+            TX_QUEUE => &self.tx.q,
+            _ => return Err(GuestError::Config(format!("no queue {queue}"))),
+        };
+        let start = frontend::QueueStart {
+            index: queue,
+            ring: q.ring,
+            base: q.device_used_idx(&self.mem)?,
+            kick: &q.kick,
+            call: self.cfg.call_fd.then_some(&q.call),
+        };
+        frontend::start_queue(&mut self.fe, &self.mem, self.neg.protocol, &start)?;
+        frontend::enable_queue(
+            &mut self.fe,
+            self.neg.features,
+            self.neg.protocol,
+            queue,
+            true,
+        )?;
+        Ok(stopped)
+    }
+
     /// Closes the socket (dropping the guest does the same).
     pub fn disconnect(self) {
         drop(self);

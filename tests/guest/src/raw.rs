@@ -5,6 +5,7 @@ use vm_memory::GuestAddress;
 
 use crate::error::GuestError;
 use crate::guest::TestGuest;
+use crate::memory::MemPoker;
 use crate::tx::write_raw;
 use crate::vring::{RawDesc, RingAddrs, DESC_SIZE};
 
@@ -35,6 +36,12 @@ impl TestGuest {
             self.rx.forbid_fixed();
         }
         self.mem.write(addr.0, bytes)
+    }
+
+    /// A handle that writes this guest's memory from another thread while the guest runs
+    /// (e.g. to rewrite a frame between the backend's check and its copy).
+    pub fn mem_poker(&self) -> MemPoker {
+        self.mem.poker()
     }
 
     /// Reads `len` bytes of guest memory.
