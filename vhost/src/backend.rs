@@ -28,7 +28,7 @@ use crate::port::{PortShared, TxPoller};
 use crate::ring::{AvailPeek, SplitRing};
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-use crate::tx::{parse_head, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
+use crate::tx::{take_chains, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
 /// Queue index of the first RX queue and TX queue (virtio-net: even RX, odd TX).
 pub(crate) const RX_QUEUE: usize = 0;
@@ -313,37 +313,14 @@ impl NetBackend {
         };
         ring.disable_notification();
         scratch.clear();
-        let mut counts = TxBatchCounts::default();
-        let mut broken = false;
-        while scratch.heads.len() < MAX_BATCH && *reads < TX_PASS_BUDGET {
-            match ring.pop() {
-                Ok(Some(head)) => {
-                    let r = parse_head(
-                        &ring,
-                        head,
-                        neg.hdr_len,
-                        max_frame,
-                        &mut scratch.segs,
-                        reads,
-                    );
-                    counts.count(&r);
-                    // A head beyond the table cannot be returned: it is dropped (and counted).
-                    if head < ring.size() {
-                        scratch.heads.push(head);
-                    }
-                    if let Ok(f) = r {
-                        scratch.frames.push(f);
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    // The guest moved its avail index by more than the ring size.
-                    counts.bad_descriptor += 1;
-                    broken = true;
-                    break;
-                }
-            }
-        }
+        let (counts, broken) = take_chains(
+            &mut ring,
+            scratch,
+            neg.hdr_len,
+            max_frame,
+            reads,
+            TX_PASS_BUDGET,
+        );
         let taken = !scratch.heads.is_empty() || counts.bad_descriptor > 0;
         if taken {
             let refused = TxBatchCounts {

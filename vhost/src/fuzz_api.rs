@@ -14,7 +14,7 @@ use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
 use crate::ring::SplitRing;
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-use crate::tx::{parse_head, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH};
+use crate::tx::{take_chains, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
 /// A queue's configuration as a frontend sets it (SET_VRING_NUM / ADDR / BASE, EVENT_IDX).
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,36 +71,16 @@ pub fn drain_tx(
     let mut total = TxBatchCounts::default();
     for _ in 0..max_batches {
         scratch.clear();
-        let mut counts = TxBatchCounts::default();
-        let mut broken = false;
-        while scratch.heads.len() < MAX_BATCH {
-            match ring.pop() {
-                Ok(Some(head)) => {
-                    let mut reads = 0u32;
-                    let r = parse_head(
-                        &ring,
-                        head,
-                        hdr_len,
-                        max_frame,
-                        &mut scratch.segs,
-                        &mut reads,
-                    );
-                    counts.count(&r);
-                    if head < ring.size() {
-                        scratch.heads.push(head);
-                    }
-                    if let Ok(f) = r {
-                        scratch.frames.push(f);
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    counts.bad_descriptor += 1;
-                    broken = true;
-                    break;
-                }
-            }
-        }
+        // One pass per batch, with the port's own budget.
+        let mut reads = 0u32;
+        let (counts, broken) = take_chains(
+            &mut ring,
+            &mut scratch,
+            hdr_len,
+            max_frame,
+            &mut reads,
+            TX_PASS_BUDGET,
+        );
         on_batch(&TxBatch::new(ring.map(), &scratch, counts));
         for &head in &scratch.heads {
             ring.push_used(head, 0);

@@ -13,13 +13,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use log::warn;
+use vhost::vhost_user::message::FrontendReq;
 
 use crate::stats::PortStats;
 
-const REQ_SET_MEM_TABLE: u32 = 5;
-const REQ_GET_MAX_MEM_SLOTS: u32 = 36;
-const REQ_ADD_MEM_REG: u32 = 37;
-const REQ_REM_MEM_REG: u32 = 38;
 /// guest_phys_addr, memory_size, userspace_addr, mmap_offset.
 const REGION_LEN: usize = 32;
 /// SET_MEM_TABLE's header: num_regions and padding.
@@ -150,10 +147,10 @@ impl MemTableGuard {
         payload: &[u8],
         fds: &[OwnedFd],
     ) -> Result<(), MemRefused> {
-        let r = match request {
-            REQ_SET_MEM_TABLE => self.set_mem_table(payload, fds),
-            REQ_ADD_MEM_REG => self.add_mem_reg(payload, fds),
-            REQ_REM_MEM_REG => {
+        let r = match FrontendReq::try_from(request) {
+            Ok(FrontendReq::SET_MEM_TABLE) => self.set_mem_table(payload, fds),
+            Ok(FrontendReq::ADD_MEM_REG) => self.add_mem_reg(payload, fds),
+            Ok(FrontendReq::REM_MEM_REG) => {
                 self.rem_mem_reg(payload);
                 Ok(())
             }
@@ -172,7 +169,10 @@ impl MemTableGuard {
     /// Lowers the daemon's GET_MAX_MEM_SLOTS answer to the port's region limit, so that a
     /// frontend that honours it (QEMU does) never hits the limit.
     pub(crate) fn adjust_reply(&self, request: u32, payload: &mut [u8]) {
-        if request != REQ_GET_MAX_MEM_SLOTS {
+        if !matches!(
+            FrontendReq::try_from(request),
+            Ok(FrontendReq::GET_MAX_MEM_SLOTS)
+        ) {
             return;
         }
         if let Some(v) = u64_at(payload, 0) {

@@ -36,6 +36,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use log::{debug, trace, warn};
+use vhost::vhost_user::message::{
+    FrontendReq, VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
 use vhost::vhost_user::Listener;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
@@ -55,14 +58,12 @@ const MAX_PAYLOAD: usize = 0x1000 * 8;
 /// File descriptors one message may carry (SET_MEM_TABLE: up to 8 regions).
 const MAX_FDS: usize = 32;
 
-const REQ_SET_FEATURES: u32 = 2;
-const REQ_SET_PROTOCOL_FEATURES: u32 = 16;
-const REQ_SET_VRING_ENABLE: u32 = 18;
+/// The protocol version the relay's own messages carry (the flags' low bits).
 const FLAG_VERSION: u32 = 0x1;
-const FLAG_REPLY: u32 = 0x4;
-const FLAG_NEED_REPLY: u32 = 0x8;
-const F_PROTOCOL_FEATURES: u64 = 1 << 30;
-const PF_REPLY_ACK: u64 = 1 << 3;
+const FLAG_REPLY: u32 = VhostUserHeaderFlag::REPLY.bits();
+const FLAG_NEED_REPLY: u32 = VhostUserHeaderFlag::NEED_REPLY.bits();
+const F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+const PF_REPLY_ACK: u64 = VhostUserProtocolFeatures::REPLY_ACK.bits();
 
 /// A private listening socket (abstract namespace) the daemon accepts the relay's connection
 /// from, plus the relay's end of that connection.
@@ -141,6 +142,10 @@ impl Msg {
     fn request(&self) -> u32 {
         self.field(0)
     }
+    /// The request, if it is one the `vhost` crate knows.
+    fn req(&self) -> Option<FrontendReq> {
+        FrontendReq::try_from(self.request()).ok()
+    }
     fn flags(&self) -> u32 {
         self.field(1)
     }
@@ -186,9 +191,9 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 Received::Nothing => continue, // woken, yet no data after all
                 Received::Eof => return Ok(()), // frontend closed
             };
-            match m.request() {
-                REQ_SET_FEATURES => acked_features = m.u64_payload(),
-                REQ_SET_PROTOCOL_FEATURES => {
+            match m.req() {
+                Some(FrontendReq::SET_FEATURES) => acked_features = m.u64_payload(),
+                Some(FrontendReq::SET_PROTOCOL_FEATURES) => {
                     reply_ack = m.u64_payload().is_some_and(|p| p & PF_REPLY_ACK != 0)
                 }
                 _ => {}
@@ -208,7 +213,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
-            let early_enable = m.request() == REQ_SET_VRING_ENABLE
+            let early_enable = m.req() == Some(FrontendReq::SET_VRING_ENABLE)
                 && !matches!(acked_features, Some(f) if f & F_PROTOCOL_FEATURES != 0);
             if early_enable {
                 if let Some(p) = m.bytes.get(HDR_LEN..HDR_LEN + 8) {
@@ -220,7 +225,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 debug!("relay: SET_VRING_ENABLE before SET_FEATURES kept for later");
                 if reply_ack && m.flags() & FLAG_NEED_REPLY != 0 {
                     let mut ack = Vec::with_capacity(HDR_LEN + 8);
-                    ack.extend_from_slice(&REQ_SET_VRING_ENABLE.to_le_bytes());
+                    ack.extend_from_slice(&u32::from(FrontendReq::SET_VRING_ENABLE).to_le_bytes());
                     ack.extend_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
                     ack.extend_from_slice(&8u32.to_le_bytes());
                     ack.extend_from_slice(&0u64.to_le_bytes());
@@ -228,7 +233,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 }
             } else {
                 forward(daemon, Side::Daemon, &m)?;
-                if m.request() == REQ_SET_FEATURES {
+                if m.req() == Some(FrontendReq::SET_FEATURES) {
                     let protocol =
                         matches!(acked_features, Some(f) if f & F_PROTOCOL_FEATURES != 0);
                     for (index, state) in std::mem::take(&mut early) {
@@ -237,7 +242,9 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                         }
                         debug!("relay: ring {index}: replaying SET_VRING_ENABLE {state:?}");
                         let mut msg = Vec::with_capacity(HDR_LEN + 8);
-                        msg.extend_from_slice(&REQ_SET_VRING_ENABLE.to_le_bytes());
+                        msg.extend_from_slice(
+                            &u32::from(FrontendReq::SET_VRING_ENABLE).to_le_bytes(),
+                        );
                         msg.extend_from_slice(&FLAG_VERSION.to_le_bytes());
                         msg.extend_from_slice(&8u32.to_le_bytes());
                         msg.extend_from_slice(&state);

@@ -301,6 +301,45 @@ impl<'a> FrameRef<'a> {
     }
 }
 
+/// Takes chains from `ring` into `scratch` (already cleared) until the batch is full
+/// ([`MAX_BATCH`]), the ring is empty, or `reads` (descriptors read, the pass's running total)
+/// reaches `budget`. Returns the batch's counts and whether the ring is broken (its avail
+/// index moved by more than the ring size). The one loop of the TX drain: the port's and the
+/// fuzz harness's.
+#[inline(always)]
+pub(crate) fn take_chains(
+    ring: &mut SplitRing<'_>,
+    scratch: &mut TxScratch,
+    hdr_len: usize,
+    max_frame: usize,
+    reads: &mut u32,
+    budget: u32,
+) -> (TxBatchCounts, bool) {
+    let mut counts = TxBatchCounts::default();
+    while scratch.heads.len() < MAX_BATCH && *reads < budget {
+        match ring.pop() {
+            Ok(Some(head)) => {
+                let r = parse_head(ring, head, hdr_len, max_frame, &mut scratch.segs, reads);
+                counts.count(&r);
+                // A head beyond the table cannot be returned: it is dropped (and counted).
+                if head < ring.size() {
+                    scratch.heads.push(head);
+                }
+                if let Ok(f) = r {
+                    scratch.frames.push(f);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // The guest moved its avail index by more than the ring size.
+                counts.bad_descriptor += 1;
+                return (counts, true);
+            }
+        }
+    }
+    (counts, false)
+}
+
 /// Validates the TX chain at `head` and records its segments (header stripped) in `segs`;
 /// adds the descriptors it read (at least one per chain) to `reads`, which the drain charges
 /// against its budget.
