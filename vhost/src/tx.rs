@@ -315,29 +315,39 @@ pub(crate) fn take_chains(
     reads: &mut u32,
     budget: u32,
 ) -> (TxBatchCounts, bool) {
+    // Disjoint borrows, taken once: the loop keeps each vector's length and pointer in
+    // registers instead of reloading them through `scratch` after every call.
+    let TxScratch {
+        heads,
+        frames,
+        segs,
+        ..
+    } = scratch;
     let mut counts = TxBatchCounts::default();
-    while scratch.heads.len() < MAX_BATCH && *reads < budget {
+    let mut broken = false;
+    while heads.len() < MAX_BATCH && *reads < budget {
         match ring.pop() {
             Ok(Some(head)) => {
-                let r = parse_head(ring, head, hdr_len, max_frame, &mut scratch.segs, reads);
+                let r = parse_head(ring, head, hdr_len, max_frame, segs, reads);
                 counts.count(&r);
                 // A head beyond the table cannot be returned: it is dropped (and counted).
                 if head < ring.size() {
-                    scratch.heads.push(head);
+                    heads.push(head);
                 }
                 if let Ok(f) = r {
-                    scratch.frames.push(f);
+                    frames.push(f);
                 }
             }
             Ok(None) => break,
             Err(_) => {
                 // The guest moved its avail index by more than the ring size.
                 counts.bad_descriptor += 1;
-                return (counts, true);
+                broken = true;
+                break;
             }
         }
     }
-    (counts, false)
+    (counts, broken)
 }
 
 /// Validates the TX chain at `head` and records its segments (header stripped) in `segs`;
