@@ -21,7 +21,8 @@
 #   SERIAL    --serial value (default tty: the serial console is this terminal)
 #   QUEUE_SIZE  default 256
 # Where KVM cannot boot Linux (nested PVM hosts like these CI machines), boot the tiny PVH test
-# guest instead (../shared/vnetguest; `make` builds vnetguest.elf):
+# guest instead (a bare-metal virtio-net test guest, not shipped here; `make` in its source
+# directory builds vnetguest.elf, see tests/tests/cloud_hypervisor.rs):
 #   KERNEL=vnetguest.elf CMDLINE="ip=10.0.0.1 peer=10.0.0.2 count=5 mrg=1 eventidx=1" \
 #     examples/cloud-hypervisor.sh /run/vswitch/vm1.sock 52:54:00:00:10:01 client
 set -euo pipefail

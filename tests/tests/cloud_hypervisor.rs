@@ -3,7 +3,9 @@
 //! Cloud Hypervisor is not in any package registry reachable here: the test finds it through
 //! `$CH_BIN` or on PATH, and without it prints one line saying so and returns (the only skip in
 //! the suite). Linux does not boot under these machines' nested KVM, so the guest is the tiny PVH
-//! virtio-net guest of `../shared/vnetguest` (or `$VNETGUEST_SRC`), built with its Makefile into
+//! virtio-net guest (vnetguest: its sources are not part of this repository; `$VNETGUEST_SRC`
+//! names them, else a `shared/vnetguest` folder beside the checkout, as on the project's CI
+//! machines), built with its Makefile into
 //! a scratch directory. VMs are started with `examples/cloud-hypervisor.sh`, as a user would.
 //!
 //! In each role (`vhost_mode=client` with switch ports `mode=listen`, then `vhost_mode=server`
