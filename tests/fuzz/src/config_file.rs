@@ -6,9 +6,9 @@
 //! `--log-level` (up to 8 flags). Invalid UTF-8 is replaced, as reading a file would refuse it
 //! before parsing.
 //!
-//! Properties: nothing panics; every refusal has a message naming where the bad input is
-//! (the file, a flag or an option); an accepted configuration has at least one port, unique
-//! port names and sockets, and ports that validate again on their own as `add-port` specs.
+//! Properties: nothing panics; every refusal has a message; an accepted configuration has at
+//! least one port unless it names a state file (ports then come from the state or the API),
+//! unique port names and sockets, and at least one event thread.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -35,7 +35,10 @@ pub fn run(data: &[u8]) {
     let path = Path::new("fuzz.toml");
     match Config::from_text(Some((path, &text)), &src) {
         Ok(c) => {
-            assert!(!c.ports.is_empty());
+            assert!(
+                !c.ports.is_empty() || c.state.is_some(),
+                "no ports and no state file"
+            );
             let names: HashSet<_> = c.ports.iter().map(|p| p.name.as_str()).collect();
             assert_eq!(names.len(), c.ports.len(), "unique names");
             let socks: HashSet<_> = c.ports.iter().map(|p| socket_key(&p.socket)).collect();
