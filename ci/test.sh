@@ -23,6 +23,9 @@ cargo build --workspace --all-targets --locked
 step "guest image"
 ./ci/build-guest.sh
 
+step "Cloud Hypervisor test guest (tests/vnetguest)"
+./ci/build-vnetguest.sh
+
 step "tests"
 # Integration tests start real guests and busy-polling peers: keep them from fighting over
 # the two cores by running test binaries with limited parallelism.
