@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the reference peers vswitch-bench measures against (DPDK testpmd, Open vSwitch with
+# Installs the reference peers vswitch-bench (tests/bench) measures against (DPDK testpmd, Open vSwitch with
 # DPDK) and the font its plot uses. Idempotent; run as root. vswitch-bench calls it by itself
 # when a peer is missing (unless --no-install).
 set -euo pipefail

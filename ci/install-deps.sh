@@ -13,7 +13,7 @@ PKGS=(
   linux-image-amd64 busybox-static iperf3 iproute2 tcpdump cpio xz-utils zstd
   dpdk dpdk-dev librte-net-vhost23 openvswitch-switch-dpdk
   linux-perf valgrind libpcap0.8
-  make gcc  # the tiny Cloud Hypervisor test guest (vnetguest)
+  make gcc  # the tiny Cloud Hypervisor test guest (tests/vnetguest, ci/build-vnetguest.sh)
 )
 
 missing=()

@@ -14,17 +14,17 @@ step "install dependencies"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -D warnings"
+step "cargo clippy --all-targets -D warnings (every crate, the benchmark tests/bench included)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-
-step "cargo clippy on the benchmark (feature bench)"
-cargo clippy -p vswitch --features bench --all-targets --locked -- -D warnings
 
 step "build (debug binaries and examples used by the integration tests)"
 cargo build --workspace --all-targets --locked
 
 step "guest image"
 ./ci/build-guest.sh
+
+step "Cloud Hypervisor test guest (tests/vnetguest)"
+./ci/build-vnetguest.sh
 
 step "tests"
 # Integration tests start real guests and busy-polling peers: keep them from fighting over

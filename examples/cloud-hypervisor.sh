@@ -20,10 +20,10 @@
 #   MEM       guest memory (default 256M); always shared=on: the switch maps it
 #   SERIAL    --serial value (default tty: the serial console is this terminal)
 #   QUEUE_SIZE  default 256
-# Where KVM cannot boot Linux (nested PVM hosts like these CI machines), boot the tiny PVH test
-# guest instead (a bare-metal virtio-net test guest, not shipped here; `make` in its source
-# directory builds vnetguest.elf, see tests/tests/cloud_hypervisor.rs):
-#   KERNEL=vnetguest.elf CMDLINE="ip=10.0.0.1 peer=10.0.0.2 count=5 mrg=1 eventidx=1" \
+# Where KVM cannot boot Linux (nested PVM hosts like these CI machines), boot the project's tiny
+# bare-metal PVH virtio-net test guest instead (tests/vnetguest; ci/build-vnetguest.sh builds
+# build/vnetguest/vnetguest.elf):
+#   KERNEL=build/vnetguest/vnetguest.elf CMDLINE="ip=10.0.0.1 peer=10.0.0.2 count=5 mrg=1 eventidx=1" \
 #     examples/cloud-hypervisor.sh /run/vswitch/vm1.sock 52:54:00:00:10:01 client
 set -euo pipefail
 

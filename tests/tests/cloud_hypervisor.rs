@@ -2,11 +2,10 @@
 //!
 //! Cloud Hypervisor is not in any package registry reachable here: the test finds it through
 //! `$CH_BIN` or on PATH, and without it prints one line saying so and returns (the only skip in
-//! the suite). Linux does not boot under these machines' nested KVM, so the guest is the tiny PVH
-//! virtio-net guest (vnetguest: its sources are not part of this repository; `$VNETGUEST_SRC`
-//! names them, else a `shared/vnetguest` folder beside the checkout, as on the project's CI
-//! machines), built with its Makefile into
-//! a scratch directory. VMs are started with `examples/cloud-hypervisor.sh`, as a user would.
+//! the suite). Linux does not boot under these machines' nested KVM, so the guest is the
+//! project's tiny PVH virtio-net guest (`tests/vnetguest`), built by `ci/build-vnetguest.sh` into
+//! `build/vnetguest/vnetguest.elf`. VMs are started with `examples/cloud-hypervisor.sh`, as a user
+//! would.
 //!
 //! In each role (`vhost_mode=client` with switch ports `mode=listen`, then `vhost_mode=server`
 //! with `mode=connect`): a and b on channel 100 ping each other; c on channel 200 tries to reach
@@ -45,48 +44,34 @@ fn cloud_hypervisor() -> Result<Option<PathBuf>> {
     Ok(find_binary("cloud-hypervisor").ok())
 }
 
-/// Builds vnetguest.elf from a copy of its sources in `dir` (its own Makefile).
-fn build_vnetguest(dir: &Path) -> Result<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("VNETGUEST_SRC")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            repo_root().join("../shared/vnetguest"),
-            PathBuf::from("/work/shared/vnetguest"),
-        ])
-        .collect();
-    let src = candidates
-        .iter()
-        .find(|d| d.join("Makefile").is_file() && d.join("main.c").is_file())
-        .with_context(|| {
-            format!(
-                "the tiny guest's sources (vnetguest: Makefile, main.c, start.S, link.ld) are not \
-                 in any of {candidates:?}; set VNETGUEST_SRC"
-            )
-        })?;
-    let out = dir.join("vnetguest");
-    std::fs::create_dir_all(&out)?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if entry.file_type()?.is_file() && !name.to_string_lossy().ends_with(".o") {
-            std::fs::copy(entry.path(), out.join(&name))?;
-        }
-    }
-    let res = Command::new("make")
-        .arg("-C")
+/// Builds (or finds up to date) `build/vnetguest/vnetguest.elf` with `ci/build-vnetguest.sh`.
+fn build_vnetguest() -> Result<PathBuf> {
+    let root = repo_root();
+    let script = root.join("ci/build-vnetguest.sh");
+    let out = root.join("build/vnetguest");
+    let res = Command::new("bash")
+        .arg(&script)
         .arg(&out)
-        .arg("vnetguest.elf")
         .output()
-        .context("running make (install make and gcc: ci/install-deps.sh)")?;
+        .with_context(|| format!("running {}", script.display()))?;
     if !res.status.success() {
         bail!(
-            "building vnetguest failed:\n{}{}",
+            "{} failed ({}):\n{}{}",
+            script.display(),
+            res.status,
             String::from_utf8_lossy(&res.stdout),
             String::from_utf8_lossy(&res.stderr)
         );
     }
-    Ok(out.join("vnetguest.elf"))
+    let elf = out.join("vnetguest.elf");
+    if !elf.is_file() {
+        bail!(
+            "{} succeeded but {} is missing",
+            script.display(),
+            elf.display()
+        );
+    }
+    Ok(elf)
 }
 
 /// A Cloud Hypervisor VM running the tiny guest, started through examples/cloud-hypervisor.sh.
@@ -319,8 +304,7 @@ fn cloud_hypervisor_guests_through_the_switch() {
         "Cloud Hypervisor ({}) needs /dev/kvm",
         ch.display()
     );
-    let build = ScratchDir::new("vnetguest").or_panic();
-    let kernel = build_vnetguest(build.path()).or_panic();
+    let kernel = build_vnetguest().or_panic();
     eprintln!(
         "cloud-hypervisor {}, guest {}",
         ch.display(),

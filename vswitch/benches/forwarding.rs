@@ -5,7 +5,7 @@
 //! the datapath runs) and frame by frame (`plan_frame` with the previous frame's decision
 //! reused, as the datapath did before). Criterion reports time per batch; divide by 256 for
 //! ns/frame. Instruction counts: `examples/plan_cost.rs`. End-to-end throughput is
-//! `vswitch-bench` (docs/performance.md).
+//! `vswitch-bench` (tests/bench, docs/performance.md).
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -49,7 +49,8 @@ fn main() {
         mac: None,
         mac_limit: u32::MAX,
     };
-    // Destinations cycle over all MACs across batches, as in vswitch-bench's macs-N.
+    // Destinations cycle over all MACs across batches, as in the macs-N scenarios of vswitch-bench
+    // (tests/bench).
     let all: Vec<([u8; 6], [u8; 6])> = (0..macs + BATCH)
         .map(|i| (src, mac(1 + i % macs)))
         .collect();

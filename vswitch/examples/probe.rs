@@ -1,6 +1,6 @@
 //! A quick throughput probe for datapath work: two in-process guests through the switch,
 //! 64-byte frames, prints Mpps and the switch's CPU time per packet. The full benchmark with
-//! baselines is `vswitch-bench`.
+//! baselines is `vswitch-bench` (tests/bench: `cargo run --release -p vswitch-bench`).
 //!
 //! `cargo run --release -p vswitch --example probe -- [SECONDS] [FRAME_LEN] [poll]`
 

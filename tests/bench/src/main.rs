@@ -5,8 +5,8 @@
 //! DPDK — plus a memcpy baseline, all in one run with the same generator, sink and core
 //! placement. Prints a table (Markdown), and optionally writes JSON and a PNG plot.
 //!
-//! `cargo run --release -p vswitch --features bench --bin vswitch-bench -- [--quick]
-//! [--json out.json] [--plot out.png] [--scenario NAME]...`
+//! `cargo run --release -p vswitch-bench -- [--quick] [--json out.json] [--plot out.png]
+//! [--scenario NAME]...`
 
 mod frames;
 mod generator;
@@ -115,7 +115,7 @@ fn unavailable(args: &Args) -> Vec<(String, String)> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !v.is_empty() && !args.no_install {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/bench-peers.sh");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ci/bench-peers.sh");
         if root && script.exists() {
             println!("installing the reference peers: {}", script.display());
             match std::process::Command::new("bash").arg(&script).status() {
@@ -439,9 +439,9 @@ fn git_head() -> Option<String> {
         "status",
         "--porcelain",
         "--",
-        "../vswitch/src",
-        "../vhost/src",
-        "../channels/src",
+        "../../vswitch/src",
+        "../../vhost/src",
+        "../../channels/src",
     ])
     .is_some_and(|s| !s.is_empty());
     Some(if dirty { format!("{head}+dirty") } else { head })
