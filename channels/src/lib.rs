@@ -7,6 +7,7 @@
 //! * [`MacAddr`], [`PortId`], [`VmId`]: how a VM is named.
 //! * [`Registry`] / [`RegistrySnapshot`]: VM → channel, updated by the control plane and read
 //!   without locks by the datapath (read-copy-update over `arc-swap`).
+//! * [`ChannelSet`]: the channels a trunk (an uplink) carries.
 //! * [`Policy`]: which frame channel may be delivered to which destination channel (equal
 //!   channels by default, directed exceptions by configuration).
 //! * [`tag`]: the in-place 802.1ad / 802.1Q tag codec that carries the stamp on the wire.
@@ -21,6 +22,7 @@ mod mode;
 mod policy;
 mod port;
 mod registry;
+mod set;
 mod snapshot;
 pub mod tag;
 
@@ -31,5 +33,6 @@ pub use mode::{ChannelInfo, ChannelMode};
 pub use policy::Policy;
 pub use port::{PortId, VmId};
 pub use registry::Registry;
+pub use set::ChannelSet;
 pub use snapshot::{Association, RegistrySnapshot};
 pub use tag::{Tag, TPID_8021AD, TPID_8021Q};

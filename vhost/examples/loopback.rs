@@ -7,29 +7,8 @@
 //! ```
 //! With a single socket the port echoes frames back to its own guest.
 
-use std::sync::{Arc, OnceLock};
-
-use vswitch_vhost::{NetPort, PortConfig, PortHandle, SocketRole, TxBatch, TxSink};
-
-/// Delivers every frame into one peer port.
-struct Forward {
-    peer: OnceLock<PortHandle>,
-}
-
-impl TxSink for Forward {
-    fn on_tx(&self, batch: &TxBatch<'_>) {
-        let Some(peer) = self.peer.get() else { return };
-        let Some(ring) = peer.rx().ring() else { return };
-        let done = ring.with_writer(|w| {
-            for f in batch.iter() {
-                let _ = w.deliver(f);
-            }
-        });
-        if done.is_none() {
-            ring.count_not_running(batch.len() as u64);
-        }
-    }
-}
+use vswitch_vhost::crossover::Crossover;
+use vswitch_vhost::{NetPort, PortConfig, SocketRole};
 
 fn parse(arg: &str) -> (String, SocketRole) {
     match arg.rsplit_once(':') {
@@ -45,21 +24,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.is_empty() || args.len() > 2 {
         return Err("usage: loopback SOCK_A[:listen|:connect] [SOCK_B[:listen|:connect]]".into());
     }
+    // One thread drains both guests' TX rings, woken by their kicks through the doorbell.
+    let doorbell = Crossover::doorbell()?;
     let mut ports = Vec::new();
-    let mut sinks = Vec::new();
     for (i, a) in args.iter().enumerate() {
         let (path, role) = parse(a);
-        let sink = Arc::new(Forward {
-            peer: OnceLock::new(),
-        });
-        let cfg = PortConfig::new(format!("p{i}"), path, role);
-        ports.push(NetPort::start(cfg, sink.clone())?);
-        sinks.push(sink);
+        let mut cfg = PortConfig::new(format!("p{i}"), path, role);
+        cfg.tx_doorbell = Some(doorbell.clone());
+        ports.push(NetPort::start(cfg)?);
     }
     let n = ports.len();
-    for (i, s) in sinks.iter().enumerate() {
-        let _ = s.peer.set(ports[(i + 1) % n].handle());
-    }
+    let links = (0..n)
+        .map(|i| (ports[i].handle(), ports[(i + 1) % n].handle()))
+        .collect();
+    let _crossover = Crossover::start(links, doorbell)?;
     // Serve until killed; a listening socket left behind is replaced at the next start.
     loop {
         std::thread::sleep(std::time::Duration::from_secs(10));

@@ -9,9 +9,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackend, VringT};
+use vhost_user_backend::VhostUserBackend;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -20,15 +20,13 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config_space::{config_space, read_window};
-use crate::features::{offered_features, offered_protocol_features, Negotiated};
+use crate::features::{offered_features, offered_protocol_features};
 use crate::mem_view::MemView;
-use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
-use crate::park::{ParkedRing, RingResets};
-use crate::port::{PortShared, TxPoller};
-use crate::ring::{AvailPeek, SplitRing};
+use crate::memory::{GuestMemoryAtomic, Vring};
+use crate::park::RingResets;
+use crate::port::{PortShared, TxPoller, QUEUE_PAIRS};
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-use crate::tx::{take_chains, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
 /// Queue index of the first RX queue and TX queue (virtio-net: even RX, odd TX).
 pub(crate) const RX_QUEUE: usize = 0;
@@ -43,24 +41,25 @@ pub(crate) fn fault_event_id(num_queues: usize) -> u16 {
     (num_queues + 2) as u16
 }
 
-struct Inner {
-    port: Arc<PortShared>,
+pub(crate) struct Inner {
+    pub(crate) port: Arc<PortShared>,
     /// The guest memory the datapath reads (never the daemon's atomic: see `mem_view`).
-    view: Arc<MemView>,
+    pub(crate) view: Arc<MemView>,
     /// Written by the SIGBUS handler when this connection's guest memory faults.
     fault: Arc<EventFd>,
     /// The connection was ended for a memory fault (counted once).
     faulted: AtomicBool,
-    acked: Arc<AtomicU64>,
+    pub(crate) acked: Arc<AtomicU64>,
     event_idx: AtomicBool,
-    scratch: Mutex<TxScratch>,
     published: AtomicBool,
-    /// External TX mode: the guest kicked since the last poll.
-    kicked: AtomicBool,
+    /// The guest kicked its TX queue since the last pass over it.
+    pub(crate) kicked: AtomicBool,
     /// The TX ring is parked as broken (see `park.rs`); for `PortHandle::is_tx_broken`.
-    tx_broken: AtomicBool,
+    pub(crate) tx_broken: AtomicBool,
     /// The frontend's ring resets on this connection (unpark a broken ring).
-    ring_resets: RingResets,
+    pub(crate) ring_resets: RingResets,
+    /// This connection's number on its port (see `TxCursor`).
+    conn: u64,
     capture: EventFd,
     exit_fds: Mutex<Vec<RawFd>>,
 }
@@ -70,7 +69,7 @@ struct Inner {
 pub struct NetBackend(Arc<Inner>);
 
 impl NetBackend {
-    pub(crate) fn new(port: Arc<PortShared>) -> io::Result<Self> {
+    pub(crate) fn new(port: Arc<PortShared>, conn: u64) -> io::Result<Self> {
         let capture = EventFd::new(EFD_NONBLOCK)?;
         let fault = Arc::new(EventFd::new(EFD_NONBLOCK)?);
         Ok(NetBackend(Arc::new(Inner {
@@ -80,11 +79,11 @@ impl NetBackend {
             faulted: AtomicBool::new(false),
             acked: Arc::new(AtomicU64::new(0)),
             event_idx: AtomicBool::new(false),
-            scratch: Mutex::new(TxScratch::default()),
             published: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             tx_broken: AtomicBool::new(false),
             ring_resets: RingResets::default(),
+            conn,
             capture,
             exit_fds: Mutex::new(Vec::new()),
         })))
@@ -108,6 +107,15 @@ impl NetBackend {
                 unsafe { libc::close(fd) };
             }
         }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    /// This connection's number on its port.
+    pub(crate) fn conn(&self) -> u64 {
+        self.0.conn
     }
 
     /// True while the TX ring is parked as broken (until the frontend resets it).
@@ -142,7 +150,7 @@ impl NetBackend {
     }
 
     fn num_queues_inner(&self) -> usize {
-        usize::from(self.0.port.cfg.queue_pairs) * 2
+        usize::from(QUEUE_PAIRS) * 2
     }
 
     /// Publishes this connection's RX ring to the port, so other threads can deliver into it.
@@ -167,242 +175,6 @@ impl NetBackend {
         })));
         debug!("{}: rx ring published", self.0.port.cfg.name);
     }
-
-    /// Drains a TX ring: batches of chains are validated, handed to the sink, then returned to
-    /// the guest, with one notification per batch when the guest wants one. Re-arms guest
-    /// kicks when the ring is empty.
-    pub(crate) fn process_tx(&self, vring: &Vring) {
-        self.drain_tx(vring, true);
-    }
-
-    /// External TX mode: drains the TX ring without re-arming guest kicks (with EVENT_IDX the
-    /// stale avail_event keeps the guest from kicking). Returns true if any chain was taken.
-    pub(crate) fn poll_tx(&self, vring: &Vring) -> bool {
-        self.drain_tx(vring, false)
-    }
-
-    /// External TX mode, going idle: re-arms guest kicks. True if chains are already waiting.
-    /// Also (re)takes the peek at the ring's avail index, so that polling an idle guest costs
-    /// one load even if it never transmitted.
-    pub(crate) fn arm_tx(&self, vring: &Vring) -> bool {
-        if self.tx_broken() {
-            // A parked ring is not asked for kicks: nothing it sends is looked at until the
-            // frontend resets it, which the poller's periodic pass notices.
-            return false;
-        }
-        let mem_arc = self.0.view.load();
-        let state = vring.get_mut();
-        if !state.is_enabled() {
-            return false;
-        }
-        let Some(mut ring) = SplitRing::new(mem_arc.mem(), state.get_queue()) else {
-            return false;
-        };
-        let pending = ring.enable_notification();
-        if let Ok(mut s) = self.0.scratch.try_lock() {
-            s.peek = Some(AvailPeek::new(mem_arc.clone(), &ring));
-        }
-        pending
-    }
-
-    /// External TX mode: the guest kicked its TX queue (it added chains after an
-    /// [`NetBackend::arm_tx`]); the next poll must look at the ring itself.
-    pub(crate) fn note_tx_kick(&self) {
-        self.0.kicked.store(true, Ordering::Release);
-    }
-
-    /// Drains the TX ring in batches. With `rearm` false (a poller serving many ports) one
-    /// call is one pass of the poller over this port and takes at most [`TX_PASS_BUDGET`]
-    /// descriptor reads (plus the rest of the chain that crosses it, at most
-    /// [`crate::ring::MAX_CHAIN_DESCS`]): whatever the guest posts, the other ports are served
-    /// before it gets more. Returns true if anything was taken or is left over.
-    fn drain_tx(&self, vring: &Vring, rearm: bool) -> bool {
-        let inner = &self.0;
-        // The scratch is only used by whoever drains this connection's TX ring (its worker,
-        // or one datapath thread): never contended in practice.
-        let mut scratch = match inner.scratch.try_lock() {
-            Ok(s) => s,
-            Err(std::sync::TryLockError::WouldBlock) => return false,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        };
-        let mut unparked = false;
-        if let Some(parked) = &scratch.parked {
-            if parked.still_parked(&inner.ring_resets, vring) {
-                return false;
-            }
-            scratch.parked = None;
-            inner.tx_broken.store(false, Ordering::Release);
-            info!(
-                "{}: TX ring reset by the frontend: serving it again",
-                inner.port.cfg.name
-            );
-            // Reported as activity, so that a poller re-arms the guest's kicks when it next
-            // goes idle (they were not armed while the ring was parked).
-            unparked = true;
-        }
-        // A poller visiting an idle guest: one load tells it nothing new arrived.
-        if !rearm && !unparked {
-            if inner.kicked.load(Ordering::Acquire) {
-                inner.kicked.store(false, Ordering::Release);
-            } else {
-                let mem = inner.view.peek();
-                if scratch.peek.as_mut().is_some_and(|p| p.unchanged(&mem)) {
-                    return false;
-                }
-            }
-        }
-        // Descriptor reads of this pass, charged per chain and counted once per pass.
-        let mut reads = 0u32;
-        let mut took = false;
-        let mut exhausted = false;
-        loop {
-            match self.tx_batch(vring, &mut scratch, rearm, &mut reads) {
-                TxOutcome::Done(n) => {
-                    took |= n;
-                    break;
-                }
-                TxOutcome::More => {
-                    took = true;
-                    if reads >= TX_PASS_BUDGET {
-                        if !rearm {
-                            exhausted = true;
-                            break;
-                        }
-                        // The connection's own worker (no poller): nobody else to serve on
-                        // this thread, and no kick would come for what is left. Go on.
-                        self.count_pass(u64::from(reads), true, false);
-                        reads = 0;
-                    }
-                }
-            }
-        }
-        self.count_pass(u64::from(reads), took, exhausted);
-        took || exhausted || unparked
-    }
-
-    /// Adds one pass to the port's TX work counters.
-    fn count_pass(&self, reads: u64, took: bool, exhausted: bool) {
-        let stats = &self.0.port.stats;
-        PortStats::add(&stats.tx_descriptors, reads);
-        PortStats::add(&stats.tx_passes, u64::from(took));
-        PortStats::add(&stats.tx_budget_exhausted, u64::from(exhausted));
-    }
-
-    /// Handles one batch.
-    fn tx_batch(
-        &self,
-        vring: &Vring,
-        scratch: &mut TxScratch,
-        rearm: bool,
-        reads: &mut u32,
-    ) -> TxOutcome {
-        let inner = &self.0;
-        // Read before the ring is examined: a reset racing with finding the ring broken then
-        // unparks it at once (see park.rs).
-        let resets = inner.ring_resets.get();
-        let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
-        let max_frame = inner.port.cfg.max_frame_len();
-        let mem_arc = inner.view.load();
-        let mem: &GuestMemory = mem_arc.mem();
-        let mut state = vring.get_mut();
-        if !state.is_enabled() {
-            return TxOutcome::Done(false);
-        }
-        let Some(mut ring) = SplitRing::new(mem, state.get_queue()) else {
-            return TxOutcome::Done(false);
-        };
-        ring.disable_notification();
-        scratch.clear();
-        let (counts, broken) = take_chains(
-            &mut ring,
-            scratch,
-            neg.hdr_len,
-            max_frame,
-            reads,
-            TX_PASS_BUDGET,
-        );
-        let taken = !scratch.heads.is_empty() || counts.bad_descriptor > 0;
-        if taken {
-            let refused = TxBatchCounts {
-                frames: 0,
-                bytes: 0,
-                ..counts
-            };
-            inner
-                .port
-                .sink
-                .on_tx(&TxBatch::new(ring.map(), scratch, refused));
-        }
-        for &head in &scratch.heads {
-            ring.push_used(head, 0);
-        }
-        ring.publish_used();
-        if ring.needs_notification() && state.signal_used_queue().is_ok() {
-            PortStats::add(&inner.port.stats.notifications, 1);
-        }
-        let outcome = if broken {
-            TxOutcome::Done(taken)
-        } else if scratch.heads.len() == MAX_BATCH
-            || (*reads >= TX_PASS_BUDGET && ring.pending().is_some_and(|n| n > 0))
-        {
-            TxOutcome::More
-        } else if rearm && ring.enable_notification() {
-            // Chains arrived while re-arming: go round again.
-            TxOutcome::More
-        } else {
-            TxOutcome::Done(taken)
-        };
-        ring.store_back(state.get_queue_mut());
-        if broken {
-            self.park(scratch, resets, &ring, &state);
-        }
-        scratch.peek = Some(AvailPeek::new(mem_arc.clone(), &ring));
-        let stats = &inner.port.stats;
-        PortStats::add(&stats.from_guest_frames, counts.frames);
-        PortStats::add(&stats.from_guest_bytes, counts.bytes);
-        PortStats::add(&stats.tx_bad_descriptor, counts.bad_descriptor);
-        PortStats::add(&stats.tx_oversize, counts.oversize);
-        PortStats::add(&stats.tx_runt, counts.runt);
-        outcome
-    }
-}
-
-impl NetBackend {
-    /// Parks the TX ring found broken (counted once by the caller as a bad descriptor): it is
-    /// not looked at again until the frontend resets it (see park.rs).
-    #[cold]
-    fn park(
-        &self,
-        scratch: &mut TxScratch,
-        resets: u64,
-        ring: &SplitRing<'_>,
-        state: &vhost_user_backend::VringState<GuestMemoryAtomic>,
-    ) {
-        let inner = &self.0;
-        scratch.parked = Some(ParkedRing::new(
-            resets,
-            state.is_enabled(),
-            state.get_queue(),
-        ));
-        inner.tx_broken.store(true, Ordering::Release);
-        PortStats::add(&inner.port.stats.tx_ring_broken, 1);
-        warn!(
-            "{}: TX ring broken: the guest moved its avail index {} entries ahead of the device \
-             (ring size {}); the port's TX is parked until the frontend resets the ring \
-             (GET_VRING_BASE / SET_VRING_*, device reset) or reconnects",
-            inner.port.cfg.name,
-            ring.avail_ahead(),
-            ring.size()
-        );
-    }
-}
-
-/// What one TX batch left behind.
-enum TxOutcome {
-    /// The ring may hold more: go again.
-    More,
-    /// Nothing more for now; whether this batch took anything.
-    Done(bool),
 }
 
 impl VhostUserBackend for NetBackend {
@@ -419,7 +191,7 @@ impl VhostUserBackend for NetBackend {
 
     fn features(&self) -> u64 {
         let cfg = &self.0.port.cfg;
-        offered_features(cfg.mac.is_some(), cfg.queue_pairs)
+        offered_features(cfg.mac.is_some(), QUEUE_PAIRS)
     }
 
     fn acked_features(&self, features: u64) {
@@ -448,11 +220,7 @@ impl VhostUserBackend for NetBackend {
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
         let cfg = &self.0.port.cfg;
-        read_window(
-            &config_space(cfg.mac, cfg.queue_pairs, cfg.mtu),
-            offset,
-            size,
-        )
+        read_window(&config_space(cfg.mac, QUEUE_PAIRS, cfg.mtu), offset, size)
     }
 
     fn update_memory(&self, mem: GuestMemoryAtomic) -> io::Result<()> {
@@ -498,11 +266,10 @@ impl VhostUserBackend for NetBackend {
             return Ok(());
         }
         if q % 2 == 1 {
-            if self.0.port.cfg.external_tx {
-                self.note_tx_kick();
-                self.0.port.sink.on_tx_kick();
-            } else if let Some(vring) = vrings.get(q) {
-                self.process_tx(vring);
+            // The next pass must look at the ring itself; wake whoever drains it.
+            self.0.kicked.store(true, Ordering::Release);
+            if let Some(doorbell) = &self.0.port.cfg.tx_doorbell {
+                let _ = doorbell.write(1);
             }
         }
         // RX kicks only say the guest posted buffers; deliveries pick them up as they come.

@@ -25,9 +25,6 @@ pub enum PortError {
          symlink) exists there and will not be deleted; remove it or choose another path"
     )]
     NotASocket(PathBuf),
-    /// Queue pair count out of range.
-    #[error("queue pairs {0} out of range: use 1..=16")]
-    QueuePairs(u16),
     /// Queue size not a power of two in range.
     #[error("max queue size {0} invalid: use a power of two in 256..=32768")]
     QueueSize(u16),

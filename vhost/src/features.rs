@@ -10,9 +10,9 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 
 /// Size of `virtio_net_hdr_v1` (with `num_buffers`): used whenever VERSION_1 or MRG_RXBUF is
 /// negotiated.
-pub const NET_HDR_V1_LEN: usize = 12;
+pub const NET_HDR_V1_LEN: usize = crate::wire::net_hdr::LEN;
 /// Size of the legacy `virtio_net_hdr` (no `num_buffers`).
-pub const NET_HDR_LEGACY_LEN: usize = 10;
+pub const NET_HDR_LEGACY_LEN: usize = crate::wire::net_hdr::LEGACY_LEN;
 
 /// Virtio feature bits offered to the frontend.
 ///

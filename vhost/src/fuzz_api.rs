@@ -9,12 +9,13 @@ use vhost_user_backend::VringT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::frame::{FrameBatch, FrameRef};
 use crate::mem_view::MemView;
 use crate::memory::{GuestMemory, GuestMemoryAtomic, Vring};
 use crate::ring::SplitRing;
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-use crate::tx::{take_chains, TxBatch, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
+use crate::tx::{take_chains, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
 /// A queue's configuration as a frontend sets it (SET_VRING_NUM / ADDR / BASE, EVENT_IDX).
 #[derive(Debug, Clone, Copy, Default)]
@@ -63,7 +64,7 @@ pub fn drain_tx(
     hdr_len: usize,
     max_frame: usize,
     max_batches: usize,
-    mut on_batch: impl FnMut(&TxBatch<'_>),
+    mut on_batch: impl FnMut(&FrameBatch<'_>, &TxBatchCounts),
 ) -> Option<TxBatchCounts> {
     let mut state = vring.get_mut();
     let mut ring = SplitRing::new(mem, state.get_queue())?;
@@ -81,17 +82,13 @@ pub fn drain_tx(
             &mut reads,
             TX_PASS_BUDGET,
         );
-        on_batch(&TxBatch::new(ring.map(), &scratch, counts));
+        on_batch(&scratch.batch(), &counts);
         for &head in &scratch.heads {
             ring.push_used(head, 0);
         }
         ring.publish_used();
         ring.needs_notification();
-        total.frames += counts.frames;
-        total.bytes += counts.bytes;
-        total.bad_descriptor += counts.bad_descriptor;
-        total.oversize += counts.oversize;
-        total.runt += counts.runt;
+        total.add(&counts);
         if broken || scratch.heads.len() < MAX_BATCH {
             break;
         }
@@ -115,8 +112,16 @@ pub fn rx_ring(vring: Vring, mem: GuestMemoryAtomic, features: u64) -> std::io::
     })
 }
 
+/// The bytes a delivery of `frame` writes (its checked prefix, then the rest from its
+/// segments): what the fuzz harness compares with what the guest sent.
+pub fn delivered_bytes(frame: &FrameRef<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; frame.len()];
+    frame.copy_to(&mut out);
+    out
+}
+
 /// Host address and length of each segment of `frame` (what the RX writer copies from).
-pub fn host_segments(frame: &crate::FrameRef<'_>) -> Vec<(usize, usize)> {
+pub fn host_segments(frame: &FrameRef<'_>) -> Vec<(usize, usize)> {
     frame.host_segments().collect()
 }
 

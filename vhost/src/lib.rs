@@ -1,19 +1,36 @@
 //! A vhost-user virtio-net port.
 //!
 //! One [`NetPort`] is one virtio-net device as seen by one guest, served over a vhost-user
-//! socket in either role, across any number of frontend connections. Frames the guest
-//! transmits are handed to a [`TxSink`] in batches without being copied out of guest memory;
-//! anyone holding a [`PortHandle`] can write frames into the guest's RX ring
-//! ([`rx::RxRing::with_writer`]), copying each frame once, straight from the source guest's memory.
+//! socket in either role, across any number of frontend connections. The thread that serves
+//! the port pulls the frames the guest transmits, batch by batch, without copying them out of
+//! guest memory ([`PortHandle::poll_tx`]); anyone holding a [`PortHandle`] can write frames
+//! into the guest's RX ring ([`rx::RxRing::with_writer`]), copying each frame once, straight
+//! from where it lies (another guest's memory, or a host buffer: [`HostFrames`]).
 //!
 //! This crate knows nothing about channels or switching.
+//!
+//! Module map:
+//! - connection: `port` (the socket, one frontend connection after another), `socket`
+//!   (creating it safely), `shim` (the relay that checks every vhost-user message first),
+//!   `mem_table` (the memory-table checks), `backend` (the virtio-net device of one
+//!   connection), `features`, `config_space`;
+//! - guest memory: `memory` (address translation, copies), `mem_view` (the snapshot the
+//!   datapath reads), `sigbus` (a frontend that shrinks its memory costs only its port);
+//! - rings: `ring` (split virtqueue access), `park` (a broken TX ring set aside);
+//! - datapath: `drain` (a TX pass for the thread serving the port), `tx` (chains to frames),
+//!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts);
+//! - [`stats`] (the port's counters); [`crossover`] (serving ports without a switch: the
+//!   example, tests and fuzzing).
 
 #![deny(missing_docs)]
 
 mod backend;
 pub mod config_space;
+pub mod crossover;
+mod drain;
 mod error;
 pub mod features;
+pub mod frame;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod mem_table;
@@ -28,11 +45,14 @@ mod sigbus;
 pub mod socket;
 pub mod stats;
 pub mod tx;
+pub mod wire;
 
+pub use drain::{TxCursor, TxPass};
 pub use error::PortError;
+pub use frame::{FrameBatch, FrameRef, HostFrameError, HostFrames, NetHdr};
 pub use mem_table::{MemLimits, MAX_MEM_BYTES, MAX_MEM_REGIONS, MIN_MEM_BYTES};
-pub use port::{NetPort, PortConfig, PortHandle, SocketRole, TxSink};
+pub use port::{NetPort, PortConfig, PortHandle, SocketRole};
 pub use ring::MAX_CHAIN_DESCS;
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
 pub use stats::{PortStats, PortStatsSnapshot};
-pub use tx::{FrameRef, NetHdr, TxBatch, TxBatchCounts, TX_PASS_BUDGET};
+pub use tx::{TxBatchCounts, TxScratch, TX_PASS_BUDGET};

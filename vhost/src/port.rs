@@ -9,7 +9,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -20,16 +20,19 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::GuestMemoryAtomic as Gma;
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::backend::{capture_event_id, fault_event_id, NetBackend};
+use crate::drain::{TxCursor, TxPass};
 use crate::error::PortError;
+use crate::frame::FrameBatch;
 use crate::mem_table::{MemLimits, MemTableGuard};
 use crate::memory::{GuestMemory, GuestMemoryAtomic};
 use crate::rx::RxQueue;
 use crate::shim::ShimEndpoint;
 use crate::socket::{FileId, DEFAULT_SOCKET_MODE};
 use crate::stats::{PortStats, PortStatsSnapshot};
-use crate::tx::TxBatch;
+use crate::tx::TxScratch;
 
 /// Who creates the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +43,10 @@ pub enum SocketRole {
     /// The frontend created the socket; the port connects and reconnects.
     Connect,
 }
+
+/// Queue pairs (RX/TX) offered: one. Multiqueue needs a datapath thread per queue pair
+/// first; offering more pairs than are served would strand the guests' extra queues.
+pub(crate) const QUEUE_PAIRS: u16 = 1;
 
 /// Static configuration of a port.
 #[derive(Debug, Clone)]
@@ -54,15 +61,12 @@ pub struct PortConfig {
     pub mac: Option<[u8; 6]>,
     /// MTU offered in the config space.
     pub mtu: u16,
-    /// Queue pairs (RX/TX). Only pair 0 carries traffic for now.
-    pub queue_pairs: u16,
     /// Largest ring the frontend may configure.
     pub max_queue_size: u16,
-    /// TX is drained by a thread outside the port (the switch's datapath threads, each
-    /// serving many ports, busy-polling or sleeping until a guest kicks) through
-    /// [`PortHandle::poll_tx`] and [`PortHandle::arm_tx`]. A guest's TX kick then only calls
-    /// [`TxSink::on_tx_kick`]. `false`: the connection's worker drains TX on every kick.
-    pub external_tx: bool,
+    /// Written (one `write(1)`) when the guest kicks its TX queue after
+    /// [`PortHandle::arm_tx`]: the doorbell of the thread that drains this port, which then
+    /// polls it ([`PortHandle::poll_tx`]). `None`: that thread polls without sleeping.
+    pub tx_doorbell: Option<Arc<EventFd>>,
     /// Limits on the guest memory one frontend may map (region count, total size).
     pub mem_limits: MemLimits,
     /// Permissions of the socket the port creates (listen role), whatever the umask.
@@ -70,7 +74,7 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
-    /// A port with defaults: no MAC, MTU 1500, one queue pair, rings up to 32768.
+    /// A port with defaults: no MAC, MTU 1500, rings up to 32768, no TX doorbell.
     pub fn new(name: impl Into<String>, socket: impl Into<PathBuf>, role: SocketRole) -> Self {
         PortConfig {
             name: name.into(),
@@ -78,9 +82,8 @@ impl PortConfig {
             role,
             mac: None,
             mtu: 1500,
-            queue_pairs: 1,
             max_queue_size: 32768,
-            external_tx: false,
+            tx_doorbell: None,
             mem_limits: MemLimits::default(),
             socket_mode: DEFAULT_SOCKET_MODE,
         }
@@ -91,19 +94,6 @@ impl PortConfig {
     pub fn max_frame_len(&self) -> usize {
         usize::from(self.mtu) + 14 + 8
     }
-}
-
-/// What the port does with frames its guest transmits. Called with one batch at a time by
-/// whoever drains the TX ring (the connection's worker thread, or with
-/// [`PortConfig::external_tx`] the thread calling [`PortHandle::poll_tx`]); the frames live in
-/// guest memory for the duration of the call only.
-pub trait TxSink: Send + Sync {
-    /// Consumes a batch (typically: switch each frame and copy it into destination rings).
-    fn on_tx(&self, batch: &TxBatch<'_>);
-
-    /// With [`PortConfig::external_tx`]: the guest kicked its TX queue (after
-    /// [`PortHandle::arm_tx`]); wake whoever drains it. Called on the port's worker thread.
-    fn on_tx_kick(&self) {}
 }
 
 impl PortShared {
@@ -122,7 +112,8 @@ pub(crate) struct PortShared {
     pub(crate) rx: RxQueue,
     pub(crate) tx: ArcSwapOption<TxPoller>,
     pub(crate) stats: Arc<PortStats>,
-    pub(crate) sink: Arc<dyn TxSink>,
+    /// Numbers the connections (see `TxCursor`): the last one given.
+    conns: AtomicU64,
     stop: AtomicBool,
     connected: AtomicBool,
     conn: Mutex<Option<ShutdownHandle>>,
@@ -172,20 +163,40 @@ impl PortHandle {
             .is_some_and(|p| p.backend.tx_broken())
     }
 
-    /// External TX mode: drains the guest's TX ring (in batches) if a frontend is connected,
-    /// without asking the guest to kick. Returns true if any chain was processed.
-    pub fn poll_tx(&self) -> bool {
+    /// One pass over the guest's TX ring, if a frontend is connected: hands each batch of
+    /// frames it transmitted to `each` (the frames stay in guest memory, valid during the call
+    /// only), then returns the buffers to the guest. Never asks the guest to kick (see
+    /// [`PortHandle::arm_tx`]).
+    ///
+    /// The caller is the one thread that drains this port: it owns `cursor` (this port's,
+    /// kept between passes) and `scratch` (its own, for any port). A closure rather than a
+    /// returned batch: the batch borrows the ring (locked) and a snapshot of guest memory, and
+    /// the buffers go back to the guest right after `each` returns.
+    #[inline]
+    pub fn poll_tx(
+        &self,
+        cursor: &mut TxCursor,
+        scratch: &mut TxScratch,
+        mut each: impl FnMut(&FrameBatch<'_>),
+    ) -> TxPass {
         match self.0.tx.load().as_ref() {
-            Some(p) => p.backend.poll_tx(&p.vring),
-            None => false,
+            Some(p) => {
+                cursor.follow(p.backend.conn());
+                p.backend.drain_tx(&p.vring, cursor, scratch, &mut each)
+            }
+            None => TxPass::default(),
         }
     }
 
-    /// External TX mode, before the draining thread sleeps: asks the guest to kick its TX
-    /// queue on its next frame. Returns true if frames arrived meanwhile (poll again).
-    pub fn arm_tx(&self) -> bool {
+    /// Before the draining thread sleeps: asks the guest to kick its TX queue on its next
+    /// frame (the kick rings [`PortConfig::tx_doorbell`]). Returns true if frames arrived
+    /// meanwhile (poll again).
+    pub fn arm_tx(&self, cursor: &mut TxCursor) -> bool {
         match self.0.tx.load().as_ref() {
-            Some(p) => p.backend.arm_tx(&p.vring),
+            Some(p) => {
+                cursor.follow(p.backend.conn());
+                p.backend.arm_tx(&p.vring, cursor)
+            }
             None => false,
         }
     }
@@ -207,10 +218,7 @@ pub struct NetPort {
 
 impl NetPort {
     /// Starts a port: in the listen role the socket exists when this returns.
-    pub fn start(cfg: PortConfig, sink: Arc<dyn TxSink>) -> Result<NetPort, PortError> {
-        if cfg.queue_pairs == 0 || cfg.queue_pairs > 16 {
-            return Err(PortError::QueuePairs(cfg.queue_pairs));
-        }
+    pub fn start(cfg: PortConfig) -> Result<NetPort, PortError> {
         if !(256..=32768).contains(&cfg.max_queue_size) || !cfg.max_queue_size.is_power_of_two() {
             return Err(PortError::QueueSize(cfg.max_queue_size));
         }
@@ -229,7 +237,7 @@ impl NetPort {
             rx: RxQueue::default(),
             tx: ArcSwapOption::empty(),
             stats: Arc::new(PortStats::default()),
-            sink,
+            conns: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             conn: Mutex::new(None),
@@ -316,12 +324,13 @@ type Daemon = VhostUserDaemon<NetBackend>;
 
 fn new_daemon(shared: &Arc<PortShared>) -> Result<(Daemon, NetBackend), PortError> {
     let mem: GuestMemoryAtomic = Gma::new(GuestMemory::new());
-    let backend = NetBackend::new(shared.clone()).map_err(PortError::Thread)?;
+    let conn = shared.conns.fetch_add(1, Ordering::Relaxed) + 1;
+    let backend = NetBackend::new(shared.clone(), conn).map_err(PortError::Thread)?;
     let daemon = VhostUserDaemon::new(shared.cfg.name.clone(), backend.clone(), mem)
         .map_err(|e| PortError::Daemon(e.to_string()))?;
     // Ask the worker to publish its rings now, before any kick: a frontend may never kick its
     // RX queue (DPDK does not), yet others must be able to deliver into it.
-    let num_queues = usize::from(shared.cfg.queue_pairs) * 2;
+    let num_queues = usize::from(QUEUE_PAIRS) * 2;
     let id = capture_event_id(num_queues);
     if let Some(h) = daemon.get_epoll_handlers().first() {
         h.register_listener(

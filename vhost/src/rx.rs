@@ -13,11 +13,12 @@ use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
 
 use crate::features::Negotiated;
+use crate::frame::FrameRef;
 use crate::mem_view::MemView;
 use crate::memory::{copy_guest, write_guest, Vring};
 use crate::ring::SplitRing;
 use crate::stats::PortStats;
-use crate::tx::{FrameRef, PREFIX_LEN};
+use crate::wire::{net_hdr, PREFIX_LEN};
 
 /// Most RX chains one frame may take (mergeable buffers).
 const MAX_BUFFERS_PER_FRAME: usize = 256;
@@ -210,14 +211,13 @@ impl RxWriter<'_> {
                 let Some(hdr_at) = hdr_at else {
                     return Err(RxDrop::BadDescriptor);
                 };
-                let mut hdr = [0u8; 12];
-                hdr[10..12].copy_from_slice(&(ntaken as u16).to_le_bytes());
-                if hdr_len == 12 {
+                let hdr = net_hdr::for_rx(ntaken as u16);
+                if hdr_len == net_hdr::LEN {
                     // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
                     // `hdr_at` (mapped for the batch).
                     unsafe { write_guest(hdr_at, hdr) };
                 } else {
-                    // SAFETY: as above; `hdr` has 12 >= hdr_len bytes.
+                    // SAFETY: as above; `hdr` has LEN >= hdr_len bytes.
                     unsafe { copy_guest(hdr_at, hdr.as_ptr() as usize, hdr_len) };
                 }
                 Ok(())
@@ -261,13 +261,12 @@ fn deliver_common_layout(
         ring.unpop(1);
         return None;
     };
-    let mut hdr = [0u8; 12];
-    hdr[10..12].copy_from_slice(&1u16.to_le_bytes());
-    if hdr_len == 12 {
-        // SAFETY: `at..at + total` is mapped for the batch and total >= hdr_len = 12.
+    let hdr = net_hdr::for_rx(1);
+    if hdr_len == net_hdr::LEN {
+        // SAFETY: `at..at + total` is mapped for the batch and total >= hdr_len = LEN.
         unsafe { write_guest(at, hdr) };
     } else {
-        // SAFETY: as above; `hdr` has 12 >= hdr_len bytes.
+        // SAFETY: as above; `hdr` has LEN >= hdr_len bytes.
         unsafe { copy_guest(at, hdr.as_ptr() as usize, hdr_len) };
     }
     // The frame's leading bytes from the prefix copy the switch checked (not from guest

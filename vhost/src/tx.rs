@@ -6,13 +6,12 @@
 //! maximum, and it holds at least a virtio-net header and an Ethernet header. Anything else
 //! costs that one chain and a counter.
 
-use std::marker::PhantomData;
-
 use vm_memory::GuestAddress;
 
+use crate::frame::{FrameSlot, NetHdr, Segment, MIN_FRAME_LEN};
 use crate::memory::{copy_guest, GuestMap};
-use crate::park::ParkedRing;
-use crate::ring::{AvailPeek, Chain, SplitRing};
+use crate::ring::{Chain, SplitRing};
+use crate::wire::{net_hdr, PREFIX_LEN};
 
 /// Most chains taken from a TX ring in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -24,22 +23,6 @@ pub const MAX_BATCH: usize = 256;
 pub const TX_PASS_BUDGET: u32 = 1024;
 /// Most guest-memory segments one frame may be made of.
 pub const MAX_SEGS_PER_FRAME: usize = 64;
-/// How many leading frame bytes are copied beside the frame for parsing (MACs, tags,
-/// ethertype). This is a parse buffer, not a copy of the frame.
-pub const PREFIX_LEN: usize = 32;
-/// Shortest acceptable frame: an Ethernet header.
-pub const MIN_FRAME_LEN: usize = 14;
-
-/// A contiguous piece of a frame in guest memory (never crosses a memory region).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Segment {
-    /// Guest physical address.
-    pub addr: GuestAddress,
-    /// Length in bytes (non-zero).
-    pub len: u32,
-    /// Host address of `addr`, valid while the batch's memory snapshot is held.
-    host: usize,
-}
 
 /// Why a TX chain was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,55 +36,13 @@ pub enum TxChainError {
     Runt,
 }
 
-/// The virtio-net header fields a consumer may care about (offload metadata).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NetHdr {
-    /// `flags` (NEEDS_CSUM, DATA_VALID).
-    pub flags: u8,
-    /// `gso_type`.
-    pub gso_type: u8,
-    /// `hdr_len`.
-    pub hdr_len: u16,
-    /// `gso_size`.
-    pub gso_size: u16,
-    /// `csum_start`.
-    pub csum_start: u16,
-    /// `csum_offset`.
-    pub csum_offset: u16,
-}
-
-impl NetHdr {
-    fn parse(b: &[u8; 12]) -> Self {
-        NetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16::from_le_bytes([b[2], b[3]]),
-            gso_size: u16::from_le_bytes([b[4], b[5]]),
-            csum_start: u16::from_le_bytes([b[6], b[7]]),
-            csum_offset: u16::from_le_bytes([b[8], b[9]]),
-        }
-    }
-}
-
-/// One accepted TX frame: where it lies in guest memory, plus its first bytes for parsing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TxFrame {
-    seg_start: u32,
-    seg_end: u32,
-    len: u32,
-    prefix: [u8; PREFIX_LEN],
-    hdr: NetHdr,
-}
-
-/// Reusable storage for one batch: allocated once per port, cleared per batch.
+/// Storage for one TX batch, owned by the thread that drains TX rings: allocated once,
+/// cleared per batch, shared by every port that thread serves (one batch is in flight at a
+/// time), so it is never locked.
 pub struct TxScratch {
     pub(crate) heads: Vec<u16>,
-    pub(crate) frames: Vec<TxFrame>,
+    pub(crate) frames: Vec<FrameSlot>,
     pub(crate) segs: Vec<Segment>,
-    /// Where to look to tell, cheaply, whether the guest added chains since the last batch.
-    pub(crate) peek: Option<AvailPeek>,
-    /// Set while the ring is parked as broken (see `park.rs`).
-    pub(crate) parked: Option<ParkedRing>,
 }
 
 impl Default for TxScratch {
@@ -110,8 +51,6 @@ impl Default for TxScratch {
             heads: Vec::with_capacity(MAX_BATCH),
             frames: Vec::with_capacity(MAX_BATCH),
             segs: Vec::with_capacity(MAX_BATCH * 4),
-            peek: None,
-            parked: None,
         }
     }
 }
@@ -122,182 +61,10 @@ impl TxScratch {
         self.frames.clear();
         self.segs.clear();
     }
-}
 
-/// A batch of frames a guest transmitted, still in its memory. Valid only for the duration of
-/// the [`crate::TxSink::on_tx`] call that receives it.
-pub struct TxBatch<'a> {
-    /// The frames' segments hold host addresses valid while this map's memory snapshot lives.
-    _map: PhantomData<&'a GuestMap<'a>>,
-    pub(crate) frames: &'a [TxFrame],
-    pub(crate) segs: &'a [Segment],
-    pub(crate) refused: TxBatchCounts,
-}
-
-impl<'a> TxBatch<'a> {
-    /// Builds a batch view (used by the port, and by benchmarks that drive a sink directly).
-    pub(crate) fn new(
-        _map: &'a GuestMap<'a>,
-        scratch: &'a TxScratch,
-        refused: TxBatchCounts,
-    ) -> Self {
-        TxBatch {
-            _map: PhantomData,
-            frames: &scratch.frames,
-            segs: &scratch.segs,
-            refused,
-        }
-    }
-
-    /// The chains of this batch the port refused (malformed, oversize, runt), already dropped.
-    pub fn refused(&self) -> TxBatchCounts {
-        self.refused
-    }
-
-    /// Number of frames.
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// True when the batch holds no frame.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    /// The `i`-th frame. Panics if `i >= len()` (an index the caller controls, not the guest).
-    pub fn frame(&self, i: usize) -> FrameRef<'a> {
-        let f = &self.frames[i];
-        FrameRef {
-            segs: &self.segs[f.seg_start as usize..f.seg_end as usize],
-            len: f.len,
-            prefix: &self.frames[i].prefix,
-            hdr: f.hdr,
-        }
-    }
-
-    /// The `i`-th frame's parse prefix (its first [`PREFIX_LEN`] bytes, zero-padded; frames are
-    /// at least 14 bytes, so the MACs are always there) and its length, without building a
-    /// [`FrameRef`]: what a planner needs per frame. Panics if `i >= len()` (an index the
-    /// caller controls, not the guest).
-    #[inline]
-    pub fn head(&self, i: usize) -> (&'a [u8; PREFIX_LEN], u32) {
-        let f = &self.frames[i];
-        (&f.prefix, f.len)
-    }
-
-    /// Iterates over the frames.
-    pub fn iter(&self) -> impl Iterator<Item = FrameRef<'a>> + '_ {
-        (0..self.len()).map(move |i| self.frame(i))
-    }
-}
-
-/// A frame that lies in some guest's memory: the source of a copy into another guest.
-#[derive(Clone, Copy)]
-pub struct FrameRef<'a> {
-    pub(crate) segs: &'a [Segment],
-    pub(crate) len: u32,
-    pub(crate) prefix: &'a [u8; PREFIX_LEN],
-    pub(crate) hdr: NetHdr,
-}
-
-impl<'a> FrameRef<'a> {
-    /// Frame length in bytes (no virtio header).
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Frames are never empty (runts are refused); provided for API completeness.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The first `min(len, PREFIX_LEN)` bytes of the frame.
-    pub fn prefix(&self) -> &'a [u8] {
-        &self.prefix[..self.len().min(PREFIX_LEN)]
-    }
-
-    /// Destination MAC address.
-    pub fn dst_mac(&self) -> [u8; 6] {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&self.prefix[0..6]);
-        m
-    }
-
-    /// Source MAC address.
-    pub fn src_mac(&self) -> [u8; 6] {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&self.prefix[6..12]);
-        m
-    }
-
-    /// The virtio-net header the guest sent with the frame.
-    pub fn net_hdr(&self) -> NetHdr {
-        self.hdr
-    }
-
-    /// The frame's pieces in guest memory.
-    pub fn segments(&self) -> &'a [Segment] {
-        self.segs
-    }
-
-    /// Copies the frame into `out` (captures and tests; the datapath copies guest to guest),
-    /// the same bytes a delivery writes (see [`FrameRef::delivery_pieces`]). Returns the bytes
-    /// copied, `min(len, out.len())`.
-    pub fn copy_to(&self, out: &mut [u8]) -> usize {
-        let mut done = 0;
-        for (src, len) in self.delivery_pieces() {
-            if done >= out.len() {
-                break;
-            }
-            let n = len.min(out.len() - done);
-            // SAFETY: every piece is either this frame's prefix copy (ours) or a part of a
-            // segment checked to lie in the source guest's memory, which the batch keeps mapped
-            // while this `FrameRef` lives; `out[done..done + n]` is ours.
-            unsafe { copy_guest(out[done..].as_mut_ptr() as usize, src, n) };
-            done += n;
-        }
-        done
-    }
-
-    /// How many leading bytes a delivery takes from the prefix copy instead of guest memory.
-    #[inline(always)]
-    pub(crate) fn checked_len(&self) -> usize {
-        self.len().min(PREFIX_LEN)
-    }
-
-    /// The frame as a delivery copies it, as (host address, length) pieces: first its leading
-    /// [`FrameRef::checked_len`] bytes from the prefix copy the switch made its decisions on
-    /// (addresses, tags), then the rest from guest memory. The guest can rewrite its buffer at
-    /// any time; what it cannot do this way is deliver bytes other than those that were checked
-    /// (a source MAC flipped between the check and the copy, say). The prefix was copied
-    /// anyway for parsing, so this costs no extra copy of the frame.
-    #[inline]
-    pub(crate) fn delivery_pieces(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
-        std::iter::once((self.prefix.as_ptr() as usize, self.checked_len()))
-            .chain(self.tail_segments())
-    }
-
-    /// Host address and length of each segment in guest memory (the fuzz harness checks them
-    /// against guest memory; deliveries use [`FrameRef::delivery_pieces`]).
-    #[inline]
-    pub(crate) fn host_segments(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
-        self.segs.iter().map(|s| (s.host, s.len as usize))
-    }
-
-    /// The frame's pieces in guest memory after its first [`FrameRef::checked_len`] bytes.
-    #[inline]
-    pub(crate) fn tail_segments(&self) -> impl Iterator<Item = (usize, usize)> + 'a {
-        let mut skip = self.checked_len();
-        self.segs.iter().filter_map(move |s| {
-            let n = s.len as usize;
-            if skip >= n {
-                skip -= n;
-                return None;
-            }
-            let piece = (s.host + skip, n - skip);
-            skip = 0;
-            Some(piece)
-        })
+    /// The frames of the batch taken last.
+    pub(crate) fn batch(&self) -> crate::FrameBatch<'_> {
+        crate::FrameBatch::new(&self.frames, &self.segs)
     }
 }
 
@@ -367,7 +134,7 @@ pub(crate) fn parse_head(
     max_frame: usize,
     segs: &mut Vec<Segment>,
     reads: &mut u32,
-) -> Result<TxFrame, TxChainError> {
+) -> Result<FrameSlot, TxChainError> {
     if let Some((f, n)) = parse_common_layout(ring, head, hdr_len, max_frame, segs) {
         *reads += n;
         return Ok(f);
@@ -388,7 +155,7 @@ fn parse_common_layout(
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
-) -> Option<(TxFrame, u32)> {
+) -> Option<(FrameSlot, u32)> {
     let map = ring.map();
     let d0 = ring.desc(head)?;
     if !d0.is_plain_readable() {
@@ -421,8 +188,8 @@ fn parse_common_layout(
     if !(MIN_FRAME_LEN..=max_frame).contains(&frame_len) {
         return None;
     }
-    let mut hdr = [0u8; 12];
-    read_into(&mut hdr[..hdr_len.min(12)], hdr_host, hdr_len);
+    let mut hdr = [0u8; net_hdr::LEN];
+    read_into(&mut hdr[..hdr_len.min(net_hdr::LEN)], hdr_host, hdr_len);
     let mut prefix = [0u8; PREFIX_LEN];
     read_into(&mut prefix, frame_host, frame_len.min(PREFIX_LEN));
     let start = segs.len();
@@ -432,7 +199,7 @@ fn parse_common_layout(
         host: frame_host,
     });
     Some((
-        TxFrame {
+        FrameSlot {
             seg_start: start as u32,
             seg_end: start as u32 + 1,
             len: frame_len as u32,
@@ -450,7 +217,7 @@ pub(crate) fn parse_chain(
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
-) -> Result<TxFrame, TxChainError> {
+) -> Result<FrameSlot, TxChainError> {
     let start = segs.len();
     let result = walk_chain(map, chain, hdr_len, max_frame, segs);
     if result.is_err() {
@@ -465,11 +232,12 @@ pub(crate) fn parse_chain(
 #[inline(always)]
 fn read_into(to: &mut [u8], from: usize, n: usize) {
     let n = n.min(to.len());
-    if n == 12 {
-        // SAFETY: `from..from + 12` was translated by the batch's GuestMap (mapped for the
-        // batch); `[u8; 12]` has alignment 1.
-        let v: [u8; 12] = unsafe { std::ptr::read_unaligned(from as *const [u8; 12]) };
-        to[..12].copy_from_slice(&v);
+    if n == net_hdr::LEN {
+        // SAFETY: `from..from + net_hdr::LEN` was translated by the batch's GuestMap (mapped
+        // for the batch); a byte array has alignment 1.
+        let v: [u8; net_hdr::LEN] =
+            unsafe { std::ptr::read_unaligned(from as *const [u8; net_hdr::LEN]) };
+        to[..net_hdr::LEN].copy_from_slice(&v);
     } else if n == PREFIX_LEN {
         // SAFETY: as above, for PREFIX_LEN bytes.
         let v: [u8; PREFIX_LEN] =
@@ -488,9 +256,9 @@ fn walk_chain(
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
-) -> Result<TxFrame, TxChainError> {
+) -> Result<FrameSlot, TxChainError> {
     let start = segs.len();
-    let mut hdr = [0u8; 12];
+    let mut hdr = [0u8; net_hdr::LEN];
     let mut hdr_got = 0usize;
     let mut prefix = [0u8; PREFIX_LEN];
     let mut prefix_got = 0usize;
@@ -561,7 +329,7 @@ fn walk_chain(
     if hdr_got < hdr_len || frame_len < MIN_FRAME_LEN {
         return Err(TxChainError::Runt);
     }
-    Ok(TxFrame {
+    Ok(FrameSlot {
         seg_start: start as u32,
         seg_end: segs.len() as u32,
         len: frame_len as u32,
@@ -586,7 +354,21 @@ pub struct TxBatchCounts {
 }
 
 impl TxBatchCounts {
-    pub(crate) fn count(&mut self, r: &Result<TxFrame, TxChainError>) {
+    /// Adds another batch's counts.
+    pub fn add(&mut self, o: &TxBatchCounts) {
+        self.frames += o.frames;
+        self.bytes += o.bytes;
+        self.bad_descriptor += o.bad_descriptor;
+        self.oversize += o.oversize;
+        self.runt += o.runt;
+    }
+
+    /// Chains refused (malformed, oversize, runt).
+    pub fn refused(&self) -> u64 {
+        self.bad_descriptor + self.oversize + self.runt
+    }
+
+    pub(crate) fn count(&mut self, r: &Result<FrameSlot, TxChainError>) {
         match r {
             Ok(f) => {
                 self.frames += 1;

@@ -11,9 +11,11 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use vswitch::core::{Core, PolicyTable, View};
 use vswitch::fdb::Fdb;
-use vswitch::forward::{admit, plan_batch, plan_frame, FrameAddrs, Ingress, Scratch, Sender};
-use vswitch::switch::{Core, PolicyTable};
+use vswitch::forward::{
+    may_enter, plan_batch, plan_frame, DestKind, FrameAddrs, Ingress, Scratch, Sender,
+};
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
 
@@ -84,6 +86,7 @@ fn plan_and_check(c: &mut Criterion) {
             channel: ch(100),
             mac: None,
             mac_limit: u32::MAX,
+            uplink: false,
         };
         let src = mac(0);
         let dsts: Vec<[u8; 6]> = (0..BATCH)
@@ -95,12 +98,25 @@ fn plan_and_check(c: &mut Criterion) {
                 dests.clear();
                 for (i, d) in dsts.iter().enumerate() {
                     plan_frame(
-                        &reg, &policy, &core.fdb, now, &from, src, *d, i as u16, &mut dests,
+                        &View {
+                            reg: &reg,
+                            policy: &policy,
+                            ports: &Default::default(),
+                        },
+                        &core.fdb,
+                        now,
+                        &from,
+                        src,
+                        *d,
+                        i as u16,
+                        &mut dests,
                     );
                 }
                 let mut ok = 0u32;
                 for &(q, _) in &dests {
-                    ok += u32::from(admit(&reg, &policy, ch(100), PortId::new(q)).is_ok());
+                    ok += u32::from(
+                        may_enter(&reg, &policy, ch(100), PortId::new(q), DestKind::Vm).is_ok(),
+                    );
                 }
                 ok
             })
@@ -135,6 +151,7 @@ fn plan_batch_macs(c: &mut Criterion) {
             channel: ch(100),
             mac: None,
             mac_limit: u32::MAX,
+            uplink: false,
         };
         // Consecutive batches continue the cycle over all MACs.
         let all: Vec<FrameAddrs> = (0..macs + PLAN_BATCH)
@@ -151,13 +168,17 @@ fn plan_batch_macs(c: &mut Criterion) {
             b.iter(|| {
                 let frames = black_box(&all[off..off + batch]);
                 off = (off + batch) % macs as usize;
+                scratch.clear();
                 let r = plan_batch(
-                    &reg,
-                    &policy,
+                    &View {
+                        reg: &reg,
+                        policy: &policy,
+                        ports: &Default::default(),
+                    },
                     &core.fdb,
                     now,
                     &from,
-                    frames.len(),
+                    0..frames.len(),
                     |i| frames[i],
                     &mut scratch,
                 );
@@ -186,7 +207,18 @@ fn plan_batch_macs(c: &mut Criterion) {
                         _ => {
                             let start = dests.len();
                             let r = plan_frame(
-                                &reg, &policy, &core.fdb, now, &from, f.src, f.dst, idx, &mut dests,
+                                &View {
+                                    reg: &reg,
+                                    policy: &policy,
+                                    ports: &Default::default(),
+                                },
+                                &core.fdb,
+                                now,
+                                &from,
+                                f.src,
+                                f.dst,
+                                idx,
+                                &mut dests,
                             );
                             prev = Some((*f, r, start, dests.len()));
                             r

@@ -8,8 +8,8 @@
 
 use std::hint::black_box;
 
+use vswitch::core::{Core, View};
 use vswitch::forward::{plan_batch, plan_frame, FrameAddrs, Ingress, Scratch, Sender};
-use vswitch::switch::Core;
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
 
@@ -48,6 +48,7 @@ fn main() {
         channel: ch,
         mac: None,
         mac_limit: u32::MAX,
+        uplink: false,
     };
     // Destinations cycle over all MACs across batches, as in the macs-N scenarios of vswitch-bench
     // (tests/bench).
@@ -62,13 +63,17 @@ fn main() {
         let frames = &all[off..off + BATCH as usize];
         if !reference {
             let frames = black_box(frames);
+            scratch.clear();
             let r = plan_batch(
-                &reg,
-                &policy,
+                &View {
+                    reg: &reg,
+                    policy: &policy,
+                    ports: &Default::default(),
+                },
                 &core.fdb,
                 now,
                 &from,
-                frames.len(),
+                0..frames.len(),
                 |i| FrameAddrs {
                     src: frames[i].0,
                     dst: frames[i].1,
@@ -94,7 +99,20 @@ fn main() {
                 }
                 _ => {
                     let start = dests.len();
-                    let r = plan_frame(&reg, &policy, &core.fdb, now, &from, s, d, idx, &mut dests);
+                    let r = plan_frame(
+                        &View {
+                            reg: &reg,
+                            policy: &policy,
+                            ports: &Default::default(),
+                        },
+                        &core.fdb,
+                        now,
+                        &from,
+                        s,
+                        d,
+                        idx,
+                        &mut dests,
+                    );
                     prev = Some((s, d, r, start, dests.len()));
                     r
                 }

@@ -1,12 +1,12 @@
-//! Event mode (the default): a few datapath threads serve the TX rings of all ports. A thread
-//! polls its ports while any has work; only when a whole pass finds nothing does it ask the
-//! guests to kick again and sleep until one does (NAPI's scheme).
+//! Event mode (the default): a few datapath threads serve all ports. A thread passes over its
+//! ports while any has work; only when a whole pass finds nothing does it ask the guests to
+//! kick again and sleep until one does (NAPI's scheme).
 //!
-//! One thread per port (vhost-user-backend's worker per connection draining its own ring)
-//! puts a context switch on every batch once many guests are busy. Here a busy switch never
-//! sleeps and guests do not kick while it polls; a kick (which the port's worker receives)
-//! only rings the doorbell of the datapath thread that serves the port.
+//! A busy switch never sleeps and guests do not kick while it polls; a kick (which the port's
+//! connection worker receives) only rings the doorbell of the datapath thread that serves the
+//! port.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -15,39 +15,40 @@ use log::warn;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vswitch_channels::PortId;
 
-use crate::switch::Core;
+use crate::core::Core;
+use crate::datapath::{Share, Worker};
 
 /// Longest sleep without a kick (a safety net: the thread polls its ports at least this often).
 const MAX_SLEEP_MS: i32 = 100;
+/// The nap of a thread that has no doorbell (none could be made).
+const NAP_MS: i32 = 1;
 
-/// The wake-up eventfds of the event-mode datapath threads: thread `i` serves the ports whose
-/// id is `i` modulo their number.
+/// The wake-ups of the event-mode datapath threads: thread `i` serves the ports whose id is `i`
+/// modulo their number. A thread without an eventfd (none could be made) naps instead.
 #[derive(Default)]
-pub struct Doorbells(Vec<EventFd>);
+pub struct Doorbells(Vec<Option<Arc<EventFd>>>);
 
 impl Doorbells {
     /// `n` doorbells (none in busy-poll mode).
     pub fn new(n: usize) -> std::io::Result<Self> {
         (0..n)
-            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .map(|_| EventFd::new(EFD_NONBLOCK).map(|e| Some(Arc::new(e))))
             .collect::<Result<Vec<_>, _>>()
             .map(Doorbells)
     }
 
-    /// Wakes the thread serving `port`, if any.
-    pub fn ring(&self, port: PortId) {
-        if let Some(fd) = self.0.get(port.index() % self.0.len().max(1)) {
-            let _ = fd.write(1);
-        }
+    /// `n` threads that nap instead of waiting for a kick.
+    pub fn without_fds(n: usize) -> Self {
+        Doorbells((0..n).map(|_| None).collect())
+    }
+
+    /// The doorbell of the thread serving `port`, if it has one.
+    pub fn of(&self, port: PortId) -> Option<Arc<EventFd>> {
+        self.0.get(port.index() % self.0.len().max(1))?.clone()
     }
 
     fn len(&self) -> usize {
         self.0.len()
-    }
-
-    /// True when there is at least one datapath thread to wake.
-    pub fn is_some(&self) -> bool {
-        !self.0.is_empty()
     }
 }
 
@@ -60,7 +61,7 @@ pub(crate) fn start_event_threads(core: &Arc<Core>, stop: &Arc<AtomicBool>) -> V
         let (core, stop) = (core.clone(), stop.clone());
         let t = thread::Builder::new()
             .name(format!("datapath-{i}"))
-            .spawn(move || serve(&core, i, n, &stop));
+            .spawn(move || serve(&core, Share { index: i, of: n }, &stop));
         match t {
             Ok(t) => threads.push(t),
             Err(e) => warn!("cannot start datapath thread {i}: {e}"),
@@ -69,59 +70,28 @@ pub(crate) fn start_event_threads(core: &Arc<Core>, stop: &Arc<AtomicBool>) -> V
     threads
 }
 
-fn serve(core: &Core, i: usize, n: usize, stop: &AtomicBool) {
-    let mine = |id: PortId| id.index() % n == i;
-    let Some(doorbell) = core.doorbells.0.get(i) else {
-        return;
-    };
-    // Ports whose guest was asked to kick and has not transmitted since: they need not be
-    // asked again before the next sleep (a pass over many idle ports stays cheap). Recorded as
-    // (port entry, connection number): a replaced port or a new connection must be armed anew.
-    let mut armed: Vec<Option<(usize, u64)>> = Vec::new();
+fn serve(core: &Core, share: Share, stop: &AtomicBool) {
+    let doorbell = core.doorbells.0.get(share.index).cloned().flatten();
+    let mut worker = Worker::new(share);
     while !stop.load(Ordering::Relaxed) {
-        let ports = core.ports.load();
-        let mut busy = false;
-        for (id, e) in ports.iter() {
-            if mine(id) && e.handle.poll_tx() {
-                busy = true;
-                if let Some(a) = armed.get_mut(id.index()) {
-                    *a = None;
-                }
-            }
-        }
-        if busy {
+        if worker.pass(core) {
             continue;
         }
         // A whole pass found nothing: ask the guests to kick, unless frames slipped in.
-        let mut pending = false;
-        for (id, e) in ports.iter() {
-            if !mine(id) {
-                continue;
-            }
-            let k = id.index();
-            if armed.len() <= k {
-                // Grows only when ports are added, never per packet.
-                armed.resize(k + 1, None);
-            }
-            let this = (
-                Arc::as_ptr(e) as usize,
-                e.handle.stats_ref().connections.load(Ordering::Relaxed),
-            );
-            if armed[k] != Some(this) {
-                armed[k] = Some(this);
-                pending |= e.handle.arm_tx();
-            }
-        }
-        if pending {
+        if worker.arm(core) {
             continue;
         }
-        sleep_until_rung(doorbell);
+        sleep_until_rung(doorbell.as_deref());
     }
 }
 
 /// Waits for the doorbell (or the safety-net timeout), then resets it.
-fn sleep_until_rung(doorbell: &EventFd) {
-    use std::os::fd::AsRawFd;
+fn sleep_until_rung(doorbell: Option<&EventFd>) {
+    let Some(doorbell) = doorbell else {
+        // SAFETY: poll with no descriptors is a plain sleep.
+        unsafe { libc::poll(std::ptr::null_mut(), 0, NAP_MS) };
+        return;
+    };
     let mut pfd = libc::pollfd {
         fd: doorbell.as_raw_fd(),
         events: libc::POLLIN,

@@ -7,12 +7,15 @@
 
 #![deny(missing_docs)]
 
+pub mod core;
 pub mod counters;
+pub mod datapath;
 mod error;
 pub mod event;
 pub mod fdb;
 pub mod forward;
 pub mod poll;
+pub mod port;
 pub mod spec;
 pub mod stats;
 pub mod switch;

@@ -1,5 +1,5 @@
-//! Busy-poll mode: threads pinned to dedicated CPUs drain the ports' TX rings in a loop instead
-//! of waiting for guest kicks. Costs a whole CPU per thread; saves the kick and wake-up per
+//! Busy-poll mode: threads pinned to dedicated CPUs pass over their ports in a loop
+//! (`datapath.rs`) instead of waiting for guest kicks. Costs a whole CPU per thread; saves the kick and wake-up per
 //! batch and lets guests stop kicking altogether.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,8 @@ use std::thread::{self, JoinHandle};
 
 use log::{info, warn};
 
-use crate::switch::Core;
+use crate::core::Core;
+use crate::datapath::{Share, Worker};
 
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
@@ -45,16 +46,10 @@ pub(crate) fn start_pollers(
                     warn!("poll thread {i}: cannot pin to CPU {cpu}: {e}");
                 }
                 info!("poll thread {i} on CPU {cpu}");
+                let mut worker = Worker::new(Share { index: i, of: n });
                 let mut idle = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    let ports = core.ports.load();
-                    let mut busy = false;
-                    for (id, entry) in ports.iter() {
-                        if id.index() % n == i {
-                            busy |= entry.handle.poll_tx();
-                        }
-                    }
-                    if busy {
+                    if worker.pass(&core) {
                         idle = 0;
                     } else {
                         idle = idle.saturating_add(1);

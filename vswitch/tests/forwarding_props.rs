@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use vswitch::core::{Core, PolicyTable, View};
 use vswitch::counters::{DropReason, Drops};
-use vswitch::forward::{admit, plan_batch, plan_frame, FrameAddrs, Ingress, Scratch, Sender};
-use vswitch::switch::{Core, PolicyTable};
+use vswitch::forward::{
+    may_enter, plan_batch, plan_frame, DestKind, FrameAddrs, Ingress, Scratch, Sender,
+};
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
 
@@ -85,17 +87,17 @@ proptest! {
                     let reg = core.registry.load();
                     let Some(info) = reg.channel_of(PortId::new(p)) else { continue };
                     let policy = core.policy.load();
-                    let from = Sender { port: PortId::new(p), channel: info.id, mac: None, mac_limit: u32::MAX };
+                    let from = Sender { port: PortId::new(p), channel: info.id, mac: None, mac_limit: u32::MAX, uplink: false };
                     dests.clear();
                     let now = core.fdb.now();
-                    let ing = plan_frame(&reg, &policy, &core.fdb, now, &from, mac(s), mac(d), 0, &mut dests);
+                    let ing = plan_frame(&View { reg: &reg, policy: &policy, ports: &Default::default() }, &core.fdb, now, &from, mac(s), mac(d), 0, &mut dests);
                     if let Ingress::Accepted { copies, .. } = ing {
                         prop_assert_eq!(copies as usize, dests.len());
                     }
                     for &(q, _) in &dests {
                         let q = PortId::new(q);
                         prop_assert_ne!(q, from.port, "never back to the sender");
-                        if let Ok(dest_channel) = admit(&reg, &policy, from.channel, q) {
+                        if let Ok(dest_channel) = may_enter(&reg, &policy, from.channel, q, DestKind::Vm) {
                             let truth = model.get(&q.get()).copied();
                             prop_assert_eq!(Some(dest_channel), truth);
                             let allowed = dest_channel == from.channel
@@ -162,6 +164,7 @@ proptest! {
             channel: ch(assoc[sender as usize]),
             mac: locked.map(|m| vswitch_channels::MacAddr::new(mac(m))),
             mac_limit: limit,
+            uplink: false,
         };
         let now = a.fdb.now();
 
@@ -171,7 +174,7 @@ proptest! {
         let mut want_in = (0u64, 0u64, 0u64);
         let mut want_drops = Drops::default();
         for (i, f) in frames.iter().enumerate() {
-            match plan_frame(&reg, &policy, &a.fdb, now, &from, f.src, f.dst, i as u16, &mut want) {
+            match plan_frame(&View { reg: &reg, policy: &policy, ports: &Default::default() }, &a.fdb, now, &from, f.src, f.dst, i as u16, &mut want) {
                 Ingress::Accepted { flooded, .. } => {
                     want_in.0 += 1;
                     want_in.1 += u64::from(f.len);
@@ -185,7 +188,9 @@ proptest! {
         // Batched.
         let (reg, policy) = (b.registry.load(), b.policy.load());
         let mut scratch = Scratch::default();
-        let got = plan_batch(&reg, &policy, &b.fdb, now, &from, frames.len(), |i| frames[i], &mut scratch);
+        scratch.clear();
+        let got = plan_batch(&View { reg: &reg, policy: &policy, ports: &Default::default() }, &b.fdb, now, &from, 0..frames.len(), |i| frames[i], &mut scratch);
+        scratch.finish();
         prop_assert_eq!(&scratch.dests, &want);
         prop_assert_eq!((got.frames, got.bytes, got.flooded), want_in);
         prop_assert_eq!(got.drops, want_drops);

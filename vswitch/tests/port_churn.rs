@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{ch, eth, mac, vm, wait_for, Net, BCAST};
 use vswitch::counters::DropReason;
-use vswitch::forward::{admit, described_entry};
+use vswitch::forward::{described_entry, may_enter, DestKind};
 use vswitch::PortSpec;
 use vswitch_channels::PortId;
 use vswitch_testguest::{GuestConfig, TestGuest};
@@ -42,7 +42,10 @@ fn a_registry_snapshot_older_than_a_reused_id_never_names_the_new_port() {
 
     // The old check alone: the stale registry admits a channel-100 frame into id k, and the
     // port table's entry at k is y, on channel 200. That pair is the cross-channel delivery.
-    assert_eq!(admit(&old_reg, &policy, ch(100), k), Ok(ch(100)));
+    assert_eq!(
+        may_enter(&old_reg, &policy, ch(100), k, DestKind::Vm),
+        Ok(ch(100))
+    );
     assert_eq!(ports.get(k).map(|e| e.name.as_str()), Some("y"));
     // The construction: the stale snapshot does not describe y, so y is not delivered into.
     assert!(described_entry(&old_reg, &ports, k).is_none());
@@ -51,7 +54,7 @@ fn a_registry_snapshot_older_than_a_reused_id_never_names_the_new_port() {
     let reg = core.registry.load_full();
     assert!(described_entry(&reg, &ports, k).is_some_and(|e| e.name == "y"));
     assert_eq!(
-        admit(&reg, &policy, ch(100), k),
+        may_enter(&reg, &policy, ch(100), k, DestKind::Vm),
         Err(DropReason::ChannelMismatch)
     );
 }

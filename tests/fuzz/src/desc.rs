@@ -20,9 +20,11 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryRegion};
 use vswitch_vhost::features::{NET_HDR_LEGACY_LEN, NET_HDR_V1_LEN};
+use vswitch_vhost::frame::MIN_FRAME_LEN;
 use vswitch_vhost::fuzz_api::{self, QueueSetup};
 use vswitch_vhost::memory::{GuestMemory, GuestMemoryAtomic};
-use vswitch_vhost::tx::{MAX_SEGS_PER_FRAME, MIN_FRAME_LEN, PREFIX_LEN};
+use vswitch_vhost::tx::MAX_SEGS_PER_FRAME;
+use vswitch_vhost::wire::PREFIX_LEN;
 use vswitch_vhost::{FrameRef, RxDrop};
 
 use crate::input::Input;
@@ -98,7 +100,7 @@ pub fn run_counted(data: &[u8]) -> Outcome {
     let mut offered = 0u64;
     let mut outcomes = [0u64; 4];
     let mut buf = vec![0u8; 9300];
-    let counts = fuzz_api::drain_tx(mem, &tx, hdr_len, max_frame, MAX_BATCHES, |batch| {
+    let counts = fuzz_api::drain_tx(mem, &tx, hdr_len, max_frame, MAX_BATCHES, |batch, _| {
         assert!(batch.len() <= 256, "batch of {} frames", batch.len());
         for f in batch.iter() {
             check_frame(mem, &f, max_frame, &mut buf);
@@ -134,7 +136,7 @@ pub fn run_counted(data: &[u8]) -> Outcome {
     let counts = counts.unwrap_or_default();
     Outcome {
         frames: counts.frames,
-        refused: counts.bad_descriptor + counts.oversize + counts.runt,
+        refused: counts.refused(),
         delivered: outcomes[0],
     }
 }

@@ -27,13 +27,14 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
-use vswitch_vhost::{NetPort, PortConfig, PortHandle, SocketRole, TxBatch, TxSink};
+use vswitch_vhost::crossover::Crossover;
+use vswitch_vhost::{NetPort, PortConfig, SocketRole};
 
 use crate::input::Input;
 
@@ -51,25 +52,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 const PAUSE: Duration = Duration::from_millis(1);
 const HEADER_LEN: usize = 12;
 
-/// Delivers every frame the guest sends back into its own RX ring.
-struct Loopback {
-    port: OnceLock<PortHandle>,
-}
-
-impl TxSink for Loopback {
-    fn on_tx(&self, batch: &TxBatch<'_>) {
-        let Some(ring) = self.port.get().and_then(|p| p.rx().ring()) else {
-            return;
-        };
-        ring.with_writer(|w| {
-            for f in batch.iter() {
-                let _ = w.deliver(f);
-            }
-        });
-    }
-}
-
 struct Fixture {
+    /// Delivers every frame the guest sends back into its own RX ring. Declared first: stops
+    /// draining before the port stops.
+    _loopback: Crossover,
     _dir: tempfile::TempDir,
     sock: PathBuf,
     port: NetPort,
@@ -83,14 +69,15 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temporary directory");
         let sock = dir.path().join("port.sock");
-        let sink = Arc::new(Loopback {
-            port: OnceLock::new(),
-        });
+        let doorbell = Crossover::doorbell().expect("doorbell");
         let mut cfg = PortConfig::new("fuzz", &sock, SocketRole::Listen);
         cfg.mac = Some([0x52, 0x54, 0, 0, 0, 1]);
-        let port = NetPort::start(cfg, sink.clone()).expect("port starts");
-        let _ = sink.port.set(port.handle());
+        cfg.tx_doorbell = Some(doorbell.clone());
+        let port = NetPort::start(cfg).expect("port starts");
+        let loopback = Crossover::start(vec![(port.handle(), port.handle())], doorbell)
+            .expect("loopback thread");
         Fixture {
+            _loopback: loopback,
             _dir: dir,
             sock,
             port,

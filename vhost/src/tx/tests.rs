@@ -145,14 +145,10 @@ fn copied_after_rewrite(lens: &[u32]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut reads = 0;
     let f = parse_head(&ring, 0, 12, MAX_FRAME, &mut segs, &mut reads).expect("valid");
     place(&after);
-    let r = FrameRef {
-        segs: &segs[f.seg_start as usize..f.seg_end as usize],
-        len: f.len,
-        prefix: &f.prefix,
-        hdr: f.hdr,
-    };
-    let mut out = vec![0u8; total as usize];
-    assert_eq!(r.copy_to(&mut out), total as usize);
+    let frames = [f];
+    let batch = crate::FrameBatch::new(&frames, &segs);
+    let out = crate::fuzz_api::delivered_bytes(&batch.frame(0));
+    assert_eq!(out.len(), total as usize);
     (before, after, out)
 }
 

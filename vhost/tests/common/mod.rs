@@ -4,36 +4,16 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
-use vswitch_vhost::{NetPort, PortConfig, PortHandle, SocketRole, TxBatch, TxSink};
+use vswitch_vhost::crossover::Crossover;
+use vswitch_vhost::{NetPort, PortConfig, SocketRole};
 
-/// Delivers every frame into one peer port (no switching).
-pub struct Forward {
-    pub peer: OnceLock<PortHandle>,
-}
-
-impl TxSink for Forward {
-    fn on_tx(&self, batch: &TxBatch<'_>) {
-        let Some(peer) = self.peer.get() else { return };
-        let Some(ring) = peer.rx().ring() else {
-            return;
-        };
-        let done = ring.with_writer(|w| {
-            for f in batch.iter() {
-                let _ = w.deliver(f);
-            }
-        });
-        if done.is_none() {
-            ring.count_not_running(batch.len() as u64);
-        }
-    }
-}
-
-/// Ports `a` and `b`, each forwarding to the other.
+/// Ports `a` and `b`, each forwarding to the other (no switching).
 pub struct Pair {
+    /// Declared first: stops draining before the ports stop.
+    pub crossover: Crossover,
     pub dir: tempfile::TempDir,
     pub a: NetPort,
     pub b: NetPort,
@@ -47,22 +27,26 @@ impl Pair {
     pub fn with(role: SocketRole, tweak: impl Fn(&mut PortConfig)) -> Pair {
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::tempdir().expect("tempdir");
+        let doorbell = Crossover::doorbell().expect("doorbell");
         let mk = |name: &str| {
             let mut cfg = PortConfig::new(name, dir.path().join(format!("{name}.sock")), role);
+            cfg.tx_doorbell = Some(doorbell.clone());
             tweak(&mut cfg);
             cfg
         };
-        let sa = Arc::new(Forward {
-            peer: OnceLock::new(),
-        });
-        let sb = Arc::new(Forward {
-            peer: OnceLock::new(),
-        });
-        let a = NetPort::start(mk("a"), sa.clone()).expect("port a");
-        let b = NetPort::start(mk("b"), sb.clone()).expect("port b");
-        let _ = sa.peer.set(b.handle());
-        let _ = sb.peer.set(a.handle());
-        Pair { dir, a, b }
+        let a = NetPort::start(mk("a")).expect("port a");
+        let b = NetPort::start(mk("b")).expect("port b");
+        let crossover = Crossover::start(
+            vec![(a.handle(), b.handle()), (b.handle(), a.handle())],
+            doorbell,
+        )
+        .expect("crossover thread");
+        Pair {
+            crossover,
+            dir,
+            a,
+            b,
+        }
     }
 
     pub fn sock(&self, name: &str) -> PathBuf {

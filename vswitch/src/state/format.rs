@@ -131,7 +131,12 @@ impl Contents {
         let reg = sw.core().registry.load();
         let ports = table
             .iter()
-            .map(|(id, e)| PortRecord::new(&e.spec, reg.channel_of(id).map(|c| c.id)))
+            .filter_map(|(id, e)| {
+                Some(PortRecord::new(
+                    &e.vm()?.spec,
+                    reg.channel_of(id).map(|c| c.id),
+                ))
+            })
             .collect();
         Contents {
             ports,

@@ -1,0 +1,90 @@
+//! What the control API shows: ports, the FDB, counters.
+
+use vswitch_channels::ChannelId;
+
+use super::Switch;
+use crate::port::PortKind;
+use crate::stats::{ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, SwitchStats};
+
+impl Switch {
+    /// Ports and their channels.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        let reg = self.core.registry.load();
+        let table = self.core.ports.load();
+        table
+            .iter()
+            .filter_map(|(id, e)| {
+                let vm = e.vm()?;
+                Some(PortInfo {
+                    id: id.get(),
+                    name: e.name.clone(),
+                    socket: vm.spec.socket.display().to_string(),
+                    role: format!("{:?}", vm.spec.role).to_lowercase(),
+                    channel: reg.channel_of(id).map(|c| c.id.get()),
+                    mac: e.mac.map(|m| m.to_string()),
+                    mac_limit: e.mac_limit,
+                    connected: vm.handle.is_connected(),
+                    tx_broken: vm.handle.is_tx_broken(),
+                })
+            })
+            .collect()
+    }
+
+    /// The learned addresses.
+    pub fn fdb(&self) -> Vec<FdbEntryInfo> {
+        let table = self.core.ports.load();
+        self.core
+            .fdb
+            .entries()
+            .into_iter()
+            .map(|e| FdbEntryInfo {
+                channel: e.channel.get(),
+                mac: e.mac.to_string(),
+                port: table
+                    .get(e.port)
+                    .map_or_else(|| format!("#{}", e.port.get()), |p| p.name.clone()),
+                age_s: e.age_s,
+            })
+            .collect()
+    }
+
+    /// Counters per port and per channel.
+    pub fn stats(&self) -> SwitchStats {
+        let reg = self.core.registry.load();
+        let table = self.core.ports.load();
+        let ports = table
+            .iter()
+            .filter_map(|(id, e)| {
+                let PortKind::Vm(vm) = &e.kind else {
+                    return None;
+                };
+                Some(PortStatsOut {
+                    name: e.name.clone(),
+                    channel: reg.channel_of(id).map(|c| c.id.get()),
+                    switch: e.counters.snapshot(),
+                    port: vm.handle.stats(),
+                })
+            })
+            .collect();
+        let mut channels = Vec::new();
+        for (i, c) in self.core.all_channel_counters().iter().enumerate() {
+            let s = c.snapshot();
+            let members = ChannelId::new(i as u16)
+                .map(|ch| reg.ports_in(ch).len())
+                .unwrap_or(0);
+            if members > 0 || s != Default::default() {
+                channels.push(ChannelStats {
+                    channel: i as u16,
+                    ports: members,
+                    counters: s,
+                });
+            }
+        }
+        SwitchStats { ports, channels }
+    }
+
+    /// Counters in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        self.stats().prometheus()
+    }
+}
