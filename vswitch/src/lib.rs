@@ -7,13 +7,16 @@
 
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod counters;
+pub mod ctl;
 mod error;
 pub mod event;
 pub mod fdb;
 pub mod forward;
 pub mod poll;
 pub mod spec;
+pub mod state;
 pub mod stats;
 pub mod switch;
 

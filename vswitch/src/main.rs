@@ -9,10 +9,6 @@
 //! Exit codes: 0 success; 1 a failure at run time (a port or the control socket could not
 //! start, an error answer from the control API); 2 invalid input (nothing was started).
 
-mod config;
-mod ctl;
-mod state;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -27,14 +23,10 @@ use serde_json::{json, Value};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-// `crate::spec` and `crate::Switch` in the modules above resolve through these, so that the
-// modules read the same as they would inside the library.
-use vswitch::spec;
+use vswitch::config::{Config, Sources};
+use vswitch::ctl::{self, CtlServer};
+use vswitch::state::Plan;
 use vswitch::Switch;
-
-use config::{Config, Sources};
-use ctl::CtlServer;
-use state::Plan;
 
 /// Exit code for invalid input.
 const EXIT_USAGE: u8 = 2;

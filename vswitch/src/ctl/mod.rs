@@ -2,7 +2,7 @@
 //! ([`proto`]), served by [`CtlServer`] and used by `vswitch ctl` through [`request`].
 
 mod client;
-mod handler;
+pub mod handler;
 pub mod proto;
 mod server;
 
