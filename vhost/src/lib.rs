@@ -34,5 +34,5 @@ pub use mem_table::{MemLimits, MAX_MEM_BYTES, MAX_MEM_REGIONS, MIN_MEM_BYTES};
 pub use port::{NetPort, PortConfig, PortHandle, SocketRole, TxSink};
 pub use ring::MAX_CHAIN_DESCS;
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
-pub use stats::{PortStats, PortStatsSnapshot};
+pub use stats::{PortCounter, PortStats, PortStatsSnapshot};
 pub use tx::{FrameRef, NetHdr, TxBatch, TxBatchCounts, TX_PASS_BUDGET};
