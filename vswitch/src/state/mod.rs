@@ -14,7 +14,7 @@
 //!   configuration silently, which could put a VM back on a channel the manager took it off.
 //!
 //! Writes ([`record`]) are serialized: one control change at a time is applied and the whole
-//! state saved (atomically, [`file::write_atomic`]) before the next one starts, so the file
+//! state saved (atomically, `file::write_atomic`) before the next one starts, so the file
 //! always holds the state after the last acknowledged change, or after the one in flight.
 
 mod error;
