@@ -54,5 +54,5 @@ pub use mem_table::{MemLimits, MAX_MEM_BYTES, MAX_MEM_REGIONS, MIN_MEM_BYTES};
 pub use port::{NetPort, PortConfig, PortHandle, SocketRole};
 pub use ring::MAX_CHAIN_DESCS;
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
-pub use stats::{PortStats, PortStatsSnapshot};
+pub use stats::{PortCounter, PortStats, PortStatsSnapshot};
 pub use tx::{TxBatchCounts, TxScratch, TX_PASS_BUDGET};

@@ -7,106 +7,91 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// Why the switch dropped a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DropReason {
-    /// The delivery check refused it: the destination's channel does not admit the frame's.
-    ChannelMismatch,
-    /// The destination had no (or not enough) RX buffers, or was not running.
-    NoRxBuffer,
-    /// A malformed descriptor (the sender's TX chain or the receiver's RX chain).
-    BadDescriptor,
-    /// Too long for the port or for the receiver's buffers.
-    Oversize,
-    /// The sender (or the destination) has no channel in the registry.
-    UnknownChannel,
-    /// The sender's port is at its MAC limit and this source MAC is new.
-    MacLimit,
-    /// The source MAC is not the port's configured MAC, or is a group address.
-    SourceSpoof,
+/// Defines [`DropReason`] and [`Drops`] from one list: each reason's doc, its variant and
+/// its counter name (the [`Drops`] field, the JSON key, the metrics' `reason` label).
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])+ $variant:ident => $name:ident,)+) => {
+        /// Why the switch dropped a frame.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DropReason {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        /// Number of [`DropReason`]s.
+        pub const NUM_REASONS: usize = [$(stringify!($variant)),+].len();
+
+        impl DropReason {
+            /// All reasons, in counter order.
+            pub const ALL: [DropReason; NUM_REASONS] = [$(DropReason::$variant),+];
+
+            /// The counter name (as in DESIGN.md and the metrics).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => stringify!($name),)+
+                }
+            }
+        }
+
+        /// Drop counts by reason, accumulated locally during a batch.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub struct Drops {
+            $(
+                #[doc = concat!("See [`DropReason::", stringify!($variant), "`].")]
+                pub $name: u64,
+            )+
+        }
+
+        impl Drops {
+            /// Adds `n` drops of `reason`.
+            #[inline]
+            pub fn add(&mut self, reason: DropReason, n: u64) {
+                match reason {
+                    $(DropReason::$variant => self.$name += n,)+
+                }
+            }
+
+            /// The count for `reason`.
+            pub fn get(&self, reason: DropReason) -> u64 {
+                match reason {
+                    $(DropReason::$variant => self.$name,)+
+                }
+            }
+        }
+    };
 }
 
-/// Number of [`DropReason`]s.
-pub const NUM_REASONS: usize = 7;
+drop_reasons! {
+    /// The delivery check refused it: the destination's channel does not admit the frame's.
+    ChannelMismatch => channel_mismatch,
+    /// The destination had no (or not enough) RX buffers, or was not running.
+    NoRxBuffer => no_rx_buffer,
+    /// A malformed descriptor (the sender's TX chain or the receiver's RX chain).
+    BadDescriptor => bad_descriptor,
+    /// Too long for the port or for the receiver's buffers.
+    Oversize => oversize,
+    /// The sender (or the destination) has no channel in the registry.
+    UnknownChannel => unknown_channel,
+    /// The sender's port is at its MAC limit and this source MAC is new.
+    MacLimit => mac_limit,
+    /// The source MAC is not the port's configured MAC, or is a group address.
+    SourceSpoof => source_spoof,
+}
 
 impl DropReason {
-    /// All reasons, in counter order.
-    pub const ALL: [DropReason; NUM_REASONS] = [
-        DropReason::ChannelMismatch,
-        DropReason::NoRxBuffer,
-        DropReason::BadDescriptor,
-        DropReason::Oversize,
-        DropReason::UnknownChannel,
-        DropReason::MacLimit,
-        DropReason::SourceSpoof,
-    ];
-
-    /// The counter name (as in DESIGN.md and the metrics).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DropReason::ChannelMismatch => "channel_mismatch",
-            DropReason::NoRxBuffer => "no_rx_buffer",
-            DropReason::BadDescriptor => "bad_descriptor",
-            DropReason::Oversize => "oversize",
-            DropReason::UnknownChannel => "unknown_channel",
-            DropReason::MacLimit => "mac_limit",
-            DropReason::SourceSpoof => "source_spoof",
-        }
-    }
-
+    /// The reason's position in [`DropReason::ALL`] and in the counter arrays.
     const fn index(self) -> usize {
         self as usize
     }
 }
 
-/// Drop counts by reason, accumulated locally during a batch.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Drops {
-    /// See [`DropReason::ChannelMismatch`].
-    pub channel_mismatch: u64,
-    /// See [`DropReason::NoRxBuffer`].
-    pub no_rx_buffer: u64,
-    /// See [`DropReason::BadDescriptor`].
-    pub bad_descriptor: u64,
-    /// See [`DropReason::Oversize`].
-    pub oversize: u64,
-    /// See [`DropReason::UnknownChannel`].
-    pub unknown_channel: u64,
-    /// See [`DropReason::MacLimit`].
-    pub mac_limit: u64,
-    /// See [`DropReason::SourceSpoof`].
-    pub source_spoof: u64,
+/// Serialized as its counter name.
+impl Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Drops {
-    /// Adds `n` drops of `reason`.
-    #[inline]
-    pub fn add(&mut self, reason: DropReason, n: u64) {
-        match reason {
-            DropReason::ChannelMismatch => self.channel_mismatch += n,
-            DropReason::NoRxBuffer => self.no_rx_buffer += n,
-            DropReason::BadDescriptor => self.bad_descriptor += n,
-            DropReason::Oversize => self.oversize += n,
-            DropReason::UnknownChannel => self.unknown_channel += n,
-            DropReason::MacLimit => self.mac_limit += n,
-            DropReason::SourceSpoof => self.source_spoof += n,
-        }
-    }
-
-    /// The count for `reason`.
-    pub fn get(&self, reason: DropReason) -> u64 {
-        match reason {
-            DropReason::ChannelMismatch => self.channel_mismatch,
-            DropReason::NoRxBuffer => self.no_rx_buffer,
-            DropReason::BadDescriptor => self.bad_descriptor,
-            DropReason::Oversize => self.oversize,
-            DropReason::UnknownChannel => self.unknown_channel,
-            DropReason::MacLimit => self.mac_limit,
-            DropReason::SourceSpoof => self.source_spoof,
-        }
-    }
-
     /// Total of all reasons.
     pub fn total(&self) -> u64 {
         DropReason::ALL.iter().map(|r| self.get(*r)).sum()
@@ -217,5 +202,21 @@ mod tests {
         assert_eq!(s.drops.channel_mismatch, 1);
         assert_eq!(s.drops.source_spoof, 17);
         assert_eq!(s.drops.total(), 28 + 10);
+    }
+
+    #[test]
+    fn each_reason_counts_under_its_own_name() {
+        let mut d = Drops::default();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            d.add(*r, 1 << i);
+        }
+        let json = serde_json::to_value(d).expect("drops serialize");
+        assert_eq!(json.as_object().map(|o| o.len()), Some(NUM_REASONS));
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(d.get(*r), 1 << i);
+            assert_eq!(json[r.as_str()], 1 << i, "{}", r.as_str());
+            assert_eq!(serde_json::to_value(r).ok(), Some(r.as_str().into()));
+        }
     }
 }

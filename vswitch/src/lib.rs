@@ -7,8 +7,10 @@
 
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod core;
 pub mod counters;
+pub mod ctl;
 pub mod datapath;
 mod error;
 pub mod event;
@@ -17,6 +19,7 @@ pub mod forward;
 pub mod poll;
 pub mod port;
 pub mod spec;
+pub mod state;
 pub mod stats;
 pub mod switch;
 

@@ -9,10 +9,6 @@
 //! Exit codes: 0 success; 1 a failure at run time (a port or the control socket could not
 //! start, an error answer from the control API); 2 invalid input (nothing was started).
 
-mod config;
-mod ctl;
-mod state;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -23,18 +19,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use log::{error, info, LevelFilter};
-use serde_json::{json, Value};
+use serde_json::Value;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-// `crate::spec` and `crate::Switch` in the modules above resolve through these, so that the
-// modules read the same as they would inside the library.
-use vswitch::spec;
+use vswitch::config::{Config, RawNumber, Sources};
+use vswitch::ctl::proto::Request;
+use vswitch::ctl::{self, CtlServer};
+use vswitch::state::Plan;
 use vswitch::Switch;
-
-use config::{Config, Sources};
-use ctl::CtlServer;
-use state::Plan;
 
 /// Exit code for invalid input.
 const EXIT_USAGE: u8 = 2;
@@ -334,29 +327,29 @@ fn log_stats(sw: &Switch, what: &str) {
 }
 
 fn ctl_client(args: CtlArgs) -> anyhow::Result<ExitCode> {
-    let req = match &args.command {
-        CtlCommand::Ports => json!({"cmd": "ports"}),
-        CtlCommand::Stats => json!({"cmd": "stats"}),
-        CtlCommand::Fdb => json!({"cmd": "fdb"}),
-        CtlCommand::Channels => json!({"cmd": "channels"}),
-        CtlCommand::Metrics => json!({"cmd": "metrics"}),
-        CtlCommand::Policy => json!({"cmd": "policy"}),
-        CtlCommand::SetPolicy { pairs } => {
-            let allow = match parse_pairs(pairs) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("vswitch: error: {e}");
-                    return Ok(ExitCode::from(EXIT_USAGE));
-                }
-            };
-            json!({"cmd": "set-policy", "allow": allow})
-        }
-        CtlCommand::AddPort { spec } => json!({"cmd": "add-port", "spec": spec}),
-        CtlCommand::RemovePort { name } => json!({"cmd": "remove-port", "name": name}),
-        CtlCommand::Associate { name, svid } => {
-            json!({"cmd": "associate", "name": name, "channel": svid})
-        }
-        CtlCommand::Disassociate { name } => json!({"cmd": "disassociate", "name": name}),
+    let req = match args.command {
+        CtlCommand::Ports => Request::Ports {},
+        CtlCommand::Stats => Request::Stats {},
+        CtlCommand::Fdb => Request::Fdb {},
+        CtlCommand::Channels => Request::Channels {},
+        CtlCommand::Metrics => Request::Metrics {},
+        CtlCommand::Policy => Request::Policy {},
+        CtlCommand::SetPolicy { pairs } => match parse_pairs(&pairs) {
+            Ok(allow) => Request::SetPolicy { allow },
+            Err(e) => {
+                eprintln!("vswitch: error: {e}");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
+        CtlCommand::AddPort { spec } => Request::AddPort {
+            spec: Value::String(spec),
+        },
+        CtlCommand::RemovePort { name } => Request::RemovePort { name },
+        CtlCommand::Associate { name, svid } => Request::Associate {
+            name,
+            channel: Value::String(svid),
+        },
+        CtlCommand::Disassociate { name } => Request::Disassociate { name },
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
     let resp = ctl::request(&args.ctl, &req, timeout)?;
@@ -375,12 +368,15 @@ fn ctl_client(args: CtlArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `100:200` pairs as `[[100, 200]]` (checked by the server).
-fn parse_pairs(pairs: &[String]) -> Result<Vec<[String; 2]>, String> {
+/// `100:200` pairs as `[["100", "200"]]`, sent as typed (checked by the server).
+fn parse_pairs(pairs: &[String]) -> Result<Vec<Vec<RawNumber>>, String> {
     pairs
         .iter()
         .map(|p| match p.split_once(':') {
-            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok([a.to_owned(), b.to_owned()]),
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok(vec![
+                RawNumber::Text(a.to_owned()),
+                RawNumber::Text(b.to_owned()),
+            ]),
             _ => Err(format!(
                 "policy pair {p:?} is not FROM:TO; write e.g. 100:200 (frames of channel 100 may \
                  reach VMs on channel 200)"

@@ -61,28 +61,13 @@ pub struct PortStatsOut {
     pub port: PortStatsSnapshot,
 }
 
+/// The vhost-level counters as an object keyed by counter name, in field order.
 fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(18))?;
-    m.serialize_entry("from_guest_frames", &p.from_guest_frames)?;
-    m.serialize_entry("from_guest_bytes", &p.from_guest_bytes)?;
-    m.serialize_entry("to_guest_frames", &p.to_guest_frames)?;
-    m.serialize_entry("to_guest_bytes", &p.to_guest_bytes)?;
-    m.serialize_entry("tx_bad_descriptor", &p.tx_bad_descriptor)?;
-    m.serialize_entry("tx_oversize", &p.tx_oversize)?;
-    m.serialize_entry("tx_runt", &p.tx_runt)?;
-    m.serialize_entry("tx_descriptors", &p.tx_descriptors)?;
-    m.serialize_entry("tx_passes", &p.tx_passes)?;
-    m.serialize_entry("tx_budget_exhausted", &p.tx_budget_exhausted)?;
-    m.serialize_entry("tx_ring_broken", &p.tx_ring_broken)?;
-    m.serialize_entry("rx_no_buffer", &p.rx_no_buffer)?;
-    m.serialize_entry("rx_bad_descriptor", &p.rx_bad_descriptor)?;
-    m.serialize_entry("rx_oversize", &p.rx_oversize)?;
-    m.serialize_entry("notifications", &p.notifications)?;
-    m.serialize_entry("connections", &p.connections)?;
-    m.serialize_entry("mem_refused", &p.mem_refused)?;
-    m.serialize_entry("memory_fault", &p.memory_fault)?;
-    m.serialize_entry("control_timeouts", &p.control_timeouts)?;
+    let mut m = s.serialize_map(Some(PortStatsSnapshot::FIELDS.len()))?;
+    for (field, value) in p.fields() {
+        m.serialize_entry(field.name, &value)?;
+    }
     m.end()
 }
 
@@ -192,19 +177,18 @@ impl SwitchStats {
             "Copies planned by flooding, by sending port",
             per_port(|c| c.flooded),
         );
-        let per_port_vhost = |get: fn(&PortStatsSnapshot) -> u64| {
-            self.ports.iter().map(|p| (port(p), get(&p.port))).collect()
-        };
-        family(
-            "port_mem_refused",
-            "Guest memory-table messages refused (region beyond its file, over the limits)",
-            per_port_vhost(|p| p.mem_refused),
-        );
-        family(
-            "port_memory_fault",
-            "Connections ended because the frontend's guest memory faulted (file truncated)",
-            per_port_vhost(|p| p.memory_fault),
-        );
+        for (i, field) in PortStatsSnapshot::FIELDS.iter().enumerate() {
+            if let Some(help) = field.metric_help {
+                family(
+                    &format!("port_{}", field.name),
+                    help,
+                    self.ports
+                        .iter()
+                        .map(|p| (port(p), p.port.values()[i]))
+                        .collect(),
+                );
+            }
+        }
         let drops = |labels: Labels, d: &Drops| -> Vec<(Labels, u64)> {
             DropReason::ALL
                 .iter()

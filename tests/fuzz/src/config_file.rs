@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::config::{socket_key, Config, Sources};
+use vswitch::config::{socket_key, Config, Sources};
 
 /// Runs one input; panics when a property does not hold.
 pub fn run(data: &[u8]) {

@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
+use vswitch::config;
+use vswitch::ctl::{handler, proto};
 use vswitch::{PortSpec, Switch, SwitchSettings};
 use vswitch_channels::{ChannelId, Policy};
-
-use crate::{config, handler, proto};
 
 struct Fixture {
     _dir: tempfile::TempDir,

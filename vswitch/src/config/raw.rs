@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{truncate, ConfigError, Origin};
 
@@ -43,6 +43,18 @@ fn looks_numeric(s: &str) -> bool {
 impl<'de> Deserialize<'de> for RawNumber {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawNumber, D::Error> {
         d.deserialize_any(NumberVisitor)
+    }
+}
+
+/// Written back as it was read: a number stays a number, text stays text (the control client
+/// sends what the user typed, and the server reads it as the configuration does).
+impl Serialize for RawNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawNumber::Int(v) => s.serialize_i64(*v),
+            RawNumber::Float(v) => s.serialize_f64(*v),
+            RawNumber::Text(t) => s.serialize_str(t),
+        }
     }
 }
 

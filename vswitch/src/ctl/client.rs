@@ -5,18 +5,14 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::proto::Response;
+use super::proto::{Request, Response};
 use super::CtlError;
 
 /// Longest response accepted (metrics and FDB listings can be large).
 const MAX_RESPONSE: u64 = 64 << 20;
 
 /// Sends `req` to the server at `path` and returns its response.
-pub fn request(
-    path: &Path,
-    req: &serde_json::Value,
-    timeout: Duration,
-) -> Result<Response, CtlError> {
+pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, CtlError> {
     let io_err = |source: std::io::Error| match source.kind() {
         // A read or write timeout: the switch is there but does not answer.
         ErrorKind::WouldBlock | ErrorKind::TimedOut => CtlError::NoAnswer {
@@ -34,8 +30,7 @@ pub fn request(
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let mut line = req.to_string();
-    line.push('\n');
+    let line = req.to_line().map_err(CtlError::Encode)?;
     stream.write_all(line.as_bytes()).map_err(io_err)?;
     let mut answer = Vec::new();
     BufReader::new(stream)

@@ -2,7 +2,7 @@
 //! ([`proto`]), served by [`CtlServer`] and used by `vswitch ctl` through [`request`].
 
 mod client;
-mod handler;
+pub mod handler;
 pub mod proto;
 mod server;
 
@@ -52,6 +52,9 @@ pub enum CtlError {
     /// No thread could be started.
     #[error("cannot start the control API thread: {0}")]
     Thread(#[source] io::Error),
+    /// The request cannot be written as JSON.
+    #[error("cannot encode the control request: {0}")]
+    Encode(#[source] serde_json::Error),
     /// The client cannot reach the server.
     #[error(
         "cannot connect to control socket {}: {source}; is `vswitch run --ctl {}` running, and \

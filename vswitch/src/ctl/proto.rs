@@ -20,8 +20,8 @@ use crate::config::RawNumber;
 /// Longest request line accepted, in bytes (without the newline).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// A control request.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A control request: built by the client (`vswitch ctl`), parsed by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     /// List ports.
@@ -64,6 +64,15 @@ pub enum Request {
         /// Directed pairs `[from, to]`; empty for isolation only.
         allow: Vec<Vec<RawNumber>>,
     },
+}
+
+impl Request {
+    /// The request as one line of JSON, with its newline: what the client sends.
+    pub fn to_line(&self) -> Result<String, serde_json::Error> {
+        let mut s = serde_json::to_string(self)?;
+        s.push('\n');
+        Ok(s)
+    }
 }
 
 /// A response line.
@@ -159,6 +168,40 @@ mod tests {
             ),
         ] {
             assert_eq!(parse_request(line.as_bytes()), Ok(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn requests_read_back_as_sent() {
+        for (req, line) in [
+            (Request::Ports {}, r#"{"cmd":"ports"}"#),
+            (
+                Request::SetPolicy { allow: vec![] },
+                r#"{"cmd":"set-policy","allow":[]}"#,
+            ),
+            (
+                Request::SetPolicy {
+                    allow: vec![vec![RawNumber::Text("100".into()), RawNumber::Int(200)]],
+                },
+                r#"{"cmd":"set-policy","allow":[["100",200]]}"#,
+            ),
+            (
+                Request::Associate {
+                    name: "vm1".into(),
+                    channel: Value::from("200"),
+                },
+                r#"{"cmd":"associate","name":"vm1","channel":"200"}"#,
+            ),
+            (
+                Request::AddPort {
+                    spec: Value::from("a,socket=/x,channel=1"),
+                },
+                r#"{"cmd":"add-port","spec":"a,socket=/x,channel=1"}"#,
+            ),
+        ] {
+            let sent = req.to_line().expect("encodes");
+            assert_eq!(sent, format!("{line}\n"));
+            assert_eq!(parse_request(sent.trim_end().as_bytes()), Ok(req));
         }
     }
 

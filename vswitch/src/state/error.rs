@@ -1,4 +1,5 @@
-//! [`StateError`]: why the state file cannot be used or written, and what to do.
+//! [`StateError`]: why the state file cannot be used or written, or a port cannot start, and
+//! what to do.
 
 use std::io;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::config::ConfigError;
+use crate::SwitchError;
 
 /// What to do about a state file that cannot be used: the same advice for every refusal.
 fn advice(path: &std::path::Path) -> String {
@@ -16,7 +18,17 @@ fn advice(path: &std::path::Path) -> String {
     )
 }
 
-/// A state file that cannot be used (nothing was started), or cannot be written.
+/// `" (restored from the state file)"` after a port's name when it came from there.
+fn restored_note(restored: &bool) -> &'static str {
+    if *restored {
+        " (restored from the state file)"
+    } else {
+        ""
+    }
+}
+
+/// A state file that cannot be used (nothing was started), cannot be written, or names a port
+/// that cannot start.
 #[derive(Debug, Error)]
 pub enum StateError {
     /// `--state` / `[switch] state` names a place where no state file can be written.
@@ -65,5 +77,16 @@ pub enum StateError {
         /// Why.
         #[source]
         source: io::Error,
+    },
+    /// A port of the configuration or of the state file could not start.
+    #[error("cannot start port {name:?}{}", restored_note(.restored))]
+    StartPort {
+        /// The port's name.
+        name: String,
+        /// It came from the state file, not the configuration.
+        restored: bool,
+        /// Why.
+        #[source]
+        source: SwitchError,
     },
 }

@@ -37,7 +37,7 @@ pub const FORMAT: &str = "vswitch-state";
 /// The version written and the only one read.
 pub const VERSION: u64 = 1;
 /// Most ports a state file may hold (the switch's port table size).
-const MAX_PORTS: usize = vswitch::fdb::MAX_PORTS;
+const MAX_PORTS: usize = crate::fdb::MAX_PORTS;
 
 /// One port as saved: the keys of a `[[port]]` table (and of an `add-port` object), with the
 /// channel the port is on now, `None` for no channel.

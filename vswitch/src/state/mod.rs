@@ -14,7 +14,7 @@
 //!   configuration silently, which could put a VM back on a channel the manager took it off.
 //!
 //! Writes ([`record`]) are serialized: one control change at a time is applied and the whole
-//! state saved (atomically, [`file::write_atomic`]) before the next one starts, so the file
+//! state saved (atomically, `file::write_atomic`) before the next one starts, so the file
 //! always holds the state after the last acknowledged change, or after the one in flight.
 
 mod error;
@@ -26,7 +26,6 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use anyhow::Context;
 use log::{error, info, warn};
 use vswitch_channels::Policy;
 
@@ -105,7 +104,7 @@ impl Plan {
     }
 
     /// Logs where the ports and policy come from, and adds the ports.
-    pub fn start_ports(&self, sw: &Switch) -> anyhow::Result<()> {
+    pub fn start_ports(&self, sw: &Switch) -> Result<(), StateError> {
         let path = self.journal.as_ref().map(|j| j.path.as_path());
         match (self.source, path) {
             (Source::StateFile, Some(p)) => info!(
@@ -128,10 +127,7 @@ impl Plan {
             ),
             _ => {}
         }
-        let restored = match self.source {
-            Source::StateFile => " (restored from the state file)",
-            _ => "",
-        };
+        let restored = self.source == Source::StateFile;
         for r in &self.ports {
             let name = &r.spec.name;
             let added = match r.channel {
@@ -142,7 +138,11 @@ impl Plan {
                 }
                 None => sw.add_port_unassociated(r.spec.clone()),
             };
-            added.with_context(|| format!("cannot start port {name:?}{restored}"))?;
+            added.map_err(|source| StateError::StartPort {
+                name: name.clone(),
+                restored,
+                source,
+            })?;
         }
         Ok(())
     }
