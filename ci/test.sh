@@ -35,6 +35,9 @@ else
   cargo test --workspace --locked --no-fail-fast -- --test-threads "${VSWITCH_TEST_THREADS:-2}"
 fi
 
+step "mutation: the delivery check disabled, the tests guarding it must fail"
+./ci/mutation.sh
+
 step "fuzz: each target for ${VSWITCH_FUZZ_SECONDS:-60}s from its corpus (installs cargo-fuzz if missing)"
 ./ci/fuzz.sh
 
