@@ -21,7 +21,7 @@ use crate::stats::PortStats;
 use crate::tx::{take_chains, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
 /// What the thread draining one port keeps between passes. Belongs to one connection: a new
-/// connection (or a new port) starts from a fresh cursor, which [`TxCursor::follow`] arranges.
+/// connection (or a new port) starts from a fresh cursor, which the port arranges by itself.
 #[derive(Default)]
 pub struct TxCursor {
     /// The connection number this state belongs to (0: none yet).

@@ -166,7 +166,7 @@ impl<'a> FrameRef<'a> {
     }
 
     /// Copies the frame into `out`, the same bytes a delivery into a guest writes (see
-    /// [`FrameRef::delivery_pieces`]): what a port that is not a guest (an uplink) sends.
+    /// `FrameRef::delivery_pieces`): what a port that is not a guest (an uplink) sends.
     /// Returns the bytes copied, `min(len, out.len())`.
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
         let mut done = 0;

@@ -24,7 +24,7 @@ macro_rules! drop_reasons {
             /// All reasons, in counter order.
             pub const ALL: [DropReason; NUM_REASONS] = [$(DropReason::$variant),+];
 
-            /// The counter name (as in DESIGN.md and the metrics).
+            /// The counter name (as in docs/architecture.md and the metrics).
             pub const fn as_str(self) -> &'static str {
                 match self {
                     $(DropReason::$variant => stringify!($name),)+

@@ -6,7 +6,7 @@
 //! is a second old. A bucket that fills up evicts its oldest entry. Races between writers can
 //! at worst lose or misplace a learned entry for a moment; that can misroute a frame, never
 //! leak it, because every delivery is checked against the destination's registry entry
-//! independently of this table (DESIGN.md §2.3).
+//! independently of this table (docs/architecture.md, invariant 3).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;

@@ -1,9 +1,20 @@
-//! The switch core: ports attached over vhost-user, each VM on a logical channel.
+//! The switch: ports (VMs over vhost-user, uplinks), each VM on a logical channel.
 //!
 //! A frame leaving a VM is stamped with that VM's channel (from the registry, never from the
 //! frame), learned and forwarded within the channel, and checked once more at the destination
-//! against the destination's own registry entry before it is written into the destination's
-//! RX ring. See DESIGN.md §2 for the invariant.
+//! against the destination's own registry entry (an uplink: its channel set) before it is
+//! written into the destination. docs/architecture.md follows one frame through these
+//! modules and states the invariant.
+//!
+//! Module map:
+//! - the datapath: [`datapath`] (a thread's pass over its ports: the one driver), [`event`]
+//!   and [`poll`] (what a thread does when idle), [`forward`] (plan, delivery check,
+//!   delivery), [`fdb`];
+//! - the tables: [`core`] (what every datapath thread reads), [`port`] (VM ports, uplinks,
+//!   the port table), [`counters`];
+//! - the control plane: [`switch`] (adding ports, moving VMs, views), [`spec`] (what a port
+//!   is asked to be), [`config`] (the TOML file and flags), [`ctl`] (the control API),
+//!   [`state`] (what the API changed, kept across restarts), [`stats`].
 
 #![deny(missing_docs)]
 

@@ -1,4 +1,4 @@
-//! The isolation invariant (DESIGN.md §2) with real in-process guests over real sockets:
+//! The isolation invariant (docs/architecture.md) with real in-process guests over real sockets:
 //! four VMs on two channels, hostile senders, a poisoned FDB, run-time re-association.
 
 mod common;

@@ -266,7 +266,7 @@ fn drain_replies(sock: &UnixStream) {
 }
 
 /// A well-behaved frontend attaches, sends a frame and gets it back, within
-/// [`CHECK_TIMEOUT`]; panics otherwise.
+/// `CHECK_TIMEOUT`; panics otherwise.
 pub fn check_port_serves(sock: &std::path::Path) {
     let (tx, rx) = mpsc::channel();
     let path = sock.to_path_buf();
