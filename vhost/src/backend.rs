@@ -50,7 +50,6 @@ pub(crate) struct Inner {
     /// The connection was ended for a memory fault (counted once).
     faulted: AtomicBool,
     pub(crate) acked: Arc<AtomicU64>,
-    event_idx: AtomicBool,
     published: AtomicBool,
     /// The guest kicked its TX queue since the last pass over it.
     pub(crate) kicked: AtomicBool,
@@ -78,7 +77,6 @@ impl NetBackend {
             fault,
             faulted: AtomicBool::new(false),
             acked: Arc::new(AtomicU64::new(0)),
-            event_idx: AtomicBool::new(false),
             published: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             tx_broken: AtomicBool::new(false),
@@ -214,8 +212,9 @@ impl VhostUserBackend for NetBackend {
         Ok(())
     }
 
-    fn set_event_idx(&self, enabled: bool) {
-        self.0.event_idx.store(enabled, Ordering::Release);
+    fn set_event_idx(&self, _enabled: bool) {
+        // The rings read EVENT_IDX from the acked features (`Negotiated`) and the queue state
+        // the handler keeps; nothing to store here.
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {

@@ -2,17 +2,19 @@
 
 use virtio_bindings::virtio_net::VIRTIO_NET_S_LINK_UP;
 
+use crate::wire::net_config;
+
 /// Size of the part of `virtio_net_config` this port serves: mac(6), status(2),
 /// max_virtqueue_pairs(2), mtu(2).
-pub const CONFIG_SPACE_LEN: usize = 12;
+pub const CONFIG_SPACE_LEN: usize = net_config::LEN;
 
 /// Serialises the config space (little-endian, as virtio 1.0 requires).
 pub fn config_space(mac: Option<[u8; 6]>, queue_pairs: u16, mtu: u16) -> [u8; CONFIG_SPACE_LEN] {
     let mut b = [0u8; CONFIG_SPACE_LEN];
-    b[0..6].copy_from_slice(&mac.unwrap_or([0; 6]));
-    b[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
-    b[8..10].copy_from_slice(&queue_pairs.to_le_bytes());
-    b[10..12].copy_from_slice(&mtu.to_le_bytes());
+    b[net_config::MAC].copy_from_slice(&mac.unwrap_or([0; 6]));
+    b[net_config::STATUS].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+    b[net_config::MAX_VIRTQUEUE_PAIRS].copy_from_slice(&queue_pairs.to_le_bytes());
+    b[net_config::MTU].copy_from_slice(&mtu.to_le_bytes());
     b
 }
 

@@ -143,10 +143,6 @@ impl PortHandle {
     pub fn stats(&self) -> PortStatsSnapshot {
         self.0.stats.snapshot()
     }
-    /// The live counters (for adding switch-level drops that concern this port).
-    pub fn stats_ref(&self) -> &PortStats {
-        &self.0.stats
-    }
     /// True while a frontend is connected.
     pub fn is_connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)

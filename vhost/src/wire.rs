@@ -1,6 +1,7 @@
-//! Field offsets of the two headers the port reads and writes, named once: the Ethernet header
-//! at the start of every frame and the `virtio_net_hdr_v1` in front of it in a ring buffer
-//! (virtio 1.2 §5.1.6). Everything else indexes frames and headers through these.
+//! Field offsets of the layouts the port reads and writes, named once: the Ethernet header at
+//! the start of every frame, the `virtio_net_hdr_v1` in front of it in a ring buffer (virtio
+//! 1.2 §5.1.6), and the device configuration space. Everything else indexes frames, headers
+//! and the config space through these.
 
 /// The Ethernet header (IEEE 802.3), as ranges into a frame.
 pub mod eth {
@@ -72,6 +73,23 @@ pub mod net_hdr {
     pub fn u16_at(h: &[u8; LEN], at: Range<usize>) -> u16 {
         u16::from_le_bytes([h[at.start], h[at.start + 1]])
     }
+}
+
+/// The part of `virtio_net_config` (virtio 1.2 §5.1.4) a port serves, as ranges into the
+/// device configuration space. Little-endian fields.
+pub mod net_config {
+    use std::ops::Range;
+
+    /// `mac`.
+    pub const MAC: Range<usize> = 0..6;
+    /// `status` (LINK_UP).
+    pub const STATUS: Range<usize> = 6..8;
+    /// `max_virtqueue_pairs`.
+    pub const MAX_VIRTQUEUE_PAIRS: Range<usize> = 8..10;
+    /// `mtu`.
+    pub const MTU: Range<usize> = 10..12;
+    /// Length of the part served.
+    pub const LEN: usize = 12;
 }
 
 /// How many leading frame bytes are copied beside a frame for parsing (MACs, tags, ethertype).
