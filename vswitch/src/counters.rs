@@ -75,6 +75,9 @@ drop_reasons! {
     MacLimit => mac_limit,
     /// The source MAC is not the port's configured MAC, or is a group address.
     SourceSpoof => source_spoof,
+    /// A frame from the wire whose encapsulation does not parse (a truncated or invalid
+    /// 802.1ad or VXLAN header): dropped by the uplink before switching.
+    Malformed => malformed,
 }
 
 impl DropReason {

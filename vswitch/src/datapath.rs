@@ -7,6 +7,8 @@
 //! scratch (one each per thread, any port) and a cursor per port. No lock is taken per batch
 //! besides the rings' own.
 
+use std::os::fd::RawFd;
+
 use vswitch_channels::PortId;
 use vswitch_vhost::{TxBatchCounts, TxCursor, TxScratch};
 
@@ -90,6 +92,21 @@ impl Worker {
         pending
     }
 
+    /// The descriptors that signal frames for the uplinks this thread serves (sockets): a
+    /// sleeping thread waits on them beside its doorbell. Replaces `out`'s content.
+    pub fn wake_fds(&self, core: &Core, out: &mut Vec<RawFd>) {
+        out.clear();
+        let ports = core.ports.load();
+        for (id, _) in ports.uplinks() {
+            if !self.share.serves(*id) {
+                continue;
+            }
+            if let Some(fd) = ports.get(*id).and_then(|e| e.uplink()?.io.wake_fd()) {
+                out.push(fd);
+            }
+        }
+    }
+
     fn serve(&mut self, core: &Core, id: PortId, e: &PortEntry) -> bool {
         let Worker { tx, fwd, slots, .. } = self;
         match &e.kind {
@@ -103,9 +120,15 @@ impl Worker {
                 }
                 pass.active
             }
-            PortKind::Uplink(u) => u.io.receive(&mut |batch, stamps| {
-                forward::forward_uplink_batch(core, id, e.registered_at, batch, stamps, fwd)
-            }),
+            PortKind::Uplink(u) => {
+                let r = u.io.receive(&mut |batch, stamps| {
+                    forward::forward_uplink_batch(core, id, e.registered_at, batch, stamps, fwd)
+                });
+                if !r.drops.is_zero() {
+                    e.counters.add_drops(&r.drops);
+                }
+                r.active
+            }
         }
     }
 }

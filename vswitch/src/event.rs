@@ -6,7 +6,7 @@
 //! connection worker receives) only rings the doorbell of the datapath thread that serves the
 //! port.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -73,6 +73,9 @@ pub(crate) fn start_event_threads(core: &Arc<Core>, stop: &Arc<AtomicBool>) -> V
 fn serve(core: &Core, share: Share, stop: &AtomicBool) {
     let doorbell = core.doorbells.0.get(share.index).cloned().flatten();
     let mut worker = Worker::new(share);
+    // Reused across sleeps: the uplinks' descriptors and the poll set.
+    let mut wake = Vec::new();
+    let mut pfds = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if worker.pass(core) {
             continue;
@@ -81,24 +84,36 @@ fn serve(core: &Core, share: Share, stop: &AtomicBool) {
         if worker.arm(core) {
             continue;
         }
-        sleep_until_rung(doorbell.as_deref());
+        worker.wake_fds(core, &mut wake);
+        sleep_until_rung(doorbell.as_deref(), &wake, &mut pfds);
     }
 }
 
-/// Waits for the doorbell (or the safety-net timeout), then resets it.
-fn sleep_until_rung(doorbell: Option<&EventFd>) {
-    let Some(doorbell) = doorbell else {
-        // SAFETY: poll with no descriptors is a plain sleep.
-        unsafe { libc::poll(std::ptr::null_mut(), 0, NAP_MS) };
-        return;
+/// Waits for the doorbell or a frame on one of the uplinks' descriptors `wake` (or the
+/// safety-net timeout), then resets the doorbell.
+fn sleep_until_rung(doorbell: Option<&EventFd>, wake: &[RawFd], pfds: &mut Vec<libc::pollfd>) {
+    pfds.clear();
+    let timeout = match doorbell {
+        Some(d) => {
+            pfds.push(pollin(d.as_raw_fd()));
+            MAX_SLEEP_MS
+        }
+        None => NAP_MS,
     };
-    let mut pfd = libc::pollfd {
-        fd: doorbell.as_raw_fd(),
+    pfds.extend(wake.iter().map(|&fd| pollin(fd)));
+    // SAFETY: `pfds` holds `pfds.len()` valid pollfds for the duration of the call (an empty
+    // set makes it a plain sleep).
+    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+    if let Some(d) = doorbell {
+        // Non-blocking: EAGAIN when the timeout, not a kick, ended the wait.
+        let _ = d.read();
+    }
+}
+
+fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    };
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
-    unsafe { libc::poll(&mut pfd, 1, MAX_SLEEP_MS) };
-    // Non-blocking: EAGAIN when the timeout, not a kick, ended the wait.
-    let _ = doorbell.read();
+    }
 }

@@ -11,7 +11,7 @@
 //!   and [`poll`] (what a thread does when idle), [`forward`] (plan, delivery check,
 //!   delivery), [`fdb`];
 //! - the tables: [`core`] (what every datapath thread reads), [`port`] (VM ports, uplinks,
-//!   the port table), [`counters`];
+//!   the port table), [`counters`], [`uplink`] (uplink transports);
 //! - the control plane: [`switch`] (adding ports, moving VMs, views), [`spec`] (what a port
 //!   is asked to be), [`config`] (the TOML file and flags), [`ctl`] (the control API),
 //!   [`state`] (what the API changed, kept across restarts), [`stats`].
@@ -33,6 +33,7 @@ pub mod spec;
 pub mod state;
 pub mod stats;
 pub mod switch;
+pub mod uplink;
 
 pub use error::SwitchError;
 pub use spec::{PortSpec, SwitchSettings};

@@ -20,6 +20,7 @@ fn carrying(name: &str, channels: &[u16]) -> UplinkSpec {
         name: name.into(),
         channels: channels.iter().map(|&c| ch(c)).collect::<ChannelSet>(),
         mac_limit: None,
+        reflective_relay: false,
     }
 }
 

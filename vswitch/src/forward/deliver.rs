@@ -96,6 +96,7 @@ fn deliver_group(
                 stamps,
             });
             drops.add(DropReason::NoRxBuffer, r.dropped);
+            drops.add(DropReason::Oversize, r.oversize);
             (r.sent, r.bytes)
         }
     };

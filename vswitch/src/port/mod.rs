@@ -22,7 +22,7 @@ use vswitch_vhost::PortHandle;
 use crate::counters::Counters;
 use crate::spec::PortSpec;
 
-pub use uplink::{Outgoing, SendResult, Stamps, Uplink, UplinkPort, UplinkSpec};
+pub use uplink::{Outgoing, Received, SendResult, Stamps, Uplink, UplinkPort, UplinkSpec};
 
 /// A guest attached over vhost-user.
 pub struct VmPort {

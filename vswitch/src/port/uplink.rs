@@ -3,11 +3,14 @@
 //! its transport read from the wire, and delivers into an uplink only the channels it is
 //! configured to carry; the transport puts each frame's channel back on the wire.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use vmm_sys_util::eventfd::EventFd;
 use vswitch_channels::{ChannelId, ChannelSet};
 use vswitch_vhost::{FrameBatch, FrameRef};
+
+use crate::counters::Drops;
 
 /// The channel of each frame of a batch (its stamp): one for a whole batch from a VM (its
 /// registry entry at batch start), one per frame from an uplink (read from the wire).
@@ -72,22 +75,43 @@ pub struct SendResult {
     pub bytes: u64,
     /// Frames dropped (no room in the transport's queue): counted as `no_rx_buffer`.
     pub dropped: u64,
+    /// Frames that would not fit the underlay with their encapsulation (never sent
+    /// truncated): counted as `oversize`.
+    pub oversize: u64,
+}
+
+/// What one [`Uplink::receive`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Frames were handed over, or are left (poll again before sleeping).
+    pub active: bool,
+    /// Frames the transport dropped before the switch saw them, by reason: no tag or an
+    /// unknown VNI (`unknown_channel`), an encapsulation that does not parse (`malformed`),
+    /// too long (`oversize`). Counted on the uplink.
+    pub drops: Drops,
 }
 
 /// The transport of an uplink. Called by the one datapath thread that serves the uplink
 /// (`receive`) and by any datapath thread forwarding to it (`send`).
 pub trait Uplink: Send + Sync {
     /// Hands the frames received since the last call (at most one batch) to `each`, with the
-    /// channel each one carried on the wire. Returns true if there were any (the thread polls
-    /// again before it sleeps).
-    fn receive(&self, each: &mut dyn FnMut(&FrameBatch<'_>, &[ChannelId])) -> bool;
+    /// channel each one carried on the wire (`each` is not called for an empty batch).
+    fn receive(&self, each: &mut dyn FnMut(&FrameBatch<'_>, &[ChannelId])) -> Received;
 
     /// Sends frames, each tagged with its channel.
     fn send(&self, frames: &Outgoing<'_, '_>) -> SendResult;
 
-    /// The doorbell of the datapath thread that serves this uplink: written when frames arrive
-    /// while it may sleep (`None`: it busy-polls). Called once, when the uplink is added.
-    fn set_doorbell(&self, doorbell: Option<Arc<EventFd>>);
+    /// A descriptor that becomes readable when frames arrive (a socket): the datapath thread
+    /// serving the uplink waits on it too when it sleeps. `None`: see
+    /// [`Uplink::set_doorbell`].
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// The doorbell of the datapath thread that serves this uplink (`None`: it busy-polls),
+    /// for a transport without a [`Uplink::wake_fd`]: written when frames arrive while it may
+    /// sleep. Called once, when the uplink is added.
+    fn set_doorbell(&self, _doorbell: Option<Arc<EventFd>>) {}
 }
 
 /// What an uplink is configured as.
@@ -99,12 +123,18 @@ pub struct UplinkSpec {
     pub channels: ChannelSet,
     /// Most MACs it may have in the FDB at once (`None`: the switch default).
     pub mac_limit: Option<u32>,
+    /// Reflective relay (802.1Qbg, the bridge side of VEPA): a frame received on this uplink
+    /// may go back out of it, on the same channel (a VEPA station's frame for a VM behind the
+    /// same station).
+    pub reflective_relay: bool,
 }
 
 /// An uplink in the port table.
 pub struct UplinkPort {
     /// The channels it carries: the delivery check for an uplink destination.
     pub channels: Arc<ChannelSet>,
+    /// See [`UplinkSpec::reflective_relay`].
+    pub reflective_relay: bool,
     /// Its transport.
     pub io: Arc<dyn Uplink>,
 }

@@ -160,6 +160,7 @@ impl Switch {
             name: spec.name.clone(),
             kind: PortKind::Uplink(UplinkPort {
                 channels: Arc::new(spec.channels),
+                reflective_relay: spec.reflective_relay,
                 io,
             }),
             mac: None,

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use vmm_sys_util::eventfd::EventFd;
-use vswitch::port::{Outgoing, SendResult, Uplink};
+use vswitch::port::{Outgoing, Received, SendResult, Uplink};
 use vswitch_channels::ChannelId;
 use vswitch_vhost::{FrameBatch, HostFrames, NetHdr};
 
@@ -56,14 +56,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Uplink for WireEnd {
-    fn receive(&self, each: &mut dyn FnMut(&FrameBatch<'_>, &[ChannelId])) -> bool {
+    fn receive(&self, each: &mut dyn FnMut(&FrameBatch<'_>, &[ChannelId])) -> Received {
         let frames: Vec<(ChannelId, Vec<u8>)> = {
             let mut inbox = lock(&self.inbox);
             let n = inbox.len().min(BATCH);
             inbox.drain(..n).collect()
         };
         if frames.is_empty() {
-            return false;
+            return Received::default();
         }
         let mut batch = HostFrames::with_capacity(frames.len());
         let mut stamps = Vec::with_capacity(frames.len());
@@ -73,7 +73,10 @@ impl Uplink for WireEnd {
             }
         }
         each(&batch.batch(), &stamps);
-        true
+        Received {
+            active: true,
+            ..Received::default()
+        }
     }
 
     fn send(&self, frames: &Outgoing<'_, '_>) -> SendResult {
