@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use vswitch::core::{Core, PolicyTable, View};
 use vswitch::fdb::Fdb;
 use vswitch::forward::{
-    may_enter, plan_batch, plan_frame, DestKind, FrameAddrs, Ingress, Scratch, Sender,
+    may_enter, plan_batch, plan_frame, DestKind, FrameAddrs, Ingress, Role, Scratch, Sender,
 };
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
@@ -86,7 +86,7 @@ fn plan_and_check(c: &mut Criterion) {
             channel: ch(100),
             mac: None,
             mac_limit: u32::MAX,
-            uplink: false,
+            role: Role::Veb,
         };
         let src = mac(0);
         let dsts: Vec<[u8; 6]> = (0..BATCH)
@@ -151,7 +151,7 @@ fn plan_batch_macs(c: &mut Criterion) {
             channel: ch(100),
             mac: None,
             mac_limit: u32::MAX,
-            uplink: false,
+            role: Role::Veb,
         };
         // Consecutive batches continue the cycle over all MACs.
         let all: Vec<FrameAddrs> = (0..macs + PLAN_BATCH)

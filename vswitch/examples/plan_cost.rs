@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use vswitch::core::{Core, View};
-use vswitch::forward::{plan_batch, plan_frame, FrameAddrs, Ingress, Scratch, Sender};
+use vswitch::forward::{plan_batch, plan_frame, FrameAddrs, Ingress, Role, Scratch, Sender};
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
 
@@ -48,7 +48,7 @@ fn main() {
         channel: ch,
         mac: None,
         mac_limit: u32::MAX,
-        uplink: false,
+        role: Role::Veb,
     };
     // Destinations cycle over all MACs across batches, as in the macs-N scenarios of vswitch-bench
     // (tests/bench).

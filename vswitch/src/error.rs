@@ -20,9 +20,6 @@ pub enum SwitchError {
     /// Port ids exhausted.
     #[error("too many ports (limit {0}): remove unused ports first")]
     TooManyPorts(usize),
-    /// VEPA needs an uplink.
-    #[error("port {0:?}: channel mode VEPA relays everything to an uplink, and uplinks are not supported yet; use mode veb")]
-    VepaUnsupported(String),
     /// The registry refused the association.
     #[error("registry: {0}")]
     Registry(#[from] vswitch_channels::RegistryError),

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use vswitch::core::{Core, PolicyTable, View};
 use vswitch::counters::{DropReason, Drops};
 use vswitch::forward::{
-    may_enter, plan_batch, plan_frame, DestKind, FrameAddrs, Ingress, Scratch, Sender,
+    may_enter, plan_batch, plan_frame, DestKind, FrameAddrs, Ingress, Role, Scratch, Sender,
 };
 use vswitch::SwitchSettings;
 use vswitch_channels::{ChannelId, ChannelInfo, Policy, PortId, VmId};
@@ -87,7 +87,7 @@ proptest! {
                     let reg = core.registry.load();
                     let Some(info) = reg.channel_of(PortId::new(p)) else { continue };
                     let policy = core.policy.load();
-                    let from = Sender { port: PortId::new(p), channel: info.id, mac: None, mac_limit: u32::MAX, uplink: false };
+                    let from = Sender { port: PortId::new(p), channel: info.id, mac: None, mac_limit: u32::MAX, role: Role::Veb };
                     dests.clear();
                     let now = core.fdb.now();
                     let ing = plan_frame(&View { reg: &reg, policy: &policy, ports: &Default::default() }, &core.fdb, now, &from, mac(s), mac(d), 0, &mut dests);
@@ -164,7 +164,7 @@ proptest! {
             channel: ch(assoc[sender as usize]),
             mac: locked.map(|m| vswitch_channels::MacAddr::new(mac(m))),
             mac_limit: limit,
-            uplink: false,
+            role: Role::Veb,
         };
         let now = a.fdb.now();
 

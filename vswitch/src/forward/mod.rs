@@ -16,7 +16,7 @@ mod admit;
 mod deliver;
 mod plan;
 
-use vswitch_channels::{ChannelId, PortId};
+use vswitch_channels::{ChannelId, ChannelMode, PortId};
 use vswitch_vhost::wire::eth;
 use vswitch_vhost::FrameBatch;
 
@@ -25,7 +25,7 @@ use crate::counters::DropReason;
 use crate::port::{PortEntry, Stamps};
 
 pub use admit::{admit, described_entry, may_enter, DestKind};
-pub use plan::{plan_batch, plan_frame, BatchIngress, FrameAddrs, Ingress, Scratch, Sender};
+pub use plan::{plan_batch, plan_frame, BatchIngress, FrameAddrs, Ingress, Role, Scratch, Sender};
 
 /// How often a batch loads the registry and the port table again when the registry it loaded
 /// predates the sending port (a port added just now): then the next pair is fresh.
@@ -54,7 +54,10 @@ pub fn forward_vm_batch(
             channel: info.id,
             mac: entry.mac,
             mac_limit: entry.mac_limit,
-            uplink: false,
+            role: match info.mode {
+                ChannelMode::Vepa => Role::Vepa,
+                _ => Role::Veb,
+            },
         };
         scratch.clear();
         let ingress = plan(core, view, &from, batch, 0..batch.len(), scratch);
@@ -81,6 +84,9 @@ pub fn forward_uplink_batch(
         let Some(uplink) = entry.uplink() else {
             return;
         };
+        let role = Role::Uplink {
+            reflective_relay: uplink.reflective_relay,
+        };
         scratch.clear();
         let mut start = 0;
         while start < n {
@@ -97,7 +103,7 @@ pub fn forward_uplink_batch(
                     channel,
                     mac: None,
                     mac_limit: entry.mac_limit,
-                    uplink: true,
+                    role,
                 };
                 let ingress = plan(core, view, &from, batch, start..end, scratch);
                 count_ingress(core, entry, channel, &ingress);

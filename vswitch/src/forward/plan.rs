@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use vswitch_channels::{ChannelId, MacAddr, PortId};
+use vswitch_channels::{ChannelId, ChannelMode, MacAddr, PortId};
 
 use crate::core::View;
 use crate::counters::{DropReason, Drops};
@@ -108,9 +108,26 @@ pub struct Sender {
     pub mac: Option<MacAddr>,
     /// MAC learning limit.
     pub mac_limit: u32,
-    /// The sender is an uplink: its floods stay on this host (split horizon; the other
-    /// hosts' switches flood their own VMs).
-    pub uplink: bool,
+    /// How its frames are forwarded.
+    pub role: Role,
+}
+
+/// How a sender's frames are forwarded (802.1Qbg's modes for VMs, split horizon for uplinks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A VM in VEB mode (the default): frames switched here, to local VMs and uplinks.
+    Veb,
+    /// A VM in VEPA mode: every frame goes to the adjacent bridge through the first uplink
+    /// carrying its channel, even one for a VM on this host; the bridge reflects it back and it
+    /// comes in through the uplink, and the same check.
+    Vepa,
+    /// An uplink. Its floods stay on this host (split horizon: the other hosts' switches flood
+    /// their own VMs); with reflective relay (the bridge side of VEPA) a frame may also go
+    /// back out of it, on its own channel.
+    Uplink {
+        /// 802.1Qbg reflective relay is on.
+        reflective_relay: bool,
+    },
 }
 
 /// Decides the destinations of one frame and appends `(port, idx)` pairs to `dests`.
@@ -129,18 +146,20 @@ pub fn plan_frame(
     idx: u16,
     dests: &mut Vec<(u32, u16)>,
 ) -> Ingress {
-    if let Some(reason) = check_source(fdb, now, from, src) {
-        return Ingress::Dropped(reason);
-    }
-    let copies = match decide_dest(view, fdb, now, from, &fdb.probe(from.channel, &dst)) {
+    let except = match check_source(view, fdb, now, from, src) {
+        Ok(except) => except,
+        Err(reason) => return Ingress::Dropped(reason),
+    };
+    let copies = match decide_dest(view, fdb, now, from, &fdb.probe(from.channel, &dst), except) {
         Dest::Local => 0,
+        Dest::Drop(reason) => return Ingress::Dropped(reason),
         Dest::Port(to) => {
             dests.push((to.get(), idx));
             1
         }
         Dest::Flood => {
             let mut copies = 0u32;
-            flood(view, from, |to| {
+            flood(view, from, except, |to| {
                 dests.push((to, idx));
                 copies += 1;
             });
@@ -153,17 +172,46 @@ pub fn plan_frame(
     Ingress::Accepted { copies, flooded: 0 }
 }
 
-/// The ingress checks of a source address, and its learning: `Some(reason)` drops the frame.
+/// The ingress checks of a source address, and its learning: `Err(reason)` drops the frame.
+/// `Ok(Some(port))`: a frame a VEPA VM of this host sent, reflected back by the adjacent
+/// bridge: not learned again (the VM stays where it is), and never delivered to `port` (a
+/// VEPA VM does not receive its own frames).
 #[inline]
-fn check_source(fdb: &Fdb, now: u32, from: &Sender, src: [u8; 6]) -> Option<DropReason> {
+fn check_source(
+    view: &View<'_>,
+    fdb: &Fdb,
+    now: u32,
+    from: &Sender,
+    src: [u8; 6],
+) -> Result<Option<PortId>, DropReason> {
     let smac = MacAddr::new(src);
     if smac.is_multicast() || from.mac.is_some_and(|m| m != smac) {
-        return Some(DropReason::SourceSpoof);
+        return Err(DropReason::SourceSpoof);
+    }
+    if let Role::Uplink { .. } = from.role {
+        if let Some(origin) = reflected_origin(view, fdb, now, from, &src) {
+            return Ok(Some(origin));
+        }
     }
     if fdb.learn(from.channel, &src, from.port, from.mac_limit, now) == Learn::LimitReached {
-        return Some(DropReason::MacLimit);
+        return Err(DropReason::MacLimit);
     }
-    None
+    Ok(None)
+}
+
+/// The local VEPA VM a frame from an uplink came from, if its source MAC is learned behind
+/// one (on the frame's channel).
+#[cold]
+fn reflected_origin(
+    view: &View<'_>,
+    fdb: &Fdb,
+    now: u32,
+    from: &Sender,
+    src: &[u8; 6],
+) -> Option<PortId> {
+    let port = fdb.lookup(from.channel, src, now)?;
+    let info = view.reg.channel_of(port)?;
+    (port != from.port && info.id == from.channel && info.mode == ChannelMode::Vepa).then_some(port)
 }
 
 /// Where an accepted frame goes.
@@ -175,12 +223,24 @@ enum Dest {
     Port(PortId),
     /// Broadcast, multicast, unknown unicast: [`flood`].
     Flood,
+    /// Nowhere, counted (a VEPA VM whose channel no uplink carries).
+    Drop(DropReason),
 }
 
 /// The destination of an accepted frame to the MAC of `probe` (its lookup in the sender's
-/// channel, prepared by the caller).
+/// channel, prepared by the caller); never `except` (see [`check_source`]).
 #[inline]
-fn decide_dest(view: &View<'_>, fdb: &Fdb, now: u32, from: &Sender, probe: &Probe) -> Dest {
+fn decide_dest(
+    view: &View<'_>,
+    fdb: &Fdb,
+    now: u32,
+    from: &Sender,
+    probe: &Probe,
+    except: Option<PortId>,
+) -> Dest {
+    if from.role == Role::Vepa {
+        return vepa_dest(view, fdb, now, from, probe);
+    }
     if probe.is_multicast() {
         return Dest::Flood;
     }
@@ -195,30 +255,71 @@ fn decide_dest(view: &View<'_>, fdb: &Fdb, now: u32, from: &Sender, probe: &Prob
         }
     };
     match found {
-        Some(to) if to == from.port => Dest::Local,
+        Some(to) if to == from.port => match from.role {
+            // Reflective relay: back out of the uplink it came in on.
+            Role::Uplink {
+                reflective_relay: true,
+            } => Dest::Port(to),
+            _ => Dest::Local,
+        },
+        Some(to) if Some(to) == except => Dest::Local,
         Some(to) => Dest::Port(to),
         None => Dest::Flood,
     }
 }
 
+/// A VEPA VM's frame: to the uplink its destination is known behind, else to the first
+/// uplink carrying its channel (the adjacent bridge, which reflects and floods), whatever the
+/// destination.
+#[cold]
+fn vepa_dest(view: &View<'_>, fdb: &Fdb, now: u32, from: &Sender, probe: &Probe) -> Dest {
+    let uplinks = view.ports.uplinks();
+    if !probe.is_multicast() {
+        if let Some(to) = fdb.lookup_probe(probe, now) {
+            if uplinks
+                .iter()
+                .any(|(u, c)| *u == to && c.contains(from.channel))
+            {
+                return Dest::Port(to);
+            }
+        }
+    }
+    match uplinks.iter().find(|(_, c)| c.contains(from.channel)) {
+        Some((u, _)) => Dest::Port(*u),
+        None => Dest::Drop(DropReason::UnknownChannel),
+    }
+}
+
 /// Calls `to` with every port a flooded frame goes to: every other VM of the sender's
-/// channel and of the channels the policy lets that one reach, and (unless the sender is an
-/// uplink) every uplink carrying the sender's channel. The frame keeps its channel on an
-/// uplink: the far switch applies its own policy.
+/// channel and of the channels the policy lets that one reach (never `except`), and the
+/// uplinks carrying the sender's channel: all of them from a VM; from an uplink none (split
+/// horizon) but itself with reflective relay. The frame keeps its channel on an uplink: the
+/// far switch applies its own policy.
 #[inline]
-fn flood(view: &View<'_>, from: &Sender, mut to: impl FnMut(u32)) {
+fn flood(view: &View<'_>, from: &Sender, except: Option<PortId>, mut to: impl FnMut(u32)) {
     for ch in std::iter::once(&from.channel).chain(view.policy.reach(from.channel)) {
         for &vm in view.reg.ports_in(*ch) {
-            if vm != from.port {
+            if vm != from.port && Some(vm) != except {
                 to(vm.get());
             }
         }
     }
-    if !from.uplink {
-        for (uplink, carried) in view.ports.uplinks() {
-            if carried.contains(from.channel) {
-                to(uplink.get());
-            }
+    let uplinks = view.ports.uplinks();
+    if uplinks.is_empty() {
+        return;
+    }
+    let reflect = match from.role {
+        Role::Veb | Role::Vepa => None,
+        Role::Uplink { reflective_relay } => Some(reflective_relay),
+    };
+    for (uplink, carried) in uplinks {
+        let mine = *uplink == from.port;
+        let go = match reflect {
+            None => true,
+            Some(relay) => relay && mine,
+        };
+        if go && carried.contains(from.channel) {
+            to(uplink.get());
         }
     }
 }
@@ -281,7 +382,7 @@ pub fn plan_batch(
     // The current run of one source MAC (`u64::MAX`: none yet; a raw48 word is below 2^48)
     // and its verdict.
     let mut run_src = u64::MAX;
-    let mut verdict: Option<DropReason> = None;
+    let mut verdict: Result<Option<PortId>, DropReason> = Ok(None);
     let mut runs = [Run {
         end: 0,
         src: 0,
@@ -328,16 +429,24 @@ pub fn plan_batch(
             start = r.end;
             if r.src != run_src {
                 run_src = r.src;
-                verdict = check_source(fdb, now, from, mac_of_raw48(r.src));
+                verdict = check_source(view, fdb, now, from, mac_of_raw48(r.src));
             }
-            if let Some(reason) = verdict {
+            let except = match verdict {
+                Ok(except) => except,
+                Err(reason) => {
+                    out.drops.add(reason, frames);
+                    continue;
+                }
+            };
+            let dest = decide_dest(view, fdb, now, from, &r.probe, except);
+            if let Dest::Drop(reason) = dest {
                 out.drops.add(reason, frames);
                 continue;
             }
             out.frames += frames;
             out.bytes += r.bytes;
-            match decide_dest(view, fdb, now, from, &r.probe) {
-                Dest::Local => {}
+            match dest {
+                Dest::Local | Dest::Drop(_) => {}
                 Dest::Port(to) => {
                     let to = to.get();
                     if frames == 1 {
@@ -349,7 +458,7 @@ pub fn plan_batch(
                 }
                 Dest::Flood => {
                     for i in idx {
-                        flood(view, from, |to| {
+                        flood(view, from, except, |to| {
                             scratch.push(to, i as u16);
                             out.flooded += 1;
                         });

@@ -15,10 +15,16 @@ impl Switch {
     pub fn associate(&self, name: &str, channel: ChannelId) -> Result<(), SwitchError> {
         let _guard = self.lock_ports();
         let id = self.port_id(name)?;
-        let mac = self.core.ports.load().get(id).and_then(|e| e.mac);
+        let (mac, mode) = {
+            let ports = self.core.ports.load();
+            let e = ports.get(id);
+            let mode = e.and_then(|e| Some(e.vm()?.spec.channel_mode));
+            (e.and_then(|e| e.mac), mode.unwrap_or_default())
+        };
+        // The port keeps its mode (VEB or VEPA) on its new channel.
         self.core
             .registry
-            .associate(VmId::new(id, mac), ChannelInfo::veb(channel))
+            .associate(VmId::new(id, mac), ChannelInfo::new(channel, mode))
             .map_err(SwitchError::Registry)?;
         self.core.fdb.flush_port(id);
         info!("port {name} associated with channel {channel}");

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use log::info;
-use vswitch_channels::{ChannelInfo, ChannelMode, PortId, VmId};
+use vswitch_channels::{ChannelInfo, PortId, VmId};
 use vswitch_vhost::{NetPort, PortConfig, PortHandle};
 
 use super::Switch;
@@ -28,9 +28,6 @@ impl Switch {
     }
 
     fn add_port_on(&self, spec: PortSpec, associate: bool) -> Result<PortId, SwitchError> {
-        if spec.channel_mode == ChannelMode::Vepa {
-            return Err(SwitchError::VepaUnsupported(spec.name));
-        }
         let mut running = self.lock_ports();
         let table = self.core.ports.load_full();
         if table.find(&spec.name).is_some() {
