@@ -7,7 +7,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use log::{debug, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
@@ -51,6 +52,10 @@ pub(crate) struct Inner {
     faulted: AtomicBool,
     pub(crate) acked: Arc<AtomicU64>,
     published: AtomicBool,
+    /// True once `publish_rings` has stored the rings (the port thread waits for it: see
+    /// [`NetBackend::wait_rings_published`]).
+    rings_ready: Mutex<bool>,
+    rings_ready_cv: Condvar,
     /// The guest kicked its TX queue since the last pass over it.
     pub(crate) kicked: AtomicBool,
     /// The TX ring is parked as broken (see `park.rs`); for `PortHandle::is_tx_broken`.
@@ -78,6 +83,8 @@ impl NetBackend {
             faulted: AtomicBool::new(false),
             acked: Arc::new(AtomicU64::new(0)),
             published: AtomicBool::new(false),
+            rings_ready: Mutex::new(false),
+            rings_ready_cv: Condvar::new(),
             kicked: AtomicBool::new(false),
             tx_broken: AtomicBool::new(false),
             ring_resets: RingResets::default(),
@@ -172,6 +179,29 @@ impl NetBackend {
             stats: self.0.port.stats.clone(),
         })));
         debug!("{}: rx ring published", self.0.port.cfg.name);
+        let mut ready = match self.0.rings_ready.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *ready = true;
+        self.0.rings_ready_cv.notify_all();
+    }
+
+    /// Waits (at most `timeout`) until the worker thread has published this connection's
+    /// rings. True if it has.
+    pub(crate) fn wait_rings_published(&self, timeout: Duration) -> bool {
+        let ready = match self.0.rings_ready.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let waited = self
+            .0
+            .rings_ready_cv
+            .wait_timeout_while(ready, timeout, |ready| !*ready);
+        match waited {
+            Ok((ready, _)) => *ready,
+            Err(p) => *p.into_inner().0,
+        }
     }
 }
 

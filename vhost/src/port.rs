@@ -48,6 +48,10 @@ pub enum SocketRole {
 /// first; offering more pairs than are served would strand the guests' extra queues.
 pub(crate) const QUEUE_PAIRS: u16 = 1;
 
+/// How long a new connection's port thread waits for its worker thread to publish the rings
+/// before serving the frontend: a hang guard (the worker does it as soon as it first runs).
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
 /// Static configuration of a port.
 #[derive(Debug, Clone)]
 pub struct PortConfig {
@@ -342,6 +346,18 @@ fn new_daemon(shared: &Arc<PortShared>) -> Result<(Daemon, NetBackend), PortErro
         )
         .map_err(PortError::Thread)?;
         backend.capture_fd().write(1).map_err(PortError::Thread)?;
+        // The rings are published by the worker thread, the frontend's messages answered by
+        // another: without this wait a frontend could finish its setup (every message acked)
+        // and post RX buffers before its RX ring is published, and frames sent to it meanwhile
+        // would be dropped (counted as no_rx_buffer), on a busy host for many milliseconds.
+        // The frontend's messages wait in the socket until the daemon starts, after this.
+        if !backend.wait_rings_published(PUBLISH_WAIT) {
+            warn!(
+                "{}: the rings were not published within {PUBLISH_WAIT:?}: frames to this \
+                 frontend are dropped until they are",
+                shared.cfg.name
+            );
+        }
     }
     Ok((daemon, backend))
 }

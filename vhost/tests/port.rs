@@ -313,3 +313,26 @@ fn a_fresh_guest_is_not_confused_by_a_previous_one() {
     a.send(&f).expect("send");
     assert_eq!(b.recv(T).as_deref(), Some(&f[..]));
 }
+
+/// A frontend can be delivered to as soon as its setup is acknowledged: its RX ring is
+/// published before the port answers any of its messages, however late the connection's worker
+/// thread first runs (a frame flooded to it right after its setup is not dropped).
+#[test]
+fn the_rx_ring_is_published_before_the_setup_is_acknowledged() {
+    for role in [SocketRole::Listen, SocketRole::Connect] {
+        let p = Pair::new(role);
+        for round in 0..5 {
+            let g = match role {
+                SocketRole::Listen => TestGuest::connect(&p.sock("a"), GuestConfig::default()),
+                SocketRole::Connect => TestGuest::listen(&p.sock("a"), GuestConfig::default()),
+            }
+            .expect("guest attaches");
+            assert!(
+                p.a.handle().rx().is_attached(),
+                "{role:?}, connection {round}: set up, yet its RX ring is not published"
+            );
+            drop(g);
+            wait_for(|| !p.a.handle().is_connected(), "disconnect seen");
+        }
+    }
+}
