@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use crate::port::{Uplink, UplinkSpec};
 
+mod afpacket;
+pub mod dot1ad;
+
 /// Default VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -69,7 +72,12 @@ pub enum UplinkError {
 /// Opens the transport of `cfg`.
 pub fn open(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, UplinkError> {
     let kind = match &cfg.transport {
-        Transport::Dot1ad { .. } => "dot1ad",
+        Transport::Dot1ad { interface } => {
+            return Ok(Arc::new(dot1ad::Dot1adUplink::open(
+                &cfg.spec.name,
+                interface,
+            )?));
+        }
         Transport::Vxlan { .. } => "vxlan",
     };
     Err(UplinkError::Unavailable {
