@@ -1,6 +1,7 @@
 //! Integration test harness.
 //!
 //! - [`frontend`]: a vhost-user frontend in a child process, to SIGKILL ([`FrontendProcess`]).
+//! - [`netns`]: hosts as network namespaces joined by veth pairs ([`Netns`]).
 //! - [`qemu`]: real QEMU guests (TCG) attached over vhost-user, driven through their serial
 //!   console ([`QemuGuest`]), booted from the assets `ci/build-guest.sh` makes ([`guest_assets`]).
 //! - [`switch`]: the `vswitch` binary as a child process ([`Vswitch`]): ports, `vswitch ctl`
@@ -19,6 +20,7 @@
 
 pub mod assets;
 pub mod frontend;
+pub mod netns;
 pub mod qemu;
 pub mod switch;
 pub mod testpmd;
@@ -27,6 +29,7 @@ pub mod util;
 
 pub use assets::{guest_assets, repo_root, GuestAssets};
 pub use frontend::FrontendProcess;
+pub use netns::Netns;
 pub use qemu::{virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole};
 pub use switch::{vswitch_binary, Counters, PortMode, Stats, Vswitch, VswitchPort};
 pub use testpmd::{Testpmd, TestpmdPort};

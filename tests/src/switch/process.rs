@@ -58,6 +58,8 @@ pub struct Vswitch {
     pub(super) out: Arc<OutputBuf>,
     readers: Vec<JoinHandle<()>>,
     starts: u32,
+    /// The network namespace it runs in (`ip netns exec NS vswitch run ...`), if not this one.
+    netns: Option<String>,
 }
 
 impl std::fmt::Debug for Vswitch {
@@ -80,6 +82,18 @@ impl Vswitch {
     /// Like [`start`](Self::start) with extra `vswitch run` arguments (e.g. `--config FILE`,
     /// whose listen-role sockets are then not waited for unless also in `ports`).
     pub fn start_with(dir: &Path, ports: &[VswitchPort], extra: &[&str]) -> Result<Self> {
+        Self::start_in(None, dir, ports, extra)
+    }
+
+    /// Like [`start_with`](Self::start_with), inside network namespace `netns` (as users run
+    /// it: `ip netns exec NS vswitch run ...`; `ip` execs the switch, so the PID is the
+    /// switch's).
+    pub fn start_in(
+        netns: Option<&str>,
+        dir: &Path,
+        ports: &[VswitchPort],
+        extra: &[&str],
+    ) -> Result<Self> {
         let bin = vswitch_binary()?;
         let ctl = dir.join("ctl.sock");
         check_socket_path(&ctl)?;
@@ -104,6 +118,7 @@ impl Vswitch {
             out: Arc::new(OutputBuf::default()),
             readers: Vec::new(),
             starts: 0,
+            netns: netns.map(str::to_owned),
         };
         me.spawn()?;
         Ok(me)
@@ -119,7 +134,15 @@ impl Vswitch {
         self.starts += 1;
         let logf =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = Command::new(&self.bin)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let mut child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",

@@ -1,0 +1,108 @@
+//! Hosts as network namespaces: named namespaces this process creates (`ip netns add`), joined
+//! by veth pairs, removed when dropped (with every interface in them). Nothing is created in the
+//! namespace the tests run in.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs `ip ARGS`, failing with its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Why network-namespace tests cannot run here, if they cannot (not root, no `ip`, no netns).
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces and veth pairs)".into());
+    }
+    let probe = Netns::new("probe").err()?;
+    Some(format!("cannot create a network namespace: {probe:#}"))
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `vswt-<tag>-<pid>-<n>`, with its loopback up.
+    pub fn new(tag: &str) -> Result<Netns> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "vswt-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Its name (for `ip netns exec NAME ...`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip ARGS` inside this namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Runs a command inside this namespace; returns its stdout, failing with its stderr.
+    pub fn exec(&self, cmd: &[&str]) -> Result<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .with_context(|| format!("running {} in {}", cmd.join(" "), self.name))?;
+        if !out.status.success() {
+            bail!(
+                "{} in {} failed: {}",
+                cmd.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Joins `a` and `b` with a veth pair: interface `a_if` in `a` with `a_addr` (CIDR, or none),
+/// `b_if` in `b` with `b_addr`; both up, IPv6 off (no neighbour discovery chatter on a trunk).
+pub fn veth(a: &Netns, a_if: &str, a_addr: Option<&str>, b: &Netns, b_if: &str, b_addr: Option<&str>) -> Result<()> {
+    ip(&[
+        "link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns",
+        b.name(),
+    ])?;
+    for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        let _ = ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifname}.disable_ipv6=1")]);
+        if let Some(addr) = addr {
+            ns.ip(&["addr", "add", addr, "dev", ifname])?;
+        }
+        ns.ip(&["link", "set", ifname, "up"])?;
+    }
+    Ok(())
+}
