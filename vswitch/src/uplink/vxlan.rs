@@ -14,7 +14,7 @@
 //! - its header is truncated, the I flag is clear, or the inner frame is shorter than an
 //!   Ethernet header (`malformed`); reserved bits are ignored, as the RFC asks;
 //! - its VNI is not a channel, 0 or above 4094 (`unknown_channel`);
-//! - it did not fit a receive buffer ([`mmsg::MAX_FRAME`] bytes of frame; `oversize`).
+//! - it did not fit a receive buffer ([`MAX_FRAME`] bytes of frame; `oversize`).
 //!
 //! The rest go to the switch as one batch, each frame where it lies in the receive buffer (no
 //! copy) with its channel; the switch drops channels the uplink does not carry. Each frame's
@@ -24,7 +24,7 @@
 //! VTEP; broadcast, multicast and unknown unicast go to every remote (head-end replication).
 //! Each frame is copied once, into a transmit slot behind room for its headers; the copies to
 //! several remotes point at the same slot; one `sendmmsg` sends a batch. The outer UDP source
-//! port is a hash of the inner flow ([`flow`]), as RFC 7348 recommends, which needs a raw
+//! port is a hash of the inner flow (module `flow`), as RFC 7348 recommends, which needs a raw
 //! socket (the uplink writes the UDP header; `CAP_NET_RAW`); without one the uplink sends from
 //! its bound socket, source port `local`'s, and says so in one log line.
 //!
@@ -51,7 +51,7 @@ use log::{info, warn};
 use vswitch_channels::ChannelId;
 use vswitch_vhost::{FrameBatch, HostFrames, NetHdr};
 
-use self::mmsg::{Outcome, RxRing, TxRing, FRAME_AT, MAX_FRAME, RX_BATCH, TX_BATCH};
+use self::mmsg::{Outcome, RxRing, TxRing, FRAME_AT, RX_BATCH, TX_BATCH};
 use self::sock::SockAddr;
 use self::vteps::VtepTable;
 use super::vxlan_wire::{self, udp, Packet};
@@ -62,6 +62,10 @@ use crate::port::{Outgoing, Received, SendResult, Uplink};
 /// Most remote VTEPs an uplink takes: head-end replication sends a flooded frame once per
 /// remote; many more remotes than this is what multicast underlays are for.
 pub const MAX_REMOTES: usize = 256;
+
+/// Largest inner frame the uplink carries (a jumbo frame): the size of its buffers. A longer
+/// datagram arrives truncated and is dropped (`oversize`).
+pub const MAX_FRAME: usize = 9216;
 
 /// Shortest inner frame: an Ethernet header.
 const MIN_FRAME: usize = 14;
@@ -158,6 +162,12 @@ impl Vxlan {
         remotes: &[IpAddr],
         mtu: u16,
     ) -> Result<Arc<Vxlan>, UplinkError> {
+        if local.port() == 0 {
+            return Err(invalid(
+                name,
+                format!("local {local}: give the UDP port the remotes listen on too"),
+            ));
+        }
         let mut ips: Vec<IpAddr> = Vec::with_capacity(remotes.len());
         for &ip in remotes {
             if ip.is_ipv4() != local.is_ipv4() {
@@ -538,9 +548,16 @@ mod tests {
         assert_eq!(decode(&d).map(|x| x.0.get()), Ok(200));
     }
 
+    /// A local address with a UDP port free a moment ago.
+    fn free_local() -> SocketAddr {
+        UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+    }
+
     #[test]
     fn refuses_bad_remote_lists() {
-        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let local = free_local();
         let v6: IpAddr = "::1".parse().expect("ip");
         for remotes in [
             vec![],
@@ -560,8 +577,13 @@ mod tests {
 
     #[test]
     fn opens_on_loopback_and_sleeps_on_its_socket() {
-        let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let local = free_local();
         let remote: IpAddr = "127.0.0.2".parse().expect("ip");
+        let port0: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        assert!(
+            Vxlan::open("up", port0, &[remote], 1500).is_err(),
+            "port 0 refused"
+        );
         let up = Vxlan::open("up", local, &[remote, remote], 1500).expect("opens");
         assert_eq!(up.remotes.len(), 1, "duplicates merged");
         assert_eq!(up.wake_fd(), Some(up.sock.as_raw_fd()));

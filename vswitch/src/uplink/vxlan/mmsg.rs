@@ -9,15 +9,13 @@ use std::os::fd::RawFd;
 use log::debug;
 
 use super::sock::{ip_of, SockAddr};
+use super::MAX_FRAME;
 use crate::uplink::vxlan_wire::{udp, HEADER_LEN};
 
 /// Datagrams one receive takes.
 pub(super) const RX_BATCH: usize = 64;
 /// Frames one send system call carries (each to one or more remotes).
 pub(super) const TX_BATCH: usize = 64;
-/// Largest inner frame the uplink carries (a jumbo frame); a longer datagram arrives truncated
-/// and is dropped (`oversize`).
-pub(super) const MAX_FRAME: usize = 9216;
 /// Room for a datagram: the VXLAN header and a frame.
 const RX_SLOT: usize = HEADER_LEN + MAX_FRAME;
 /// Where a frame starts in a transmit slot: after the UDP header (written when sending
