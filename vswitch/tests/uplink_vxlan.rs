@@ -479,8 +479,22 @@ fn a_forged_vni_never_reaches_another_channel() {
         remote.send_to_switch(&d, B);
     }
     stranger.send_to_switch(&vxlan(0x08, 100, &to_vm2), B);
+    let counted = |d: Drops| (d.unknown_channel, d.malformed, d.source_spoof);
+    common::wait_for(
+        || counted(uplink_drops(&b)) == (2, 2, 1),
+        "the five counted on the uplink by reason",
+    );
+    let d = uplink_drops(&b);
+    assert_eq!(d.total(), 5 + 1, "and the VNI 300 one as a mismatch: {d:?}");
     assert!(drain(&mut g2).is_empty(), "vm2 got none of them");
     assert!(drain(&mut g4).is_empty(), "vm4 got none of them");
+}
+
+/// The drops counted on switch `net`'s uplink.
+fn uplink_drops(net: &Net) -> Drops {
+    let ports = net.sw.core().ports.load();
+    let id = ports.find("vx").expect("the uplink");
+    ports.get(id).expect("its entry").counters.snapshot().drops
 }
 
 /// The sending side seen from two peer VTEPs: floods go to every remote (head-end
