@@ -12,6 +12,8 @@ use crate::port::{Uplink, UplinkSpec};
 
 mod afpacket;
 pub mod dot1ad;
+pub mod vxlan;
+pub mod vxlan_wire;
 
 /// Default VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -71,17 +73,16 @@ pub enum UplinkError {
 
 /// Opens the transport of `cfg`.
 pub fn open(cfg: &UplinkConfig) -> Result<Arc<dyn Uplink>, UplinkError> {
-    let kind = match &cfg.transport {
-        Transport::Dot1ad { interface } => {
-            return Ok(Arc::new(dot1ad::Dot1adUplink::open(
-                &cfg.spec.name,
-                interface,
-            )?));
-        }
-        Transport::Vxlan { .. } => "vxlan",
-    };
-    Err(UplinkError::Unavailable {
-        name: cfg.spec.name.clone(),
-        kind,
-    })
+    match &cfg.transport {
+        Transport::Dot1ad { interface } => Ok(Arc::new(dot1ad::Dot1adUplink::open(
+            &cfg.spec.name,
+            interface,
+        )?)),
+        Transport::Vxlan { local, remotes } => Ok(vxlan::Vxlan::open(
+            &cfg.spec.name,
+            *local,
+            remotes,
+            cfg.mtu,
+        )?),
+    }
 }
