@@ -205,7 +205,11 @@ fn ports(sw: &Vswitch) -> Result<Vec<Vm>> {
         .as_array()
         .context("`vswitch ctl ports` did not answer a list")?;
     let mut vms = Vec::new();
-    for (i, p) in list.iter().enumerate() {
+    // Uplinks are listed after the VM ports; the demo's guests are behind the VM ports.
+    let vm_rows = list
+        .iter()
+        .filter(|p| p.get("kind").and_then(Value::as_str) != Some("uplink"));
+    for (i, p) in vm_rows.enumerate() {
         let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
         let name = s("name").context("port without a name")?;
         let mac =

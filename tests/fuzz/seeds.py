@@ -275,6 +275,10 @@ mode = "connect"
     write("config", "bad-values", b'[fdb]\naging_s = 0\n[policy]\nallow=[[1,2,3]]\n'
           b'[[port]]\nname="x"\nsocket="/tmp/x.sock"\nchannel=1e308\nmtu=-1\n')
     write("config", "unknown-key", b'[switch]\nnope = 1\n[[uplink]]\nname="u"\n')
+    write("config", "uplinks", b'[[uplink]]\nname="u0"\nkind="dot1ad"\ninterface="lo"\n'
+          b'channels=[100, "200-299"]\nreflective-relay=true\n'
+          b'\0up=u1,kind=vxlan,local=127.0.0.1:4789,remote=127.0.0.2,remote=127.0.0.3,channels=100+200'
+          b'\0vm1,socket=/tmp/a.sock,channel=100,mode=vepa')
 
 
 if __name__ == "__main__":

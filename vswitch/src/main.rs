@@ -1,13 +1,16 @@
 //! The `vswitch` binary.
 //!
 //! ```text
-//! vswitch run [--config FILE] [--port SPEC]... [--ctl PATH] [--log-level LEVEL] [--stats-interval SECS]
-//!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect][,mac-limit=N][,mtu=N]
+//! vswitch run [--config FILE] [--port SPEC]... [--uplink SPEC]... [--ctl PATH] [--log-level LEVEL] [--stats-interval SECS]
+//!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N]
+//!   uplink SPEC = NAME,kind=dot1ad,interface=IF[,channels=LIST][,reflective-relay=on|off][,mac-limit=N][,mtu=N]
+//!               | NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N]
 //! vswitch ctl --ctl PATH <command> [args]
 //! ```
 //!
-//! Exit codes: 0 success; 1 a failure at run time (a port or the control socket could not
-//! start, an error answer from the control API); 2 invalid input (nothing was started).
+//! Exit codes: 0 success; 1 a failure at run time (a port, an uplink or the control socket
+//! could not start, an error answer from the control API); 2 invalid input (nothing was
+//! started).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +30,8 @@ use vswitch::config::{Config, RawNumber, Sources};
 use vswitch::ctl::proto::Request;
 use vswitch::ctl::{self, CtlServer};
 use vswitch::state::Plan;
+use vswitch::stats::transport_text;
+use vswitch::uplink::{self, UplinkConfig};
 use vswitch::Switch;
 
 /// Exit code for invalid input.
@@ -58,9 +63,22 @@ Ports come from --config FILE (first) and --port flags (then). SPEC keys:
   mac=MAC           the VM's unicast MAC: other source MACs are dropped (source_spoof)
   mode=listen       the switch creates the socket (QEMU default; Cloud Hypervisor vhost_mode=client)
   mode=connect      the frontend created it (QEMU server=on; Cloud Hypervisor vhost_mode=server)
+  mode=vepa         802.1Qbg VEPA (socket role listen): every frame goes to the adjacent bridge
+                    over an uplink carrying the channel (channel-mode=vepa with mode=connect)
   mac-limit=N       most MACs this port may have learned at once
   mtu=N             MTU offered to the guest, 68..=9000 (default 1500)
   socket-mode=MODE  permissions of the socket, octal (default [switch] socket_mode, 0660)
+
+Uplinks (trunks to other hosts, each frame with its channel on the wire) come from [[uplink]]
+tables (first) and --uplink flags (then):
+  NAME,kind=dot1ad,interface=IF[,channels=LIST][,reflective-relay=on|off][,mac-limit=N][,mtu=N]
+      802.1ad S-tag (TPID 0x88a8, S-VID = channel) on interface IF; reflective-relay=on lets a
+      frame go back out on its channel (the bridge side of VEPA)
+  NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N]
+      VXLAN (UDP port 4789 unless given), VNI = channel, to every remote VTEP listed
+  channels=LIST     channels and ranges joined by '+', e.g. 100+200-299 (default: 1-4094)
+  mtu=N             MTU to give the guests whose traffic crosses it (default 1500 for dot1ad:
+                    the interface carries mtu+4; 1450 for vxlan: the underlay carries mtu+50)
 
 FILE (TOML; every table optional, unknown keys are errors):
   [switch]
@@ -87,21 +105,32 @@ FILE (TOML; every table optional, unknown keys are errors):
   mode = \"listen\"
   mac-limit = 64
   mtu = 1500
+  [[uplink]]
+  name = \"up0\"
+  kind = \"dot1ad\"          # or \"vxlan\" with local = \"192.0.2.1\" and remote = [\"192.0.2.2\"]
+  interface = \"eth1\"
+  channels = [100, \"200-299\"]  # optional: every channel when left out
+  reflective-relay = false
 
-Exit codes: 0 stopped by SIGINT/SIGTERM; 1 a port or the control socket could not start;
-2 invalid configuration (nothing was started).
+Exit codes: 0 stopped by SIGINT/SIGTERM; 1 a port, an uplink or the control socket could not
+start; 2 invalid configuration (nothing was started).
 ";
 
 #[derive(Args, Debug)]
 #[command(after_long_help = RUN_HELP)]
 struct RunArgs {
-    /// TOML file with [[port]], [policy], [fdb] and [switch] tables.
+    /// TOML file with [[port]], [[uplink]], [policy], [fdb] and [switch] tables.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// A port: NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect][,mac-limit=N][,mtu=N].
+    /// A port: NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N].
     /// Repeat for more ports; they are added after the file's ports.
     #[arg(long = "port", value_name = "SPEC")]
     ports: Vec<String>,
+    /// An uplink: NAME,kind=dot1ad,interface=IF[,...] or
+    /// NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,...] (see --help).
+    /// Repeat for more uplinks; they are added after the file's uplinks.
+    #[arg(long = "uplink", value_name = "SPEC")]
+    uplinks: Vec<String>,
     /// Serve the control API on this Unix socket (mode 0600).
     #[arg(long, value_name = "PATH")]
     ctl: Option<PathBuf>,
@@ -201,6 +230,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let sources = Sources {
         file: args.config,
         ports: args.ports,
+        uplinks: args.uplinks,
         ctl: args.ctl,
         log_level: args.log_level,
         stats_interval_s: args.stats_interval,
@@ -237,8 +267,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     info!(
-        "vswitch running: {} port(s){}; SIGINT or SIGTERM to stop",
+        "vswitch running: {} port(s), {} uplink(s){}; SIGINT or SIGTERM to stop",
         sw.ports().len(),
+        sw.uplinks().len(),
         server
             .as_ref()
             .map(|s| format!(", control API at {}", s.path().display()))
@@ -286,17 +317,43 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Adds every port (from the configuration or the state file), saves the state, then starts
-/// the control server. On error, what was started is left for the caller's `shutdown`.
+/// Opens every uplink, adds every port (from the configuration or the state file), saves the
+/// state, then starts the control server. On error, what was started is left for the caller's
+/// `shutdown`.
 fn start(sw: &Arc<Switch>, cfg: &Config, plan: Plan) -> anyhow::Result<Option<CtlServer>> {
+    // Uplinks first: one that cannot open stops the start before any VM socket exists.
+    for up in &cfg.uplinks {
+        start_uplink(sw, up)?;
+    }
     plan.start_ports(sw)?;
     plan.keep(sw)?;
     match &cfg.ctl {
         Some(path) => Ok(Some(
-            CtlServer::start(path, sw.clone()).context("cannot start the control API")?,
+            CtlServer::start(path, sw.clone(), cfg.uplinks.clone())
+                .context("cannot start the control API")?,
         )),
         None => Ok(None),
     }
+}
+
+/// Opens the transport of `up` and adds it to the switch.
+fn start_uplink(sw: &Switch, up: &UplinkConfig) -> anyhow::Result<()> {
+    let name = &up.spec.name;
+    let io = uplink::open(up).context("an uplink could not start")?;
+    sw.add_uplink(up.spec.clone(), io)
+        .with_context(|| format!("cannot add uplink {name:?}"))?;
+    info!(
+        "uplink {name}: {}, channels {}, mtu {}, reflective relay {}",
+        transport_text(&up.transport),
+        vswitch::config::channel_ranges(&up.spec.channels),
+        up.mtu,
+        if up.spec.reflective_relay {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    Ok(())
 }
 
 fn init_logging(level: Option<LevelFilter>) {

@@ -1,4 +1,5 @@
-//! Read-only views for the control API and logs: ports, FDB, counters, Prometheus text.
+//! Read-only views for the control API and logs: ports, uplinks, FDB, counters, Prometheus
+//! text.
 
 use serde::Serialize;
 use vswitch_vhost::PortStatsSnapshot;
@@ -9,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::counters::{CountersSnapshot, DropReason, Drops};
+use crate::uplink::{Transport, UplinkConfig};
 
 /// A port, for listing.
 #[derive(Debug, Clone, Serialize)]
@@ -17,12 +19,16 @@ pub struct PortInfo {
     pub id: u32,
     /// Name.
     pub name: String,
+    /// `vm` (uplinks are listed as [`UplinkInfo`], `uplink`).
+    pub kind: &'static str,
     /// Socket path.
     pub socket: String,
     /// `listen` or `connect`.
     pub role: String,
     /// Channel, if associated.
     pub channel: Option<u16>,
+    /// `veb` or `vepa` (802.1Qbg channel mode).
+    pub channel_mode: &'static str,
     /// Configured MAC.
     pub mac: Option<String>,
     /// MAC limit.
@@ -32,6 +38,70 @@ pub struct PortInfo {
     /// The guest broke its TX ring (avail index jump): the port's TX is parked until the
     /// frontend resets the ring or reconnects.
     pub tx_broken: bool,
+}
+
+/// An uplink, for listing beside the ports. The transport's fields are there when the
+/// uplink's configuration is known ([`UplinkInfo::with_config`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct UplinkInfo {
+    /// Port id.
+    pub id: u32,
+    /// Name.
+    pub name: String,
+    /// `uplink`.
+    pub kind: &'static str,
+    /// `dot1ad` or `vxlan`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    /// dot1ad: the interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// vxlan: the local address and UDP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    /// vxlan: the remote VTEPs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remotes: Option<Vec<String>>,
+    /// The channels carried, as ranges: `1-4094`, `100+200-299`.
+    pub channels: String,
+    /// 802.1Qbg reflective relay (a frame may go back out of the uplink it came in on).
+    pub reflective_relay: bool,
+    /// MAC limit.
+    pub mac_limit: u32,
+    /// The MTU it carries for guests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+impl UplinkInfo {
+    /// With the transport's fields of `cfg`.
+    pub fn with_config(mut self, cfg: &UplinkConfig) -> UplinkInfo {
+        match &cfg.transport {
+            Transport::Dot1ad { interface } => {
+                self.transport = Some("dot1ad");
+                self.interface = Some(interface.clone());
+            }
+            Transport::Vxlan { local, remotes } => {
+                self.transport = Some("vxlan");
+                self.local = Some(local.to_string());
+                self.remotes = Some(remotes.iter().map(ToString::to_string).collect());
+            }
+        }
+        self.mtu = Some(cfg.mtu);
+        self
+    }
+}
+
+/// One line saying what an uplink runs over, for logs: `dot1ad on eth1`,
+/// `vxlan from 192.0.2.1:4789 to 192.0.2.2, 192.0.2.3`.
+pub fn transport_text(t: &Transport) -> String {
+    match t {
+        Transport::Dot1ad { interface } => format!("dot1ad on {interface}"),
+        Transport::Vxlan { local, remotes } => {
+            let to: Vec<String> = remotes.iter().map(ToString::to_string).collect();
+            format!("vxlan from {local} to {}", to.join(", "))
+        }
+    }
 }
 
 /// An FDB entry, for listing.
@@ -71,6 +141,17 @@ fn ser_port<S: serde::Serializer>(p: &PortStatsSnapshot, s: S) -> Result<S::Ok, 
     m.end()
 }
 
+/// Counters of one uplink.
+#[derive(Debug, Clone, Serialize)]
+pub struct UplinkStatsOut {
+    /// Uplink name.
+    pub name: String,
+    /// The channels carried, as ranges.
+    pub channels: String,
+    /// Switch-level counters (frames in from the wire, out to it, drops by reason).
+    pub switch: CountersSnapshot,
+}
+
 /// Counters of one channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelStats {
@@ -85,8 +166,10 @@ pub struct ChannelStats {
 /// Everything countable.
 #[derive(Debug, Clone, Serialize)]
 pub struct SwitchStats {
-    /// Per port.
+    /// Per VM port.
     pub ports: Vec<PortStatsOut>,
+    /// Per uplink.
+    pub uplinks: Vec<UplinkStatsOut>,
     /// Per channel (channels with members or traffic).
     pub channels: Vec<ChannelStats>,
 }
@@ -97,12 +180,17 @@ impl SwitchStats {
         self.ports.iter().find(|p| p.name == name)
     }
 
+    /// The counters of the uplink named `name`.
+    pub fn uplink(&self, name: &str) -> Option<&UplinkStatsOut> {
+        self.uplinks.iter().find(|u| u.name == name)
+    }
+
     /// The counters of channel `svid`.
     pub fn channel(&self, svid: u16) -> Option<&ChannelStats> {
         self.channels.iter().find(|c| c.channel == svid)
     }
 
-    /// One log line per port and per channel.
+    /// One log line per port, per uplink and per channel.
     pub fn log_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         for p in &self.ports {
@@ -116,6 +204,19 @@ impl SwitchStats {
                 p.switch.out_bytes,
                 p.switch.flooded,
                 drops_text(&p.switch)
+            ));
+        }
+        for u in &self.uplinks {
+            out.push(format!(
+                "uplink {} channels={} in={}/{}B out={}/{}B flooded={} drops[{}]",
+                u.name,
+                u.channels,
+                u.switch.in_frames,
+                u.switch.in_bytes,
+                u.switch.out_frames,
+                u.switch.out_bytes,
+                u.switch.flooded,
+                drops_text(&u.switch)
             ));
         }
         for c in &self.channels {
@@ -205,6 +306,46 @@ impl SwitchStats {
             self.ports
                 .iter()
                 .flat_map(|p| drops(port(p), &p.switch.drops))
+                .collect(),
+        );
+        let uplink = |u: &UplinkStatsOut| vec![("uplink", u.name.clone())];
+        let per_uplink = |get: fn(&CountersSnapshot) -> u64| {
+            self.uplinks
+                .iter()
+                .map(|u| (uplink(u), get(&u.switch)))
+                .collect()
+        };
+        family(
+            "uplink_in_frames",
+            "Frames received from the uplink's wire",
+            per_uplink(|c| c.in_frames),
+        );
+        family(
+            "uplink_in_bytes",
+            "Bytes received from the uplink's wire",
+            per_uplink(|c| c.in_bytes),
+        );
+        family(
+            "uplink_out_frames",
+            "Frames sent out of the uplink",
+            per_uplink(|c| c.out_frames),
+        );
+        family(
+            "uplink_out_bytes",
+            "Bytes sent out of the uplink",
+            per_uplink(|c| c.out_bytes),
+        );
+        family(
+            "uplink_flooded",
+            "Copies planned by flooding, by sending uplink",
+            per_uplink(|c| c.flooded),
+        );
+        family(
+            "uplink_drops",
+            "Frames dropped, by uplink and reason",
+            self.uplinks
+                .iter()
+                .flat_map(|u| drops(uplink(u), &u.switch.drops))
                 .collect(),
         );
         let per_chan = |get: fn(&CountersSnapshot) -> u64| {

@@ -4,9 +4,13 @@
 
 mod bin_util;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use bin_util::{files_in, run_to_end, Running};
+use bin_util::{bin, files_in, run_to_end, wait_output, Running, DEADLINE};
 use tempfile::TempDir;
 
 /// Runs `vswitch run ARGS` expecting exit code 2, a message with every one of `needles`, and no
@@ -190,7 +194,8 @@ fn bad_mode_mtu_mac_limit_and_vepa() {
         ("mode=server", "mode \"server\" is unknown"),
         ("mtu=9001", "68..=9000"),
         ("mac-limit=0", "mac-limit 0 is not valid"),
-        ("channel-mode=vepa", "uplinks are not supported yet"),
+        ("channel-mode=vepa", "no uplink is configured"),
+        ("mode=vepa", "no uplink is configured"),
     ] {
         let args = vec![
             good_port(&d),
@@ -337,4 +342,192 @@ fn huge_port_spec_is_truncated_in_the_message() {
         let err = refused(d.path(), &[port(spec)], &["--port", "bytes"]);
         assert!(err.len() < 2000, "{} bytes of message", err.len());
     }
+}
+
+fn uplink(spec: &str) -> String {
+    format!("--uplink={spec}")
+}
+
+/// Every bad uplink value is refused before anything starts, naming the flag and what to do.
+#[test]
+fn bad_uplinks_are_refused() {
+    let d = TempDir::new().expect("tempdir");
+    for (spec, needles) in [
+        (
+            "up,kind=geneve,interface=lo",
+            &[
+                "uplink kind \"geneve\" is unknown",
+                "kind=dot1ad",
+                "kind=vxlan",
+            ][..],
+        ),
+        ("up,kind=dot1ad", &["missing `interface`", "interface=eth1"]),
+        ("up,kind=vxlan,remote=10.0.0.2", &["missing `local`"]),
+        ("up,kind=vxlan,local=10.0.0.1", &["missing `remote`"]),
+        (
+            "up,kind=vxlan,local=10.0.0.300,remote=10.0.0.2",
+            &["local \"10.0.0.300\" is not an IP address"],
+        ),
+        (
+            "up,kind=vxlan,local=10.0.0.1,remote=10.0.0.1",
+            &["remote \"10.0.0.1\" is the local address"],
+        ),
+        (
+            "up,kind=vxlan,local=10.0.0.1,remote=10.0.0.2,reflective-relay=on",
+            &["`reflective-relay` does not apply to a vxlan uplink"],
+        ),
+        (
+            "up,kind=dot1ad,interface=lo,channels=4095",
+            &["channels:", "reserved"],
+        ),
+        (
+            "up,kind=dot1ad,interface=lo,channels=100,200",
+            &["join a channel list with '+'"],
+        ),
+        (
+            "up,kind=dot1ad,interface=no-such-if0",
+            &["interface \"no-such-if0\" does not exist", "ip link"],
+        ),
+        (
+            "vm0,kind=dot1ad,interface=lo",
+            &["port name \"vm0\" is used twice", "--port", "own name"],
+        ),
+        (
+            "up,kind=dot1ad,interface=lo,vlan=2",
+            &["unknown key `vlan`"],
+        ),
+    ] {
+        let mut want = vec!["--uplink"];
+        want.extend_from_slice(needles);
+        refused(d.path(), &[good_port(&d), uplink(spec)], &want);
+    }
+    // Two uplinks on one interface.
+    refused(
+        d.path(),
+        &[
+            uplink("a,kind=dot1ad,interface=lo"),
+            uplink("b,kind=dot1ad,interface=lo"),
+        ],
+        &["interface lo is used by two uplinks"],
+    );
+}
+
+#[test]
+fn bad_uplink_in_toml_names_the_table() {
+    let d = TempDir::new().expect("tempdir");
+    let file = d.path().join("v.toml");
+    std::fs::write(
+        &file,
+        "[[uplink]]\nname = \"up\"\nkind = \"vxlan\"\nlocal = \"10.0.0.1\"\nremote = [\"10.0.0.2\", \"10.0.0.2\"]\n",
+    )
+    .expect("write");
+    let args = vec![format!("--config={}", file.display())];
+    refused(
+        d.path(),
+        &args,
+        &[
+            "v.toml, [[uplink]] #1 (\"up\")",
+            "remote \"10.0.0.2\" is listed twice",
+        ],
+    );
+}
+
+/// A VEPA port needs an uplink carrying its channel; with one, the configuration is valid.
+#[test]
+fn vepa_port_needs_an_uplink_carrying_its_channel() {
+    let d = TempDir::new().expect("tempdir");
+    let dir = d.path().display();
+    let vepa = port(format!("vm1,socket={dir}/a.sock,channel=100,mode=vepa"));
+    refused(
+        d.path(),
+        std::slice::from_ref(&vepa),
+        &["no uplink is configured", "--uplink"],
+    );
+    refused(
+        d.path(),
+        &[vepa, uplink("up,kind=dot1ad,interface=lo,channels=200")],
+        &["no uplink carries channel 100"],
+    );
+}
+
+/// An uplink's transport opens when the switch starts: it runs (and `ctl ports` lists it), or
+/// the start fails at run time (exit 1) with the uplink's name and the cause, before any VM
+/// socket exists. Run in a network namespace of its own where the test may create one (as
+/// root), so that a transport that opens never touches the host's interfaces.
+#[test]
+fn an_uplink_runs_or_fails_with_its_name() {
+    let d = TempDir::new().expect("tempdir");
+    let (a, ctl) = (d.path().join("a.sock"), d.path().join("ctl.sock"));
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(uplink("up,kind=dot1ad,interface=lo"))
+        .arg(port(format!("vm1,socket={},channel=100", a.display())))
+        .arg(format!("--ctl={}", ctl.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: unshare is a system call, async-signal-safe, and touches no memory of the
+    // parent; its failure (not root) leaves the child in the test's namespace.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = libc::unshare(libc::CLONE_NEWNET);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn vswitch run");
+    let start = Instant::now();
+    while !ctl.exists() {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "neither started nor failed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    if ctl.exists() {
+        // The transport runs: the uplink is listed with its transport.
+        let out = run_to_end(&["ctl", "--ctl", &ctl.display().to_string(), "ports"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let up = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "up"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            (
+                &up["kind"],
+                &up["transport"],
+                &up["interface"],
+                &up["channels"]
+            ),
+            (
+                &serde_json::json!("uplink"),
+                &serde_json::json!("dot1ad"),
+                &serde_json::json!("lo"),
+                &serde_json::json!("1-4094")
+            ),
+            "{rows}"
+        );
+        // SAFETY: kill has no memory-safety preconditions; the pid is our live child's.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let out = wait_output(child);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        let out = wait_output(child);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "a run-time failure:\n{stderr}");
+        assert!(
+            stderr.contains("vswitch: error: an uplink could not start: uplink up:"),
+            "no name or cause:\n{stderr}"
+        );
+    }
+    assert!(
+        files_in(d.path()).is_empty(),
+        "left behind: {:?}",
+        files_in(d.path())
+    );
 }

@@ -2,13 +2,14 @@
 //! `vswitch run` does before anything starts.
 //!
 //! Input: NUL-separated pieces: the first is the file's text, each further one a flag: a
-//! `--port` spec, or `cores=LIST` for `--poll-cores`, `ctl=PATH` for `--ctl`, `level=L` for
-//! `--log-level` (up to 8 flags). Invalid UTF-8 is replaced, as reading a file would refuse it
-//! before parsing.
+//! `--port` spec, or `up=SPEC` for `--uplink`, `cores=LIST` for `--poll-cores`, `ctl=PATH` for
+//! `--ctl`, `level=L` for `--log-level` (up to 8 flags). Invalid UTF-8 is replaced, as reading
+//! a file would refuse it before parsing.
 //!
 //! Properties: nothing panics; every refusal has a message; an accepted configuration has at
-//! least one port unless it names a state file (ports then come from the state or the API),
-//! unique port names and sockets, and at least one event thread.
+//! least one port or uplink unless it names a state file (ports then come from the state or
+//! the API), unique names among ports and uplinks, unique sockets, and at least one event
+//! thread.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,6 +29,8 @@ pub fn run(data: &[u8]) {
             src.ctl = Some(v.into());
         } else if let Some(v) = p.strip_prefix("level=") {
             src.log_level = Some(v.to_owned());
+        } else if let Some(v) = p.strip_prefix("up=") {
+            src.uplinks.push(v.to_owned());
         } else {
             src.ports.push(p);
         }
@@ -36,11 +39,16 @@ pub fn run(data: &[u8]) {
     match Config::from_text(Some((path, &text)), &src) {
         Ok(c) => {
             assert!(
-                !c.ports.is_empty() || c.state.is_some(),
-                "no ports and no state file"
+                !c.ports.is_empty() || !c.uplinks.is_empty() || c.state.is_some(),
+                "no ports, no uplinks and no state file"
             );
-            let names: HashSet<_> = c.ports.iter().map(|p| p.name.as_str()).collect();
-            assert_eq!(names.len(), c.ports.len(), "unique names");
+            let names: HashSet<_> = c
+                .ports
+                .iter()
+                .map(|p| p.name.as_str())
+                .chain(c.uplinks.iter().map(|u| u.spec.name.as_str()))
+                .collect();
+            assert_eq!(names.len(), c.ports.len() + c.uplinks.len(), "unique names");
             let socks: HashSet<_> = c.ports.iter().map(|p| socket_key(&p.socket)).collect();
             assert_eq!(socks.len(), c.ports.len(), "unique sockets");
             assert!(c.settings.event_threads >= 1);

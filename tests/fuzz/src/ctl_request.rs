@@ -76,7 +76,7 @@ pub fn run(data: &[u8]) {
     }
     let f = fixture();
     let _one = f.lock.lock().unwrap_or_else(|p| p.into_inner());
-    let resp = handler::handle(&f.sw, &f.ctl, req);
+    let resp = handler::handle(&f.sw, &handler::Context::new(&f.ctl), req);
     check_line(&resp);
     restore(f);
 }

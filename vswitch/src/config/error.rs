@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use thiserror::Error;
-use vswitch_channels::{ChannelError, MacAddr, MacError};
+use vswitch_channels::{ChannelError, ChannelId, MacAddr, MacError};
 
 /// Longest value (in characters) quoted whole in a message; longer ones are cut.
 pub const MAX_SHOWN: usize = 80;
@@ -39,8 +39,19 @@ pub enum Origin {
         /// The port's name, where it has one.
         name: Option<String>,
     },
+    /// One `[[uplink]]` table of the configuration file.
+    FileUplink {
+        /// The file given to `--config`.
+        path: PathBuf,
+        /// The table's position among the `[[uplink]]` tables, 1-based.
+        index: usize,
+        /// The uplink's name, where it has one.
+        name: Option<String>,
+    },
     /// One `--port SPEC` flag, with its text.
     Flag(String),
+    /// One `--uplink SPEC` flag, with its text.
+    UplinkFlag(String),
     /// Another command-line option, e.g. `--ctl`.
     Option(&'static str),
     /// A request on the control API, by command name.
@@ -72,7 +83,18 @@ impl fmt::Display for Origin {
                 index,
                 name: None,
             } => write!(f, "{}, [[port]] #{index}", path.display()),
+            Origin::FileUplink {
+                path,
+                index,
+                name: Some(name),
+            } => write!(f, "{}, [[uplink]] #{index} ({name:?})", path.display()),
+            Origin::FileUplink {
+                path,
+                index,
+                name: None,
+            } => write!(f, "{}, [[uplink]] #{index}", path.display()),
             Origin::Flag(text) => write!(f, "--port {:?}", truncate(text)),
+            Origin::UplinkFlag(text) => write!(f, "--uplink {:?}", truncate(text)),
             Origin::Option(flag) => f.write_str(flag),
             Origin::Api(cmd) => write!(f, "{cmd} request"),
             Origin::State { path, item } => write!(f, "state file {}, {item}", path.display()),
@@ -166,20 +188,44 @@ pub enum ConfigError {
         #[source]
         source: ChannelError,
     },
-    /// VEPA was asked for: it needs an uplink, which does not exist yet.
+    /// VEPA was asked for, and no uplink is configured.
     #[error(
-        "{at}: channel mode vepa is not supported yet: a VEPA channel sends every frame to the \
-         adjacent bridge over an uplink, and uplinks are not supported yet; use \
-         channel-mode=veb (the default: leave the key out)"
+        "{at}: channel mode vepa sends every frame of the port to the adjacent bridge over an \
+         uplink, and no uplink is configured; add one (--uplink NAME,kind=dot1ad,interface=IF \
+         or an [[uplink]] table) or leave the port in veb mode (the default: remove \
+         mode=vepa / channel-mode=vepa)"
     )]
     Vepa {
+        /// Where.
+        at: Origin,
+    },
+    /// A VEPA port on a channel that no uplink carries: its frames could go nowhere.
+    #[error(
+        "{at}: channel mode vepa sends every frame of the port to the adjacent bridge over an \
+         uplink, and no uplink carries channel {channel}; add {channel} to an uplink's \
+         channels, or leave the port in veb mode (the default: remove mode=vepa / \
+         channel-mode=vepa)"
+    )]
+    VepaNotCarried {
+        /// Where.
+        at: Origin,
+        /// The port's channel.
+        channel: ChannelId,
+    },
+    /// `mode=vepa` (the channel mode) and `channel-mode=veb` on one port.
+    #[error(
+        "{at}: mode=vepa and channel-mode=veb contradict each other; keep one of them \
+         (mode=vepa is short for channel-mode=vepa with the default socket role, listen)"
+    )]
+    ModeConflict {
         /// Where.
         at: Origin,
     },
     /// A socket role other than listen or connect.
     #[error(
         "{at}: mode {value:?} is unknown; use mode=listen (the switch creates the socket: \
-         QEMU's default) or mode=connect (the frontend created it: QEMU server=on)"
+         QEMU's default), mode=connect (the frontend created it: QEMU server=on) or mode=vepa \
+         (802.1Qbg VEPA through an uplink; socket role listen)"
     )]
     Mode {
         /// Where.
@@ -221,7 +267,8 @@ pub enum ConfigError {
     },
     /// Two ports with one name.
     #[error(
-        "port name {name:?} is used twice ({first} and {second}); give every port its own name"
+        "port name {name:?} is used twice ({first} and {second}); give every port and uplink \
+         its own name"
     )]
     DuplicateName {
         /// The name.
@@ -311,19 +358,109 @@ pub enum ConfigError {
         /// Which CPU and why.
         detail: String,
     },
-    /// `[[uplink]]` tables: not supported yet.
+    /// An `--uplink` flag whose text does not have the `NAME,kind=...,key=value,...` shape.
     #[error(
-        "{at}: [[uplink]] is not supported yet: this version switches between local VMs only; \
-         remove the [[uplink]] tables"
+        "{at}: {detail}; write NAME,kind=dot1ad,interface=IF[,channels=LIST]\
+         [,reflective-relay=on|off][,mac-limit=N][,mtu=N] or NAME,kind=vxlan,local=IP[:PORT],\
+         remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N], e.g. \
+         up0,kind=dot1ad,interface=eth1"
     )]
-    Uplink {
+    MalformedUplink {
         /// Where.
         at: Origin,
+        /// What is wrong with the text.
+        detail: String,
+    },
+    /// An uplink without one of the keys its kind needs.
+    #[error("{at}: missing `{key}`; {advice}")]
+    UplinkMissingKey {
+        /// Where.
+        at: Origin,
+        /// The missing key.
+        key: &'static str,
+        /// What to write.
+        advice: &'static str,
+    },
+    /// An uplink kind that is not dot1ad or vxlan.
+    #[error(
+        "{at}: uplink kind {value:?} is unknown; use kind=dot1ad (802.1ad S-tags on an Ethernet \
+         interface) or kind=vxlan (VXLAN over UDP)"
+    )]
+    UplinkKind {
+        /// Where.
+        at: Origin,
+        /// The kind given.
+        value: String,
+    },
+    /// A key given to an uplink of a kind it does not apply to.
+    #[error("{at}: `{key}` does not apply to a {kind} uplink; {advice}")]
+    UplinkKeyForKind {
+        /// Where.
+        at: Origin,
+        /// The key.
+        key: &'static str,
+        /// The uplink's kind.
+        kind: &'static str,
+        /// What to do instead.
+        advice: &'static str,
+    },
+    /// A VXLAN address (`local`, `remote`) that cannot be used.
+    #[error("{at}: {key} {detail}")]
+    UplinkAddress {
+        /// Where.
+        at: Origin,
+        /// `local` or `remote`.
+        key: &'static str,
+        /// The value given (quoted), what is wrong with it, and what to write.
+        detail: String,
+    },
+    /// A channel list that is not one.
+    #[error(
+        "{at}: channels: {detail}; list S-VIDs (1..=4094) and ranges joined by '+', e.g. \
+         channels=100+200-299 (in a file: channels = [100, \"200-299\"]), or leave it out to \
+         carry every channel"
+    )]
+    UplinkChannels {
+        /// Where.
+        at: Origin,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A `reflective-relay` value that is not on or off.
+    #[error("{at}: reflective-relay {value:?} is not valid; use on or off (default off)")]
+    UplinkSwitch {
+        /// Where.
+        at: Origin,
+        /// The value given.
+        value: String,
+    },
+    /// A network interface that cannot be an uplink's.
+    #[error("{at}: interface {name:?} {reason}")]
+    Interface {
+        /// Where.
+        at: Origin,
+        /// The name given.
+        name: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// Two uplinks on one interface, or on one local VXLAN address.
+    #[error(
+        "{what} is used by two uplinks ({first} and {second}); an interface or a local UDP \
+         address serves one uplink: give each uplink its own"
+    )]
+    DuplicateUplink {
+        /// The interface or address.
+        what: String,
+        /// Where it was first given.
+        first: Box<Origin>,
+        /// Where it was given again.
+        second: Box<Origin>,
     },
     /// No port at all.
     #[error(
-        "no ports configured: at least one port is needed; add --port NAME,socket=PATH,channel=SVID \
-         or a [[port]] table in the file given to --config"
+        "no ports configured: at least one port or uplink is needed; add --port \
+         NAME,socket=PATH,channel=SVID or a [[port]] table in the file given to --config"
     )]
     NoPorts,
 }

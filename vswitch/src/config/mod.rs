@@ -25,15 +25,26 @@
 //! mode = "listen"            # or "connect"
 //! mac-limit = 64             # optional (mac_limit also accepted)
 //! mtu = 1500                 # optional, 68..=9000
+//! channel-mode = "veb"       # or "vepa" (mode = "vepa" is short for it): needs an uplink
+//!
+//! [[uplink]]                 # see `uplink` for every key
+//! name = "up0"
+//! kind = "dot1ad"            # or "vxlan", with local = "IP[:PORT]" and remote = ["IP", ...]
+//! interface = "eth1"
+//! channels = [100, "200-299"] # optional: every channel when left out
 //! ```
 //!
-//! The same port as a flag: `--port vm1,socket=/run/vswitch/vm1.sock,channel=100,mac=...`.
-//! File ports come first, then flag ports.
+//! The same port as a flag: `--port vm1,socket=/run/vswitch/vm1.sock,channel=100,mac=...`,
+//! and the uplink: `--uplink up0,kind=dot1ad,interface=eth1,channels=100+200-299`. File ports
+//! (uplinks) come first, then flag ports (uplinks).
 
+mod channel_list;
 mod cpus;
 mod error;
 mod port;
 mod raw;
+mod uplink;
+
 #[cfg(test)]
 mod tests;
 
@@ -42,14 +53,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use log::LevelFilter;
-use vswitch_channels::{ChannelId, Policy};
+use vswitch_channels::{ChannelId, ChannelMode, Policy};
 use vswitch_vhost::SocketRole;
 
+pub use channel_list::ranges as channel_ranges;
 pub use error::{ConfigError, Origin};
 pub use port::socket_key;
 pub use raw::{RawNumber, RawPort};
+pub use uplink::{RawUplink, DOT1AD_MTU, VXLAN_MTU};
 
 use crate::spec::{PortSpec, SwitchSettings};
+use crate::uplink::UplinkConfig;
 use raw::{RawFdb, RawFile, RawSwitch};
 
 /// What the command line gave: the file to read, the flags, and the overrides.
@@ -59,6 +73,8 @@ pub struct Sources {
     pub file: Option<PathBuf>,
     /// `--port SPEC`, in order.
     pub ports: Vec<String>,
+    /// `--uplink SPEC`, in order.
+    pub uplinks: Vec<String>,
     /// `--ctl PATH` (overrides `[switch] ctl`).
     pub ctl: Option<PathBuf>,
     /// `--log-level LEVEL` (overrides `[switch] log_level`).
@@ -76,8 +92,12 @@ pub struct Sources {
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Ports, file ports first, then flag ports. At least one.
+    /// Ports, file ports first, then flag ports. At least one port or uplink, unless a state
+    /// file is kept.
     pub ports: Vec<PortSpec>,
+    /// Uplinks, file uplinks first, then flag uplinks. Configuration only: the control API
+    /// neither adds nor removes them, and the state file does not hold them.
+    pub uplinks: Vec<UplinkConfig>,
     /// Delivery policy.
     pub policy: Policy,
     /// Switch-wide settings.
@@ -119,9 +139,6 @@ impl Config {
             path: path.map(Path::to_path_buf).unwrap_or_default(),
             line,
         };
-        if raw.uplink.is_some() {
-            return Err(ConfigError::Uplink { at: file_at(None) });
-        }
         let mut ports: Vec<(PortSpec, Origin)> = Vec::new();
         for (i, rp) in raw.port.into_iter().enumerate() {
             let at = Origin::FilePort {
@@ -136,17 +153,36 @@ impl Config {
             let rp = RawPort::parse_spec(text, &at)?;
             ports.push((port::port_spec(rp, &at)?, at));
         }
+        let mut uplinks: Vec<(UplinkConfig, Origin)> = Vec::new();
+        for (i, ru) in raw.uplink.into_iter().enumerate() {
+            let at = Origin::FileUplink {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                index: i + 1,
+                name: ru.name.clone(),
+            };
+            uplinks.push((uplink::uplink_config(ru, &at)?, at));
+        }
+        for text in &src.uplinks {
+            let at = Origin::UplinkFlag(text.clone());
+            let ru = RawUplink::parse_spec(text, &at)?;
+            uplinks.push((uplink::uplink_config(ru, &at)?, at));
+        }
         let state = src
             .state
             .clone()
             .or_else(|| raw.switch.as_ref()?.state.as_ref().map(PathBuf::from));
-        // With a state file, a switch may start empty: its ports come through the API.
-        if ports.is_empty() && state.is_none() {
+        // With a state file, a switch may start empty: its ports come through the API. With
+        // an uplink only, it is a bridge for other hosts (reflective relay).
+        if ports.is_empty() && uplinks.is_empty() && state.is_none() {
             return Err(ConfigError::NoPorts);
         }
-        check_unique(&ports)?;
+        check_unique(&ports, &uplinks)?;
         for (spec, at) in &ports {
             port::check_socket(&spec.socket, spec.role, at)?;
+        }
+        let (uplinks, _): (Vec<UplinkConfig>, Vec<Origin>) = uplinks.into_iter().unzip();
+        for (spec, at) in &ports {
+            check_vepa(spec, &uplinks, at)?;
         }
 
         let policy = policy(
@@ -195,6 +231,7 @@ impl Config {
         }
         Ok(Config {
             ports: ports.into_iter().map(|(s, _)| s).collect(),
+            uplinks,
             policy,
             settings,
             ctl,
@@ -257,22 +294,67 @@ pub fn parse_channel(raw: &serde_json::Value, at: &Origin) -> Result<ChannelId, 
     port::channel_id(&n, at)
 }
 
-fn check_unique(ports: &[(PortSpec, Origin)]) -> Result<(), ConfigError> {
+/// Refuses a VEPA port (given at `at`) unless one of `uplinks` carries its channel: its frames
+/// would go nowhere.
+pub fn check_vepa(
+    spec: &PortSpec,
+    uplinks: &[UplinkConfig],
+    at: &Origin,
+) -> Result<(), ConfigError> {
+    if spec.channel_mode != ChannelMode::Vepa {
+        return Ok(());
+    }
+    if uplinks.is_empty() {
+        return Err(ConfigError::Vepa { at: at.clone() });
+    }
+    if !uplinks
+        .iter()
+        .any(|u| u.spec.channels.contains(spec.channel))
+    {
+        return Err(ConfigError::VepaNotCarried {
+            at: at.clone(),
+            channel: spec.channel,
+        });
+    }
+    Ok(())
+}
+
+/// Every port and uplink has its own name, every port its own socket, every uplink its own
+/// interface or local address.
+fn check_unique(
+    ports: &[(PortSpec, Origin)],
+    uplinks: &[(UplinkConfig, Origin)],
+) -> Result<(), ConfigError> {
     let mut names: HashMap<&str, &Origin> = HashMap::new();
     let mut sockets: HashMap<PathBuf, &Origin> = HashMap::new();
-    for (spec, at) in ports {
-        if let Some(first) = names.insert(&spec.name, at) {
+    let named = ports
+        .iter()
+        .map(|(s, at)| (s.name.as_str(), at))
+        .chain(uplinks.iter().map(|(u, at)| (u.spec.name.as_str(), at)));
+    for (name, at) in named {
+        if let Some(first) = names.insert(name, at) {
             return Err(ConfigError::DuplicateName {
-                name: spec.name.clone(),
+                name: name.to_owned(),
                 first: Box::new(first.clone()),
                 second: Box::new(at.clone()),
             });
         }
+    }
+    for (spec, at) in ports {
         if let Some(first) = sockets.insert(port::socket_key(&spec.socket), at) {
             return Err(ConfigError::DuplicateSocket {
                 path: spec.socket.clone(),
                 first: Box::new(first.clone()),
                 second: Box::new(at.clone()),
+            });
+        }
+    }
+    for (i, (b, second)) in uplinks.iter().enumerate() {
+        if let Some((_, first)) = uplinks[..i].iter().find(|(a, _)| uplink::conflict(a, b)) {
+            return Err(ConfigError::DuplicateUplink {
+                what: uplink::resource(b),
+                first: Box::new(first.clone()),
+                second: Box::new(second.clone()),
             });
         }
     }

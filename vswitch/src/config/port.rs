@@ -34,11 +34,20 @@ pub fn port_spec(raw: RawPort, at: &Origin) -> Result<PortSpec, ConfigError> {
     let channel = raw.channel.ok_or_else(|| missing("channel"))?;
     let channel = channel_id(&channel, at)?;
     let mut spec = PortSpec::new(name, PathBuf::from(socket), channel);
-    if let Some(mode) = raw.channel_mode {
-        spec.channel_mode = channel_mode(&mode, at)?;
-    }
+    let explicit_mode = match raw.channel_mode {
+        Some(mode) => Some(channel_mode(&mode, at)?),
+        None => None,
+    };
+    spec.channel_mode = explicit_mode.unwrap_or_default();
     if let Some(mode) = raw.mode {
-        spec.role = role(&mode, at)?;
+        match socket_role(&mode, at)? {
+            Some(role) => spec.role = role,
+            // `mode=vepa`: the channel mode, as `channel-mode=vepa`.
+            None if explicit_mode == Some(ChannelMode::Veb) => {
+                return Err(ConfigError::ModeConflict { at: at.clone() })
+            }
+            None => spec.channel_mode = ChannelMode::Vepa,
+        }
     }
     if let Some(mac) = raw.mac {
         spec.mac = Some(unicast_mac(&mac, at)?);
@@ -95,24 +104,22 @@ pub fn channel_id(raw: &RawNumber, at: &Origin) -> Result<ChannelId, ConfigError
 }
 
 fn channel_mode(text: &str, at: &Origin) -> Result<ChannelMode, ConfigError> {
-    match text.parse::<ChannelMode>() {
-        Ok(ChannelMode::Veb) => Ok(ChannelMode::Veb),
-        Ok(ChannelMode::Vepa) => Err(ConfigError::Vepa { at: at.clone() }),
-        Err(source) => Err(ConfigError::ChannelMode {
+    text.parse::<ChannelMode>()
+        .map_err(|source| ConfigError::ChannelMode {
             at: at.clone(),
             source,
-        }),
-    }
+        })
 }
 
-fn role(text: &str, at: &Origin) -> Result<SocketRole, ConfigError> {
+/// `mode`: the socket role, `listen` or `connect`; or `vepa` (`None`), short for
+/// `channel-mode=vepa` (802.1Qbg calls VEPA a mode, and so do operators).
+fn socket_role(text: &str, at: &Origin) -> Result<Option<SocketRole>, ConfigError> {
     if text.eq_ignore_ascii_case("listen") {
-        Ok(SocketRole::Listen)
+        Ok(Some(SocketRole::Listen))
     } else if text.eq_ignore_ascii_case("connect") {
-        Ok(SocketRole::Connect)
+        Ok(Some(SocketRole::Connect))
     } else if text.eq_ignore_ascii_case("vepa") {
-        // `mode` is the socket role, but someone asking for VEPA deserves the VEPA answer.
-        Err(ConfigError::Vepa { at: at.clone() })
+        Ok(None)
     } else {
         Err(ConfigError::Mode {
             at: at.clone(),
@@ -155,7 +162,8 @@ pub fn mac_limit(raw: &RawNumber, key: &'static str, at: &Origin) -> Result<u32,
         })
 }
 
-fn mtu_value(raw: &RawNumber, at: &Origin) -> Result<u16, ConfigError> {
+/// An MTU in `MIN_MTU..=MAX_MTU`.
+pub fn mtu_value(raw: &RawNumber, at: &Origin) -> Result<u16, ConfigError> {
     raw.in_range(u64::from(MIN_MTU)..=u64::from(MAX_MTU))
         .and_then(|v| u16::try_from(v).ok())
         .ok_or_else(|| ConfigError::BadNumber {

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::error::{truncate, ConfigError, Origin};
+use super::uplink::RawUplink;
 
 /// A number as written: TOML and JSON integers, but also strings (from `--port` text, or a
 /// quoted value in a file) and floats, so that a wrong value gets our message, not serde's.
@@ -124,14 +125,15 @@ pub struct RawPort {
     pub channel: Option<RawNumber>,
     /// The VM's MAC.
     pub mac: Option<String>,
-    /// `listen` or `connect`.
+    /// `listen` or `connect` (the socket role), or `vepa` (the channel mode, socket role
+    /// listen).
     pub mode: Option<String>,
     /// Per-port MAC limit.
     #[serde(alias = "mac_limit")]
     pub mac_limit: Option<RawNumber>,
     /// MTU.
     pub mtu: Option<RawNumber>,
-    /// `veb` (default) or `vepa` (refused for now).
+    /// `veb` (default) or `vepa` (needs an uplink carrying the port's channel).
     #[serde(alias = "channel_mode")]
     pub channel_mode: Option<String>,
     /// Permissions of the socket, octal (`"0660"`).
@@ -206,8 +208,9 @@ pub struct RawFile {
     pub fdb: Option<RawFdb>,
     /// `[switch]`.
     pub switch: Option<RawSwitch>,
-    /// `[[uplink]]`: refused for now, with a message saying so.
-    pub uplink: Option<toml::Value>,
+    /// `[[uplink]]` tables.
+    #[serde(default)]
+    pub uplink: Vec<RawUplink>,
 }
 
 impl RawFile {
@@ -313,7 +316,7 @@ impl RawPort {
 }
 
 /// Stores `value` in an empty slot; true if the slot was already set.
-fn set<T>(slot: &mut Option<T>, value: T) -> bool {
+pub(super) fn set<T>(slot: &mut Option<T>, value: T) -> bool {
     if slot.is_some() {
         return true;
     }

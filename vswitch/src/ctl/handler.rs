@@ -1,29 +1,50 @@
 //! Carries out one control request against the switch.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use vswitch_channels::Policy;
+use vswitch_channels::{ChannelId, ChannelMode, Policy};
 
 use super::proto::{Request, Response};
 use crate::config::{self, Origin};
 use crate::spec::PortSpec;
 use crate::state;
+use crate::uplink::UplinkConfig;
 use crate::Switch;
 
+/// What the handler knows besides the switch.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The control socket's path (no port may take it).
+    pub ctl_path: PathBuf,
+    /// The configured uplinks: their transports (in `ports`), and the channels a VEPA port
+    /// needs one of them to carry.
+    pub uplinks: Vec<UplinkConfig>,
+}
+
+impl Context {
+    /// A context for the control socket at `ctl_path`, without uplinks.
+    pub fn new(ctl_path: impl Into<PathBuf>) -> Context {
+        Context {
+            ctl_path: ctl_path.into(),
+            uplinks: Vec::new(),
+        }
+    }
+}
+
 /// Carries out `req`; every failure becomes an error response.
-pub fn handle(sw: &Switch, ctl_path: &Path, req: Request) -> Response {
-    match run(sw, ctl_path, req) {
+pub fn handle(sw: &Switch, ctx: &Context, req: Request) -> Response {
+    match run(sw, ctx, req) {
         Ok(v) => Response::ok(v),
         Err(e) => Response::err(e),
     }
 }
 
-fn run(sw: &Switch, ctl_path: &Path, req: Request) -> Result<Value, String> {
+fn run(sw: &Switch, ctx: &Context, req: Request) -> Result<Value, String> {
     let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
     match req {
-        Request::Ports {} => to_value(serde_json::to_value(sw.ports())),
+        Request::Ports {} => ports(sw, ctx),
         Request::Fdb {} => to_value(serde_json::to_value(sw.fdb())),
         Request::Stats {} => to_value(serde_json::to_value(sw.stats())),
         Request::Metrics {} => Ok(Value::String(sw.prometheus())),
@@ -45,28 +66,83 @@ fn run(sw: &Switch, ctl_path: &Path, req: Request) -> Result<Value, String> {
                 other => config::port_from_json(other),
             }
             .map_err(|e| e.to_string())?;
-            check_socket_free(sw, ctl_path, &spec)?;
+            check_socket_free(sw, &ctx.ctl_path, &spec)?;
+            config::check_vepa(&spec, &ctx.uplinks, &Origin::Api("add-port"))
+                .map_err(|e| e.to_string())?;
             let name = spec.name.clone();
             let id = state::record(sw, || sw.add_port(spec).map_err(|e| e.to_string()))?;
             Ok(json!({ "name": name, "id": id.get() }))
         }
         Request::RemovePort { name } => {
+            not_an_uplink(sw, &name, "remove-port")?;
             state::record(sw, || sw.remove_port(&name).map_err(|e| e.to_string()))?;
             Ok(json!({ "removed": name }))
         }
         Request::Associate { name, channel } => {
             let channel = config::parse_channel(&channel, &Origin::Api("associate"))
                 .map_err(|e| e.to_string())?;
+            not_an_uplink(sw, &name, "associate")?;
+            check_vepa_channel(sw, ctx, &name, channel)?;
             state::record(sw, || {
                 sw.associate(&name, channel).map_err(|e| e.to_string())
             })?;
             Ok(json!({ "name": name, "channel": channel.get() }))
         }
         Request::Disassociate { name } => {
+            not_an_uplink(sw, &name, "disassociate")?;
             state::record(sw, || sw.disassociate(&name).map_err(|e| e.to_string()))?;
             Ok(json!({ "name": name, "channel": null }))
         }
     }
+}
+
+/// VM ports, then uplinks (with their transports, from the configuration).
+fn ports(sw: &Switch, ctx: &Context) -> Result<Value, String> {
+    let mut rows = match serde_json::to_value(sw.ports()) {
+        Ok(Value::Array(rows)) => rows,
+        Ok(_) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    for up in sw.uplinks() {
+        let up = match ctx.uplinks.iter().find(|c| c.spec.name == up.name) {
+            Some(cfg) => up.with_config(cfg),
+            None => up,
+        };
+        rows.push(serde_json::to_value(up).map_err(|e| e.to_string())?);
+    }
+    Ok(Value::Array(rows))
+}
+
+/// Refuses to change an uplink as if it were a VM port: uplinks are configuration.
+fn not_an_uplink(sw: &Switch, name: &str, cmd: &str) -> Result<(), String> {
+    if sw.uplinks().iter().any(|u| u.name == name) {
+        return Err(format!(
+            "{cmd} request: {name:?} is an uplink; uplinks come from the configuration \
+             (--uplink, [[uplink]]) and carry their configured channels: change the \
+             configuration and restart the switch"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses to move a VEPA port to a channel that no uplink carries (its frames would go
+/// nowhere).
+fn check_vepa_channel(
+    sw: &Switch,
+    ctx: &Context,
+    name: &str,
+    channel: ChannelId,
+) -> Result<(), String> {
+    let Some(port) = sw.ports().into_iter().find(|p| p.name == name) else {
+        // The switch says there is no such port.
+        return Ok(());
+    };
+    if port.channel_mode != ChannelMode::Vepa.as_str() {
+        return Ok(());
+    }
+    let mut spec = PortSpec::new(name, port.socket, channel);
+    spec.channel_mode = ChannelMode::Vepa;
+    config::check_vepa(&spec, &ctx.uplinks, &Origin::Api("associate")).map_err(|e| e.to_string())
 }
 
 /// Refuses a new port whose socket is the control socket or, spelled differently, another

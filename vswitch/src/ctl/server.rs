@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use vswitch_vhost::socket::Probe;
 
-use super::handler;
+use super::handler::{self, Context};
 use super::proto::{parse_request, Response, MAX_LINE};
 use super::CtlError;
+use crate::uplink::UplinkConfig;
 use crate::Switch;
 
 /// Most clients served at once; more are told so and disconnected.
@@ -46,15 +47,23 @@ pub struct CtlServer {
 
 impl CtlServer {
     /// Binds `path` (replacing a stale socket, refusing a live one or any other file) and
-    /// serves `sw` from a thread.
-    pub fn start(path: &Path, sw: Arc<Switch>) -> Result<CtlServer, CtlError> {
+    /// serves `sw`, whose configured uplinks are `uplinks`, from a thread.
+    pub fn start(
+        path: &Path,
+        sw: Arc<Switch>,
+        uplinks: Vec<UplinkConfig>,
+    ) -> Result<CtlServer, CtlError> {
         let listener = bind(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Arc<Mutex<Vec<Client>>> = Arc::default();
-        let (s, c, p) = (stop.clone(), clients.clone(), path.to_path_buf());
+        let ctx = Arc::new(Context {
+            ctl_path: path.to_path_buf(),
+            uplinks,
+        });
+        let (s, c) = (stop.clone(), clients.clone());
         let thread = thread::Builder::new()
             .name("ctl-accept".into())
-            .spawn(move || accept_loop(&listener, &sw, &p, &s, &c))
+            .spawn(move || accept_loop(&listener, &sw, &ctx, &s, &c))
             .map_err(CtlError::Thread)?;
         info!("control API listening on {}", path.display());
         Ok(CtlServer {
@@ -137,7 +146,7 @@ fn bind_err(path: &Path, source: io::Error) -> CtlError {
 fn accept_loop(
     listener: &UnixListener,
     sw: &Arc<Switch>,
-    path: &Path,
+    ctx: &Arc<Context>,
     stop: &AtomicBool,
     clients: &Mutex<Vec<Client>>,
 ) {
@@ -154,7 +163,7 @@ fn accept_loop(
                 continue;
             }
         };
-        if let Err(e) = admit(stream, sw, path, clients) {
+        if let Err(e) = admit(stream, sw, ctx, clients) {
             debug!("control API: client not served: {e}");
         }
     }
@@ -163,7 +172,7 @@ fn accept_loop(
 fn admit(
     mut stream: UnixStream,
     sw: &Arc<Switch>,
-    path: &Path,
+    ctx: &Arc<Context>,
     clients: &Mutex<Vec<Client>>,
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -193,10 +202,10 @@ fn admit(
         return stream.write_all(resp.to_line().as_bytes());
     }
     let keep = stream.try_clone()?;
-    let (sw, path) = (sw.clone(), path.to_path_buf());
+    let (sw, ctx) = (sw.clone(), ctx.clone());
     let thread = thread::Builder::new()
         .name("ctl-client".into())
-        .spawn(move || serve(stream, &sw, &path))?;
+        .spawn(move || serve(stream, &sw, &ctx))?;
     list.push(Client {
         stream: keep,
         thread,
@@ -206,16 +215,16 @@ fn admit(
 
 /// Serves one client until it closes, idles out, or sends an oversized line, then hangs up
 /// (the accept loop's clone of the stream would otherwise keep the connection open).
-fn serve(stream: UnixStream, sw: &Switch, ctl_path: &Path) {
+fn serve(stream: UnixStream, sw: &Switch, ctx: &Context) {
     let Ok(writer) = stream.try_clone() else {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         return;
     };
-    serve_lines(&stream, writer, sw, ctl_path);
+    serve_lines(&stream, writer, sw, ctx);
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn serve_lines(stream: &UnixStream, mut writer: UnixStream, sw: &Switch, ctl_path: &Path) {
+fn serve_lines(stream: &UnixStream, mut writer: UnixStream, sw: &Switch, ctx: &Context) {
     let mut reader = RequestReader::new(stream);
     let mut line = Vec::with_capacity(256);
     loop {
@@ -254,7 +263,7 @@ fn serve_lines(stream: &UnixStream, mut writer: UnixStream, sw: &Switch, ctl_pat
         let resp = match parse_request(&line) {
             Ok(req) => {
                 debug!("control API: {req:?}");
-                handler::handle(sw, ctl_path, req)
+                handler::handle(sw, ctx, req)
             }
             Err(e) => Response::err(e),
         };

@@ -115,7 +115,7 @@ pub trait Uplink: Send + Sync {
 }
 
 /// What an uplink is configured as.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UplinkSpec {
     /// Unique port name.
     pub name: String,

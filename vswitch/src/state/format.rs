@@ -24,12 +24,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use vswitch_channels::{ChannelId, Policy};
+use vswitch_channels::{ChannelId, ChannelMode, Policy};
 use vswitch_vhost::SocketRole;
 
 use super::error::StateError;
 use crate::config::{self, Origin, RawNumber, RawPort};
 use crate::spec::PortSpec;
+use crate::uplink::UplinkConfig;
 use crate::Switch;
 
 /// The `format` of every state file.
@@ -63,6 +64,9 @@ pub struct PortRecord {
     /// Socket permissions, octal text, if the port has its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_mode: Option<String>,
+    /// `vepa`; left out for VEB, the default (files written before VEPA stay the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_mode: Option<&'static str>,
 }
 
 impl PortRecord {
@@ -80,6 +84,10 @@ impl PortRecord {
             mac_limit: spec.mac_limit,
             mtu: spec.mtu,
             socket_mode: spec.socket_mode.map(|m| format!("{m:04o}")),
+            channel_mode: match spec.channel_mode {
+                ChannelMode::Veb => None,
+                ChannelMode::Vepa => Some(ChannelMode::Vepa.as_str()),
+            },
         }
     }
 }
@@ -212,6 +220,7 @@ struct SavedPortRaw {
     mac_limit: Option<RawNumber>,
     mtu: Option<RawNumber>,
     socket_mode: Option<RawNumber>,
+    channel_mode: Option<String>,
 }
 
 /// A key that is there: `Some(value)`, where the value may be `null` (`Some(None)`).
@@ -285,8 +294,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, StateError> {
 
 impl Parsed {
     /// Checks every port and the policy as the configuration's are checked (names, sockets,
-    /// channels, MACs, limits; unique names and sockets; not the control socket).
-    pub fn check(self, path: &Path, ctl: Option<&Path>) -> Result<Saved, StateError> {
+    /// channels, MACs, limits; unique names and sockets; not the control socket; not an
+    /// uplink's name; a VEPA port's channel carried by an uplink).
+    pub fn check(
+        self,
+        path: &Path,
+        ctl: Option<&Path>,
+        uplinks: &[UplinkConfig],
+    ) -> Result<Saved, StateError> {
         let invalid = |source| StateError::Invalid {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -321,16 +336,30 @@ impl Parsed {
                 mode: p.mode,
                 mac_limit: p.mac_limit,
                 mtu: p.mtu,
-                channel_mode: None,
+                channel_mode: p.channel_mode,
                 socket_mode: p.socket_mode,
             };
             let spec = config::port_from_raw(raw, &at).map_err(invalid)?;
+            if channel.is_some() {
+                config::check_vepa(&spec, uplinks, &at).map_err(invalid)?;
+            }
             let refuse = |what: &str| StateError::Refused {
                 path: path.to_path_buf(),
                 reason: format!("has {what} twice (at port #{})", i + 1),
             };
             if !names.insert(spec.name.clone()) {
                 return Err(refuse(&format!("port name {:?}", spec.name)));
+            }
+            if uplinks.iter().any(|u| u.spec.name == spec.name) {
+                return Err(StateError::Refused {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "has port #{} named {:?}, and the configuration has an uplink of that \
+                         name (added since the file was written?)",
+                        i + 1,
+                        spec.name
+                    ),
+                });
             }
             if !sockets.insert(config::socket_key(&spec.socket)) {
                 return Err(refuse(&format!(

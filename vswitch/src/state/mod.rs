@@ -89,7 +89,7 @@ impl Plan {
         if parsed.config != format::to_value(&journal.config) {
             return Ok(from_config(Source::ConfigChanged, Some(journal)));
         }
-        let saved = parsed.check(path, cfg.ctl.as_deref())?;
+        let saved = parsed.check(path, cfg.ctl.as_deref(), &cfg.uplinks)?;
         Ok(Plan {
             ports: saved.ports,
             policy: saved.policy,

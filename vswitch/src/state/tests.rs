@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use vswitch_channels::{ChannelId, MacAddr, Policy};
+use vswitch_channels::{ChannelId, ChannelMode, MacAddr, Policy};
 
 use super::*;
 use crate::config::Sources;
@@ -86,7 +86,7 @@ fn a_running_switch_round_trips_through_the_file() {
     sw.shutdown();
     let parsed = format::parse(Path::new("s.json"), &bytes).expect("parses");
     assert_eq!(parsed.config, format::to_value(&base));
-    let saved = parsed.check(Path::new("s.json"), None).expect("valid");
+    let saved = parsed.check(Path::new("s.json"), None, &[]).expect("valid");
 
     let got: Vec<(String, Option<u16>)> = saved
         .ports
@@ -510,4 +510,90 @@ fn the_configuration_and_the_state_file_combine_by_one_rule() {
         ..cfg.clone()
     };
     assert_eq!(Plan::new(&plain).expect("plan").source, Source::Config);
+}
+
+/// A transport that carries nothing: uplinks in the switch without a wire.
+struct NoWire;
+
+impl crate::port::Uplink for NoWire {
+    fn receive(
+        &self,
+        _each: &mut dyn FnMut(&vswitch_vhost::FrameBatch<'_>, &[ChannelId]),
+    ) -> crate::port::Received {
+        crate::port::Received::default()
+    }
+
+    fn send(&self, _frames: &crate::port::Outgoing<'_, '_>) -> crate::port::SendResult {
+        crate::port::SendResult::default()
+    }
+}
+
+/// VEPA ports are saved with their mode; uplinks are configuration and stay out of the file;
+/// a restored port may not take an uplink's name, nor be VEPA on a channel no uplink carries.
+#[test]
+fn vepa_ports_keep_their_mode_and_uplinks_stay_out_of_the_file() {
+    let d = TempDir::new().expect("tempdir");
+    let src = Sources {
+        ports: vec![
+            format!(
+                "vm1,socket={},channel=100,mode=vepa",
+                sock(&d, "vm1").display()
+            ),
+            format!("vm2,socket={},channel=100", sock(&d, "vm2").display()),
+        ],
+        uplinks: vec!["trunk0,kind=dot1ad,interface=lo,channels=100".into()],
+        state: Some(state_path(&d)),
+        ..Sources::default()
+    };
+    let cfg = Config::from_text(None, &src).expect("valid config");
+    let sw = Switch::new(SwitchSettings::default(), Policy::default());
+    sw.add_uplink(cfg.uplinks[0].spec.clone(), std::sync::Arc::new(NoWire))
+        .expect("uplink");
+    for spec in cfg.ports.iter().cloned() {
+        sw.add_port(spec).expect("add");
+    }
+    let base = Contents::of_config(&cfg.ports, &cfg.policy);
+    let bytes = format::render(&Contents::of_switch(&sw), &base);
+    sw.shutdown();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains("trunk0"),
+        "an uplink in the state file:\n{text}"
+    );
+    assert_eq!(
+        text.matches("\"channel-mode\": \"vepa\"").count(),
+        2,
+        "vm1's mode, in the state and in the configuration's record:\n{text}"
+    );
+
+    let parse = || format::parse(Path::new("s.json"), &bytes).expect("parses");
+    let saved = parse()
+        .check(Path::new("s.json"), None, &cfg.uplinks)
+        .expect("valid");
+    let modes: Vec<_> = saved.ports.iter().map(|r| r.spec.channel_mode).collect();
+    assert_eq!(modes, [ChannelMode::Vepa, ChannelMode::Veb]);
+
+    let e = parse()
+        .check(Path::new("s.json"), None, &[])
+        .expect_err("VEPA without an uplink")
+        .to_string();
+    assert!(e.contains("port #1 (\"vm1\")") && e.contains("vepa"), "{e}");
+    let mut named_vm2 = cfg.uplinks[0].clone();
+    named_vm2.spec.name = "vm2".into();
+    let e = parse()
+        .check(
+            Path::new("s.json"),
+            None,
+            &[cfg.uplinks[0].clone(), named_vm2],
+        )
+        .expect_err("a port named like an uplink")
+        .to_string();
+    assert!(e.contains("uplink of that name"), "{e}");
+
+    // The mode is part of the configuration's record: switching a port to VEPA is an edit.
+    put(&state_path(&d), &bytes);
+    assert_eq!(Plan::new(&cfg).expect("plan").source, Source::StateFile);
+    let mut veb = cfg.clone();
+    veb.ports[0].channel_mode = ChannelMode::Veb;
+    assert_eq!(Plan::new(&veb).expect("plan").source, Source::ConfigChanged);
 }

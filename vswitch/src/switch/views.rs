@@ -1,13 +1,16 @@
-//! What the control API shows: ports, the FDB, counters.
+//! What the control API shows: ports, uplinks, the FDB, counters.
 
 use vswitch_channels::ChannelId;
 
 use super::Switch;
+use crate::config::channel_ranges;
 use crate::port::PortKind;
-use crate::stats::{ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, SwitchStats};
+use crate::stats::{
+    ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, SwitchStats, UplinkInfo, UplinkStatsOut,
+};
 
 impl Switch {
-    /// Ports and their channels.
+    /// VM ports and their channels (uplinks: [`Switch::uplinks`]).
     pub fn ports(&self) -> Vec<PortInfo> {
         let reg = self.core.registry.load();
         let table = self.core.ports.load();
@@ -18,13 +21,40 @@ impl Switch {
                 Some(PortInfo {
                     id: id.get(),
                     name: e.name.clone(),
+                    kind: "vm",
                     socket: vm.spec.socket.display().to_string(),
                     role: format!("{:?}", vm.spec.role).to_lowercase(),
                     channel: reg.channel_of(id).map(|c| c.id.get()),
+                    channel_mode: vm.spec.channel_mode.as_str(),
                     mac: e.mac.map(|m| m.to_string()),
                     mac_limit: e.mac_limit,
                     connected: vm.handle.is_connected(),
                     tx_broken: vm.handle.is_tx_broken(),
+                })
+            })
+            .collect()
+    }
+
+    /// Uplinks and the channels they carry (their transports are configuration: see
+    /// [`UplinkInfo::with_config`]).
+    pub fn uplinks(&self) -> Vec<UplinkInfo> {
+        let table = self.core.ports.load();
+        table
+            .iter()
+            .filter_map(|(id, e)| {
+                let up = e.uplink()?;
+                Some(UplinkInfo {
+                    id: id.get(),
+                    name: e.name.clone(),
+                    kind: "uplink",
+                    transport: None,
+                    interface: None,
+                    local: None,
+                    remotes: None,
+                    channels: channel_ranges(&up.channels),
+                    reflective_relay: up.reflective_relay,
+                    mac_limit: e.mac_limit,
+                    mtu: None,
                 })
             })
             .collect()
@@ -48,7 +78,7 @@ impl Switch {
             .collect()
     }
 
-    /// Counters per port and per channel.
+    /// Counters per port, per uplink and per channel.
     pub fn stats(&self) -> SwitchStats {
         let reg = self.core.registry.load();
         let table = self.core.ports.load();
@@ -66,6 +96,16 @@ impl Switch {
                 })
             })
             .collect();
+        let uplinks = table
+            .iter()
+            .filter_map(|(_, e)| {
+                Some(UplinkStatsOut {
+                    name: e.name.clone(),
+                    channels: channel_ranges(&e.uplink()?.channels),
+                    switch: e.counters.snapshot(),
+                })
+            })
+            .collect();
         let mut channels = Vec::new();
         for (i, c) in self.core.all_channel_counters().iter().enumerate() {
             let s = c.snapshot();
@@ -80,7 +120,11 @@ impl Switch {
                 });
             }
         }
-        SwitchStats { ports, channels }
+        SwitchStats {
+            ports,
+            uplinks,
+            channels,
+        }
     }
 
     /// Counters in the Prometheus text format.

@@ -36,7 +36,7 @@ pub enum Transport {
 }
 
 /// An uplink as configured: what the switch is told ([`UplinkSpec`]) and its transport.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UplinkConfig {
     /// Name, channels, MAC limit, reflective relay.
     pub spec: UplinkSpec,

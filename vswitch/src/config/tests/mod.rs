@@ -1,7 +1,8 @@
-//! Unit tests: the happy paths (file only, flags only, both) here, every refusal in
-//! [`refusals`].
+//! Unit tests: the happy paths (file only, flags only, both) here, every refusal of a port or
+//! a setting in [`refusals`], uplinks (and VEPA ports, which need one) in [`uplinks`].
 
 mod refusals;
+mod uplinks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -174,6 +175,7 @@ fn file_and_flags_combine_file_first_and_flags_override() {
     );
     let src = Sources {
         ports: vec![format!("g1,socket={},channel=2", d.path("g1.sock"))],
+        uplinks: Vec::new(),
         ctl: Some(PathBuf::from(d.path("ctl-flag.sock"))),
         log_level: Some("trace".into()),
         stats_interval_s: Some(5),

@@ -309,6 +309,7 @@ fn bad_modes_and_vepa() {
     let (e, msg) = err_flags(&["vm1,socket=/tmp/a.sock,channel=1,mode=server".into()]);
     assert!(matches!(e, ConfigError::Mode { .. }));
     assert!(msg.contains("listen") && msg.contains("connect"));
+    // VEPA without an uplink: see `uplinks::vepa_needs_an_uplink_carrying_its_channel`.
     for spec in [
         "vm1,socket=/tmp/a.sock,channel=1,channel-mode=vepa",
         "vm1,socket=/tmp/a.sock,channel=1,channel_mode=VEPA",
@@ -317,7 +318,7 @@ fn bad_modes_and_vepa() {
         let (e, msg) = err_flags(&[spec.into()]);
         assert!(matches!(e, ConfigError::Vepa { .. }), "{spec}");
         assert!(
-            msg.contains("uplink") && msg.contains("not supported yet"),
+            msg.contains("no uplink is configured") && msg.contains("--uplink"),
             "{msg}"
         );
     }
@@ -373,7 +374,10 @@ fn bad_fdb_and_switch_settings() {
     let (e, _) = err_file(&format!("[switch]\nlog_level = \"loud\"\n{port}"));
     assert!(matches!(e, ConfigError::LogLevel { .. }));
     let (e, _) = err_file(&format!("[[uplink]]\nname = \"eth0\"\n{port}"));
-    assert!(matches!(e, ConfigError::Uplink { .. }));
+    assert!(matches!(
+        e,
+        ConfigError::UplinkMissingKey { key: "kind", .. }
+    ));
     let src = Sources {
         ports: vec!["vm1,socket=/tmp/a.sock,channel=1".into()],
         stats_interval_s: Some(0),
