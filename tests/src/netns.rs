@@ -92,13 +92,34 @@ impl Drop for Netns {
 
 /// Joins `a` and `b` with a veth pair: interface `a_if` in `a` with `a_addr` (CIDR, or none),
 /// `b_if` in `b` with `b_addr`; both up, IPv6 off (no neighbour discovery chatter on a trunk).
-pub fn veth(a: &Netns, a_if: &str, a_addr: Option<&str>, b: &Netns, b_if: &str, b_addr: Option<&str>) -> Result<()> {
+pub fn veth(
+    a: &Netns,
+    a_if: &str,
+    a_addr: Option<&str>,
+    b: &Netns,
+    b_if: &str,
+    b_addr: Option<&str>,
+) -> Result<()> {
     ip(&[
-        "link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns",
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
         b.name(),
     ])?;
     for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
-        let _ = ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.{ifname}.disable_ipv6=1")]);
+        let _ = ns.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+        ]);
         if let Some(addr) = addr {
             ns.ip(&["addr", "add", addr, "dev", ifname])?;
         }

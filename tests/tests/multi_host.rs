@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
 use vswitch_tests::netns::{unavailable, veth, Netns};
 use vswitch_tests::{ScratchDir, Vswitch, VswitchPort};
-use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
 
 const T: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(300);
@@ -112,7 +112,11 @@ fn same_channel_only(a_uplink: String, b_uplink: String, a_ns: &Netns, b_ns: &Ne
     // Broadcast, then unknown unicast, on channel 100: VM2 only.
     for f in [eth(BCAST, mac(1), 1), eth(mac(2), mac(1), 2)] {
         g1.send(&f).expect("send");
-        assert_eq!(g2.recv(T), Some(f), "vm2 gets vm1's frame across the uplink");
+        assert_eq!(
+            g2.recv(T),
+            Some(f),
+            "vm2 gets vm1's frame across the uplink"
+        );
     }
     // Known unicast back, and a guest's own C-tag arrives intact.
     let r = eth(mac(1), mac(2), 3);
@@ -125,15 +129,31 @@ fn same_channel_only(a_uplink: String, b_uplink: String, a_ns: &Netns, b_ns: &Ne
     let f = eth(BCAST, mac(4), 4);
     g4.send(&f).expect("send");
     assert_eq!(g3.recv(T), Some(f), "vm3 gets vm4's broadcast on 200");
-    for (g, who) in [(&mut g1, "vm1"), (&mut g2, "vm2"), (&mut g3, "vm3"), (&mut g4, "vm4")] {
+    for (g, who) in [
+        (&mut g1, "vm1"),
+        (&mut g2, "vm2"),
+        (&mut g3, "vm3"),
+        (&mut g4, "vm4"),
+    ] {
         let extra = quiet(g);
-        assert!(extra.is_empty(), "{who} got frames of another channel: {}", extra.len());
+        assert!(
+            extra.is_empty(),
+            "{who} got frames of another channel: {}",
+            extra.len()
+        );
     }
     // The far switch saw channel 100 arrive over its uplink and gave it to channel 100 only.
     let s = b.sw.stats().expect("stats of B");
     let ch100 = s.channel(100).expect("channel 100 on B");
-    assert!(ch100.counters.in_frames >= 2, "B counted channel-100 frames in: {ch100:?}");
-    assert_eq!(s.port("vm4").expect("vm4").switch.out_frames, 1, "vm4: only its own frame");
+    assert!(
+        ch100.counters.in_frames >= 2,
+        "B counted channel-100 frames in: {ch100:?}"
+    );
+    assert_eq!(
+        s.port("vm4").expect("vm4").switch.out_frames,
+        0,
+        "vm4 (200) was given none of channel 100's frames"
+    );
 }
 
 #[test]
@@ -141,7 +161,10 @@ fn dot1ad_trunk_same_channel_across_hosts_only() {
     if skip() {
         return;
     }
-    let (a, b) = (Netns::new("a").expect("netns"), Netns::new("b").expect("netns"));
+    let (a, b) = (
+        Netns::new("a").expect("netns"),
+        Netns::new("b").expect("netns"),
+    );
     veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
     same_channel_only(
         "up,kind=dot1ad,interface=trunk".into(),
@@ -156,8 +179,19 @@ fn vxlan_same_channel_across_hosts_only() {
     if skip() {
         return;
     }
-    let (a, b) = (Netns::new("a").expect("netns"), Netns::new("b").expect("netns"));
-    veth(&a, "ul", Some("10.88.0.1/24"), &b, "ul", Some("10.88.0.2/24")).expect("veth");
+    let (a, b) = (
+        Netns::new("a").expect("netns"),
+        Netns::new("b").expect("netns"),
+    );
+    veth(
+        &a,
+        "ul",
+        Some("10.88.0.1/24"),
+        &b,
+        "ul",
+        Some("10.88.0.2/24"),
+    )
+    .expect("veth");
     same_channel_only(
         "up,kind=vxlan,local=10.88.0.1,remote=10.88.0.2".into(),
         "up,kind=vxlan,local=10.88.0.2,remote=10.88.0.1".into(),
@@ -189,9 +223,7 @@ fn vxlan_three_hosts_split_horizon() {
         format!("up,kind=vxlan,local=10.89.0.{me},{}", remotes.join(","))
     };
     let hosts: Vec<Host> = (1..=3u8)
-        .map(|n| {
-            Host::start(&fabric, &[(&format!("vm{n}"), 100, n)], &[uplink(n)]).expect("host")
-        })
+        .map(|n| Host::start(&fabric, &[(&format!("vm{n}"), 100, n)], &[uplink(n)]).expect("host"))
         .collect();
     let mut guests: Vec<TestGuest> = hosts
         .iter()
@@ -204,5 +236,66 @@ fn vxlan_three_hosts_split_horizon() {
         let got = quiet(g);
         assert_eq!(got, vec![f.clone()], "exactly one copy on each other host");
     }
-    assert!(quiet(&mut guests[0]).is_empty(), "the sender never gets it back");
+    assert!(
+        quiet(&mut guests[0]).is_empty(),
+        "the sender never gets it back"
+    );
+}
+
+/// VEPA through a second switch with reflective relay, over an 802.1ad trunk: two VEPA VMs of
+/// host A reach each other only through the bridge host B, which sends their frames back out
+/// of the trunk they came in on; a VEPA VM never receives its own frames.
+#[test]
+fn vepa_through_a_reflective_relay_bridge() {
+    if skip() {
+        return;
+    }
+    let (a, b) = (
+        Netns::new("a").expect("netns"),
+        Netns::new("b").expect("netns"),
+    );
+    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    let dir = ScratchDir::new("vepa").expect("scratch");
+    let mut extra: Vec<String> = Vec::new();
+    for (name, m) in [("vm1", 1u8), ("vm2", 2)] {
+        extra.push("--port".into());
+        extra.push(format!(
+            "{name},socket={},channel=100,mac={},mode=vepa",
+            dir.path().join(format!("{name}.sock")).display(),
+            mac_text(m)
+        ));
+    }
+    extra.push("--uplink".into());
+    extra.push("up,kind=dot1ad,interface=trunk".into());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let station = Host {
+        sw: Vswitch::start_in(Some(a.name()), dir.path(), &[], &extra).expect("station"),
+        dir,
+    };
+    let bridge_dir = ScratchDir::new("bridge").expect("scratch");
+    let _bridge = Vswitch::start_in(
+        Some(b.name()),
+        bridge_dir.path(),
+        &[],
+        &[
+            "--uplink",
+            "up,kind=dot1ad,interface=trunk,reflective-relay=on",
+        ],
+    )
+    .expect("bridge");
+    let mut g1 = station.guest("vm1", 1);
+    let mut g2 = station.guest("vm2", 2);
+    for f in [eth(mac(2), mac(1), 1), eth(BCAST, mac(1), 2)] {
+        g1.send(&f).expect("send");
+        assert_eq!(
+            g2.recv(T),
+            Some(f),
+            "vm2 gets vm1's frame back from the bridge"
+        );
+    }
+    let r = eth(mac(1), mac(2), 3);
+    g2.send(&r).expect("send");
+    assert_eq!(g1.recv(T), Some(r), "vm1 gets the answer");
+    assert!(quiet(&mut g1).is_empty(), "vm1 never gets its own frames");
+    assert!(quiet(&mut g2).is_empty(), "vm2 never gets its own frames");
 }
