@@ -143,10 +143,11 @@ pub mod udp {
     pub const CHECKSUM: Range<usize> = 6..8;
 
     /// Writes a UDP header with a zero checksum into `b` for a payload of `payload_len` bytes.
-    /// Panics if `b` is shorter than [`HEADER_LEN`] or the datagram would not fit a length
-    /// field (the caller sizes both).
+    /// Panics if `b` is shorter than [`HEADER_LEN`] (the caller sizes it). The caller checks
+    /// the datagram against the underlay MTU first, so the length always fits; were it not, the
+    /// field saturates (the kernel then refuses the datagram) rather than panic the datapath.
     pub fn emit(b: &mut [u8], src_port: u16, dst_port: u16, payload_len: usize) {
-        let len = u16::try_from(HEADER_LEN + payload_len).expect("datagram fits 16 bits");
+        let len = u16::try_from(HEADER_LEN + payload_len).unwrap_or(u16::MAX);
         b[SRC_PORT].copy_from_slice(&src_port.to_be_bytes());
         b[DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
         b[LENGTH].copy_from_slice(&len.to_be_bytes());
