@@ -53,6 +53,41 @@ impl Netns {
         Ok(ns)
     }
 
+    /// Creates the namespace `name` as given (for a demo whose namespaces users inspect with
+    /// `ip netns exec NAME ...`), with its loopback up. A namespace of that name left by a
+    /// crashed run is deleted first ([`Netns::exists`] tells whether there is one); one in which
+    /// processes still run is refused, since deleting its name would not stop them.
+    pub fn named(name: &str) -> Result<Netns> {
+        if Netns::exists(name) {
+            let pids = Command::new("ip")
+                .args(["netns", "pids", name])
+                .output()
+                .with_context(|| format!("running ip netns pids {name}"))?;
+            let pids = String::from_utf8_lossy(&pids.stdout);
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            if !pids.is_empty() {
+                bail!(
+                    "network namespace {name} exists and processes run in it (pids {}): an \
+                     earlier run is still going; stop those processes first",
+                    pids.join(" ")
+                );
+            }
+            ip(&["netns", "del", name])?;
+        }
+        ip(&["netns", "add", name])?;
+        let ns = Netns {
+            name: name.to_owned(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// True when a named namespace `name` exists (`/run/netns/NAME`, where `ip netns` keeps
+    /// them).
+    pub fn exists(name: &str) -> bool {
+        std::path::Path::new("/run/netns").join(name).exists()
+    }
+
     /// Its name (for `ip netns exec NAME ...`).
     pub fn name(&self) -> &str {
         &self.name

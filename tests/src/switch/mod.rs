@@ -26,7 +26,7 @@ mod stats;
 
 pub use port::{PortMode, VswitchPort};
 pub use process::{vswitch_binary, Vswitch};
-pub use stats::{ChannelStats, Counters, PortStats, Stats};
+pub use stats::{ChannelStats, Counters, PortStats, Stats, UplinkStats};
 
 #[cfg(test)]
 mod tests {

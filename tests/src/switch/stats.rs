@@ -1,4 +1,4 @@
-//! `vswitch ctl stats`, parsed: per-port and per-channel counters.
+//! `vswitch ctl stats`, parsed: per-port, per-uplink and per-channel counters.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -78,6 +78,16 @@ pub struct PortStats {
     pub port: BTreeMap<String, u64>,
 }
 
+/// One uplink in `ctl stats`.
+#[derive(Debug, Clone)]
+pub struct UplinkStats {
+    pub name: String,
+    /// The channels it carries, as ranges (`1-4094`, `100+200-299`).
+    pub channels: String,
+    /// in = frames from the wire, out = frames sent on it.
+    pub switch: Counters,
+}
+
 /// One channel in `ctl stats`.
 #[derive(Debug, Clone)]
 pub struct ChannelStats {
@@ -90,6 +100,7 @@ pub struct ChannelStats {
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub ports: Vec<PortStats>,
+    pub uplinks: Vec<UplinkStats>,
     pub channels: Vec<ChannelStats>,
     /// The answer as it came.
     pub raw: Value,
@@ -131,6 +142,27 @@ impl Stats {
                 port,
             });
         }
+        let mut uplinks = Vec::new();
+        for u in raw
+            .get("uplinks")
+            .and_then(Value::as_array)
+            .context("stats: no uplinks list")?
+        {
+            let s = |k: &str| {
+                u.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .with_context(|| format!("stats: uplink without {k}: {u}"))
+            };
+            let name = s("name")?;
+            let switch = Counters::from_json(u.get("switch").context("stats: no switch")?)
+                .with_context(|| format!("stats of uplink {name}"))?;
+            uplinks.push(UplinkStats {
+                channels: s("channels")?,
+                name,
+                switch,
+            });
+        }
         let mut channels = Vec::new();
         for c in raw
             .get("channels")
@@ -152,6 +184,7 @@ impl Stats {
         }
         Ok(Self {
             ports,
+            uplinks,
             channels,
             raw,
         })
@@ -165,6 +198,14 @@ impl Stats {
             .with_context(|| format!("no port {name} in the stats"))
     }
 
+    /// The named uplink's counters.
+    pub fn uplink(&self, name: &str) -> Result<&UplinkStats> {
+        self.uplinks
+            .iter()
+            .find(|u| u.name == name)
+            .with_context(|| format!("no uplink {name} in the stats"))
+    }
+
     /// A channel's counters.
     pub fn channel(&self, id: u16) -> Result<&ChannelStats> {
         self.channels
@@ -173,7 +214,8 @@ impl Stats {
             .with_context(|| format!("no channel {id} in the stats"))
     }
 
-    /// A table: one line per port and per channel (in/out frames, flooded, drops by reason).
+    /// A table: one line per port, per uplink and per channel (in/out frames, flooded, drops by
+    /// reason).
     pub fn summary(&self) -> String {
         let mut s = format!(
             "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
@@ -188,6 +230,23 @@ impl Stats {
                 p.switch.out_frames,
                 p.switch.flooded,
                 p.switch.drops_text()
+            ));
+        }
+        if !self.uplinks.is_empty() {
+            s.push_str(&format!(
+                "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
+                "uplink", "carries", "in", "out", "flooded"
+            ));
+        }
+        for u in &self.uplinks {
+            s.push_str(&format!(
+                "{:<10} {:>7} {:>10} {:>10} {:>8}  {}\n",
+                u.name,
+                u.channels,
+                u.switch.in_frames,
+                u.switch.out_frames,
+                u.switch.flooded,
+                u.switch.drops_text()
             ));
         }
         s.push_str(&format!(
