@@ -49,7 +49,8 @@ mod tests {
                     "in_frames":1,"out_bytes":20,"out_frames":2}"#;
         let raw: Value = serde_json::from_str(&format!(
             r#"{{"channels":[{{"channel":100,"counters":{c},"ports":2}}],
-                 "ports":[{{"channel":100,"name":"a","port":{{"connections":1}},"switch":{c}}}]}}"#
+                 "ports":[{{"channel":100,"name":"a","port":{{"connections":1}},"switch":{c}}}],
+                 "uplinks":[]}}"#
         ))
         .unwrap();
         let s = Stats::from_json(raw).unwrap();
