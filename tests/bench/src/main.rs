@@ -3,14 +3,18 @@
 //! In-process vhost-user guests generate and sink traffic through each forwarder in turn —
 //! this switch (event-driven and busy-poll), DPDK testpmd io forwarding, Open vSwitch with
 //! DPDK — plus a memcpy baseline, all in one run with the same generator, sink and core
-//! placement. Prints a table (Markdown), and optionally writes JSON and a PNG plot.
+//! placement; and across two hosts (network namespaces joined by a veth pair), two switches
+//! joined by uplinks beside the Linux kernel's own VXLAN path. Prints tables (Markdown), and
+//! optionally writes JSON and a PNG plot.
 //!
 //! `cargo run --release -p vswitch-bench -- [--quick] [--json out.json] [--plot out.png]
 //! [--scenario NAME]...`
 
 mod frames;
 mod generator;
+mod kernel_vxlan;
 mod memcpy;
+mod netns;
 mod peers;
 mod plot;
 mod report;
@@ -26,7 +30,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use generator::TrafficOpts;
-use peers::{Ctx, MEMCPY, OVS, TESTPMD, VSWITCH, VSWITCH_POLL};
+use peers::{
+    Ctx, KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH, VSWITCH_DOT1AD, VSWITCH_POLL, VSWITCH_VXLAN,
+};
 use report::{Report, Row};
 use scenario::{Kind, Scenario};
 
@@ -46,7 +52,8 @@ struct Args {
     /// Run only these scenarios (repeatable or comma-separated; see --list).
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
-    /// Run only these peers (vswitch, vswitch-poll, memcpy, testpmd, ovs-dpdk).
+    /// Run only these peers (vswitch, vswitch-poll, memcpy, testpmd, ovs-dpdk; two-host
+    /// scenarios: vswitch-vxlan, vswitch-dot1ad, kernel-vxlan).
     #[arg(long, value_delimiter = ',')]
     peer: Vec<String>,
     /// List the scenarios and exit.
@@ -89,7 +96,16 @@ struct Args {
     no_install: bool,
 }
 
-const ALL_PEERS: [&str; 5] = [VSWITCH, VSWITCH_POLL, MEMCPY, TESTPMD, OVS];
+const ALL_PEERS: [&str; 8] = [
+    VSWITCH,
+    VSWITCH_POLL,
+    MEMCPY,
+    TESTPMD,
+    OVS,
+    VSWITCH_VXLAN,
+    VSWITCH_DOT1AD,
+    KERNEL_VXLAN,
+];
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -175,7 +191,23 @@ fn real_main() -> Result<()> {
             bail!("unknown peer {p}; known: {}", ALL_PEERS.join(", "));
         }
     }
-    let scenarios = select_scenarios(&args)?;
+    let mut scenarios = select_scenarios(&args)?;
+    // Said once, after the banner.
+    let mut skipped_two_host = None;
+    if let Some(why) = netns::unavailable() {
+        let names: Vec<&str> = scenarios
+            .iter()
+            .filter(|s| s.is_two_host())
+            .map(|s| s.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            skipped_two_host = Some(format!(
+                "two-host scenarios skipped ({}): {why}",
+                names.join(", ")
+            ));
+            scenarios.retain(|s| !s.is_two_host());
+        }
+    }
     let cpus = sys::online_cpus();
     if args.fwd_cpu == args.gen_cpu || args.fwd_cpu >= cpus || args.gen_cpu >= cpus {
         bail!(
@@ -250,11 +282,23 @@ fn real_main() -> Result<()> {
     for (p, why) in &unavail {
         println!("peer {p} cannot run: {why}");
     }
+    if let Some(line) = &skipped_two_host {
+        println!("{line}");
+    }
     let rows = run_all(&args, &scenarios, &unavail, &ctx, &topts, &stop);
     peers::vswitch::reap();
     let mut rows = rows;
     report::compute_ratios(&mut rows, &scenarios);
-    println!("\n{}", report::table(&rows));
+    let (two_host, one_host): (Vec<Row>, Vec<Row>) = rows
+        .iter()
+        .cloned()
+        .partition(|r| peers::TWO_HOST.contains(&r.peer.as_str()));
+    if !one_host.is_empty() {
+        println!("\n{}", report::table(&one_host));
+    }
+    if !two_host.is_empty() {
+        println!("\n{}", report::two_host_table(&two_host));
+    }
     let notes = report::notes(&rows);
     if !notes.is_empty() {
         println!("notes:\n{notes}");
@@ -412,6 +456,15 @@ fn measure_once(
             s.frame_len,
             topts.queue_size,
             ctx.fwd_cpu,
+            topts.warmup,
+            topts.duration,
+        );
+    }
+    if peer == KERNEL_VXLAN {
+        return kernel_vxlan::run(
+            s.frame_len,
+            ctx.gen_cpu,
+            topts.max_batch,
             topts.warmup,
             topts.duration,
         );

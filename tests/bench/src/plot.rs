@@ -57,8 +57,11 @@ pub fn draw(path: &Path, scenarios: &[Scenario], rows: &[Row]) -> Result<()> {
     let names: Vec<&str> = scenarios
         .iter()
         .filter(|s| {
-            rows.iter()
-                .any(|r| r.scenario == s.name && r.result.is_some())
+            rows.iter().any(|r| {
+                r.scenario == s.name
+                    && r.result.is_some()
+                    && PEERS.iter().any(|(p, _)| *p == r.peer)
+            })
         })
         .map(|s| s.name.as_str())
         .collect();

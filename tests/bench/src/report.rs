@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::generator::Measurement;
-use crate::peers::{MEMCPY, OVS, TESTPMD};
+use crate::peers::{KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH_DOT1AD, VSWITCH_VXLAN};
 use crate::scenario::Scenario;
 
 /// Ratios of one row (None where the baseline did not run).
@@ -23,6 +23,10 @@ pub struct Ratios {
     pub cost_vs_ovs: Option<f64>,
     /// Forwarder ns/packet / the same peer's in the flat-cost reference scenario.
     pub cost_vs_flat_ref: Option<f64>,
+    /// Two-host scenarios: Mpps / the kernel VXLAN path's Mpps (same scenario).
+    pub mpps_vs_kernel: Option<f64>,
+    /// Two-host scenarios: CPU ns/packet / the kernel VXLAN path's.
+    pub cost_vs_kernel: Option<f64>,
 }
 
 /// One scenario through one peer.
@@ -76,6 +80,10 @@ pub fn compute_ratios(rows: &mut [Row], scenarios: &[Scenario]) {
             .flat_ref
             .as_deref()
             .and_then(|f| find(&snapshot, f, &r.peer));
+        let kernel = s
+            .is_two_host()
+            .then(|| find(&snapshot, &s.name, KERNEL_VXLAN))
+            .flatten();
         r.ratios = Ratios {
             mpps_vs_memcpy: div(r.mpps(), memcpy.and_then(Row::mpps)),
             mpps_vs_testpmd: div(r.mpps(), tp.and_then(Row::mpps)),
@@ -83,6 +91,8 @@ pub fn compute_ratios(rows: &mut [Row], scenarios: &[Scenario]) {
             cost_vs_testpmd: div(r.cost(), tp.and_then(Row::cost)),
             cost_vs_ovs: div(r.cost(), ovs.and_then(Row::cost)),
             cost_vs_flat_ref: div(r.cost(), flat.and_then(Row::cost)),
+            mpps_vs_kernel: div(r.mpps(), kernel.and_then(Row::mpps)),
+            cost_vs_kernel: div(r.cost(), kernel.and_then(Row::cost)),
         };
     }
 }
@@ -138,6 +148,57 @@ pub fn table(rows: &[Row]) -> String {
             f(x.cost_vs_testpmd, 2),
             f(x.cost_vs_ovs, 2),
             f(x.cost_vs_flat_ref, 2),
+        );
+    }
+    t
+}
+
+/// What a two-host peer's frames go through.
+fn two_host_path(peer: &str) -> &'static str {
+    match peer {
+        VSWITCH_VXLAN => "test guest → vswitch A → VXLAN uplink (raw-socket sendmmsg) → veth → VXLAN uplink (recvmmsg) → vswitch B → test guest",
+        VSWITCH_DOT1AD => "test guest → vswitch A → 802.1ad uplink (AF_PACKET sendmmsg) → veth → 802.1ad uplink (AF_PACKET recvmmsg) → vswitch B → test guest",
+        KERNEL_VXLAN => "AF_PACKET sendmmsg → kernel vxlan device A → veth → kernel vxlan device B (rx_packets)",
+        _ => "?",
+    }
+}
+
+/// The two-host rows as a Markdown table, with their ratios to the kernel's VXLAN path.
+pub fn two_host_table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    t.push_str(
+        "| scenario | peer | path | Mpps | Gbit/s | drops | CPU ns/pkt | fwd busy | gen CPU | other load | x kernel | cost/kernel |\n",
+    );
+    t.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in rows {
+        let Some(m) = &r.result else {
+            let why = r.error.as_deref().unwrap_or("not run");
+            let first = why.lines().next().unwrap_or("");
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | n/a: {} ||||||||",
+                r.scenario,
+                r.peer,
+                two_host_path(&r.peer),
+                first.replace('|', "/")
+            );
+            continue;
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.peer,
+            two_host_path(&r.peer),
+            f(Some(m.mpps), 3),
+            f(Some(m.gbps), 2),
+            m.drops,
+            f(m.cost.ns_per_pkt, 0),
+            pct(m.cost.busy_share),
+            pct(Some(m.traffic_cpu_share)),
+            pct(Some(m.other_load)),
+            f(r.ratios.mpps_vs_kernel, 2),
+            f(r.ratios.cost_vs_kernel, 2),
         );
     }
     t

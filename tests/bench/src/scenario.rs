@@ -24,6 +24,9 @@ pub enum Kind {
     /// `channels` channels configured (one port in each besides the measured pair, every one
     /// learned in the FDB); traffic flows in the last one.
     Channels { channels: usize },
+    /// Two hosts: guest 0 on host A generates to guest 1 on host B, one channel, across an
+    /// uplink on a veth pair (or the kernel's VXLAN path between the same two hosts).
+    TwoHost,
 }
 
 /// One benchmark scenario.
@@ -44,7 +47,7 @@ pub struct Scenario {
 impl Scenario {
     fn new(name: &str, frame_len: usize, kind: Kind) -> Self {
         let flat_ref = match kind {
-            Kind::Pair { .. } => None,
+            Kind::Pair { .. } | Kind::TwoHost => None,
             _ => Some("64B-uni".to_string()),
         };
         Scenario {
@@ -52,7 +55,7 @@ impl Scenario {
             frame_len,
             kind,
             baseline_of: match kind {
-                Kind::Pair { .. } => name.into(),
+                Kind::Pair { .. } | Kind::TwoHost => name.into(),
                 _ => "64B-uni".into(),
             },
             flat_ref,
@@ -62,6 +65,11 @@ impl Scenario {
     /// True for the two-port scenarios every peer can run.
     pub fn is_pair(&self) -> bool {
         matches!(self.kind, Kind::Pair { .. })
+    }
+
+    /// True for the scenarios across two hosts (only the two-host peers run them).
+    pub fn is_two_host(&self) -> bool {
+        self.kind == Kind::TwoHost
     }
 
     /// The topology of this scenario.
@@ -115,6 +123,8 @@ pub fn all() -> Vec<Scenario> {
                 own_channels: true,
             },
         ),
+        Scenario::new("2host-64B", 64, TwoHost),
+        Scenario::new("2host-1518B", 1518, TwoHost),
     ]
 }
 
@@ -129,6 +139,8 @@ pub struct PortDef {
     pub guest: bool,
     /// Extra MACs the FDB holds behind this port before traffic starts.
     pub extra_macs: Vec<[u8; 6]>,
+    /// The host whose switch it is on (0 but in the two-host scenarios: 0 is A, 1 is B).
+    pub host: usize,
 }
 
 /// What one guest does.
@@ -166,12 +178,22 @@ impl Topology {
             mac: mac(0, n as u32),
             guest: true,
             extra_macs: Vec::new(),
+            host: 0,
         }
     }
 
     fn build(s: &Scenario) -> Topology {
         let c = BASE_CHANNEL;
         match s.kind {
+            Kind::TwoHost => {
+                let mut t = Self::build(&Scenario::new(
+                    &s.name,
+                    s.frame_len,
+                    Kind::Pair { bidir: false },
+                ));
+                t.ports[1].host = 1;
+                t
+            }
             Kind::Pair { bidir } => {
                 let ports = vec![Self::port(c, 0), Self::port(c, 1)];
                 let (m0, m1) = (ports[0].mac, ports[1].mac);

@@ -4,6 +4,7 @@
 pub mod ovs;
 pub mod proc;
 pub mod testpmd;
+pub mod uplinked;
 pub mod vswitch;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,15 @@ pub const VSWITCH_POLL: &str = "vswitch-poll";
 pub const MEMCPY: &str = "memcpy";
 pub const TESTPMD: &str = "testpmd";
 pub const OVS: &str = "ovs-dpdk";
+/// Two switches joined by VXLAN uplinks across a veth pair (two-host scenarios).
+pub const VSWITCH_VXLAN: &str = "vswitch-vxlan";
+/// Two switches joined by 802.1ad uplinks on a veth pair (two-host scenarios).
+pub const VSWITCH_DOT1AD: &str = "vswitch-dot1ad";
+/// The Linux kernel's VXLAN devices across the same kind of veth pair (two-host scenarios).
+pub const KERNEL_VXLAN: &str = "kernel-vxlan";
+
+/// The peers of the two-host scenarios.
+pub const TWO_HOST: [&str; 3] = [VSWITCH_VXLAN, VSWITCH_DOT1AD, KERNEL_VXLAN];
 
 /// What the traffic engine measured over the window, for the forwarder's cost.
 #[derive(Debug, Clone, Copy)]
@@ -82,8 +92,12 @@ pub trait Forwarder {
 }
 
 /// Whether `peer` measures `scenario` (the external peers only do the two-port ones: they
-/// are baselines for the switching scenarios, not switches under scaling tests).
+/// are baselines for the switching scenarios, not switches under scaling tests; the two-host
+/// peers only do the two-host scenarios, and only they do).
 pub fn supports(peer: &str, scenario: &Scenario) -> bool {
+    if TWO_HOST.contains(&peer) || scenario.is_two_host() {
+        return TWO_HOST.contains(&peer) && scenario.is_two_host();
+    }
     match peer {
         VSWITCH | VSWITCH_POLL => true,
         _ => scenario.is_pair(),
@@ -99,6 +113,18 @@ pub fn start(peer: &str, topo: &Topology, ctx: &Ctx, tag: &str) -> Result<Box<dy
         VSWITCH_POLL => Box::new(vswitch::Vswitch::start(topo, ctx, &dir, true)?),
         TESTPMD => Box::new(testpmd::Testpmd::start(topo, ctx, &dir)?),
         OVS => Box::new(ovs::Ovs::start(topo, ctx, &dir)?),
+        VSWITCH_VXLAN => Box::new(uplinked::Uplinked::start(
+            topo,
+            ctx,
+            &dir,
+            uplinked::Wire::Vxlan,
+        )?),
+        VSWITCH_DOT1AD => Box::new(uplinked::Uplinked::start(
+            topo,
+            ctx,
+            &dir,
+            uplinked::Wire::Dot1ad,
+        )?),
         other => anyhow::bail!("unknown peer {other}"),
     })
 }

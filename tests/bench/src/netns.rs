@@ -1,0 +1,234 @@
+//! Two hosts as network namespaces for the two-host scenarios: named namespaces this process
+//! creates (`ip netns add`), joined by one veth pair, deleted (with every interface in them)
+//! when dropped. Nothing is created in the namespace the benchmark runs in, and no thread of
+//! the benchmark changes namespace for good: what must live in a namespace (sockets, counter
+//! reads) is done on a thread that enters it and ends.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Underlay address of host A (on `va`) and host B (on `vb`).
+pub const ADDR_A: &str = "10.99.0.1";
+pub const ADDR_B: &str = "10.99.0.2";
+/// The veth pair's interfaces.
+pub const IF_A: &str = "va";
+pub const IF_B: &str = "vb";
+/// Underlay MTU: a 1518-byte frame needs 1518 + 36 (outer IPv4, UDP, VXLAN) = 1554 bytes of
+/// IP packet, 4 more than 1500 for an 802.1ad tag.
+pub const UNDERLAY_MTU: u32 = 1600;
+
+/// Why the two-host scenarios cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces and a veth pair)".into());
+    }
+    None
+}
+
+/// Runs `ip ARGS`, failing with its stderr.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `vswb-<tag>-<pid>-<n>` with its loopback up.
+    pub fn new(tag: &str) -> Result<Netns> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "vswb-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip ARGS` inside this namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Sets sysctl `key` to `value` inside this namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sysctl", "-qw"])
+            .arg(format!("{key}={value}"))
+            .output()
+            .with_context(|| format!("running sysctl in {}", self.name))?;
+        if !out.status.success() {
+            bail!(
+                "sysctl {key}={value} in {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a new thread inside this namespace (sockets it opens live there) and
+    /// returns what it returned. The thread keeps the caller's CPU affinity.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter(&path)?;
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow!("a thread inside {} panicked", self.name))?
+        })
+    }
+
+    /// Path of the namespace's handle, for [`enter`].
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// The counters of interface `ifname` inside this namespace.
+    pub fn if_counters(&self, ifname: &str) -> Result<IfCounters> {
+        let dev = self.run(|| {
+            // The calling thread's namespace (/proc/self/net would be the main thread's).
+            std::fs::read_to_string("/proc/thread-self/net/dev")
+                .context("reading /proc/thread-self/net/dev")
+        })?;
+        IfCounters::parse(&dev, ifname)
+            .ok_or_else(|| anyhow!("no interface {ifname} in {}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// Moves the calling thread into the network namespace whose handle is at `path` (for good:
+/// call it only on a thread of its own).
+pub fn enter(path: &str) -> Result<()> {
+    let ns = File::open(path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: `ns` is an open namespace descriptor for the duration of the call; setns moves
+    // only the calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({path}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An interface's counters from /proc/net/dev.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IfCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets the interface dropped on receive.
+    pub rx_dropped: u64,
+}
+
+impl IfCounters {
+    fn parse(dev: &str, ifname: &str) -> Option<IfCounters> {
+        dev.lines().find_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            if name.trim() != ifname {
+                return None;
+            }
+            // rx: bytes packets errs drop fifo frame compressed multicast, then tx.
+            let v: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            Some(IfCounters {
+                rx_packets: *v.get(1)?,
+                rx_dropped: *v.get(3)?,
+            })
+        })
+    }
+}
+
+/// Host A and host B, joined by the veth pair `va` (A, [`ADDR_A`]) — `vb` (B, [`ADDR_B`]),
+/// both of MTU [`UNDERLAY_MTU`], up, IPv6 off (no neighbour discovery on the wire).
+pub struct TwoHosts {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl TwoHosts {
+    /// Creates both namespaces and the veth pair.
+    pub fn new() -> Result<TwoHosts> {
+        let hosts = TwoHosts {
+            a: Netns::new("a")?,
+            b: Netns::new("b")?,
+        };
+        let mtu = UNDERLAY_MTU.to_string();
+        ip(&[
+            "link",
+            "add",
+            IF_A,
+            "netns",
+            hosts.a.name(),
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            IF_B,
+            "netns",
+            hosts.b.name(),
+            "mtu",
+            &mtu,
+        ])?;
+        for (ns, ifname, addr) in [(&hosts.a, IF_A, ADDR_A), (&hosts.b, IF_B, ADDR_B)] {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", ifname])?;
+            ns.ip(&["link", "set", ifname, "up"])?;
+        }
+        Ok(hosts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IfCounters;
+
+    #[test]
+    fn parses_proc_net_dev() {
+        let dev = "Inter-|   Receive                                                |  Transmit\n \
+             face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+             lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\n   \
+             vxb: 6400000  100000    0    7    0     0          0         0      512       4    0    2    0     0       0          0\n";
+        let c = IfCounters::parse(dev, "vxb").expect("vxb");
+        assert_eq!((c.rx_packets, c.rx_dropped), (100000, 7));
+        assert!(IfCounters::parse(dev, "vx").is_none());
+    }
+}
