@@ -119,6 +119,45 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Sets sysctl `key` to `value` inside this namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")])
+            .map(|_| ())
+    }
+
+    /// Path of the namespace's handle, for [`enter`].
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs `f` on a new thread inside this namespace (sockets it opens live there) and
+    /// returns what it returned. The thread keeps the caller's CPU affinity.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter(&path)?;
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("a thread inside {} panicked", self.name))?
+        })
+    }
+}
+
+/// Moves the calling thread into the network namespace whose handle is at `path` (for good:
+/// call it only on a thread of its own).
+pub fn enter(path: &str) -> Result<()> {
+    let ns = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: `ns` is an open namespace descriptor for the duration of the call; setns moves
+    // only the calling thread.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({path}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);

@@ -110,11 +110,11 @@ fn generate(
         .collect();
     let (mut sent, mut batches, mut refused) = (0u64, 0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
+        let (raw, hdrs, n) = (fd.as_raw_fd(), msgs.as_mut_ptr(), batch as libc::c_uint);
         // SAFETY: `msgs` holds `batch` valid headers, each pointing at `iov`, which points at
         // `frame`; all alive and unchanged during the call (the kernel only reads them and
         // writes msg_len).
-        let rc =
-            unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), batch as libc::c_uint, 0) };
+        let rc = unsafe { libc::sendmmsg(raw, hdrs, n, 0) };
         if rc > 0 {
             sent += rc as u64;
         } else {
@@ -158,7 +158,7 @@ pub fn run(
     let batch = if batch == 0 { 64 } else { batch };
     // The same frames as the in-process generator's: guest 0 to guest 1.
     let frame = build_frame(mac(0, 1), mac(0, 0), frame_len);
-    let start_rx = hosts.b.if_counters(VX_B)?;
+    let start_rx = netns::if_counters(&hosts.b, VX_B)?;
     let stop = Arc::new(AtomicBool::new(false));
     let c = Arc::new(GenCounters::default());
     let ns_path = hosts.a.path();
@@ -182,7 +182,7 @@ pub fn run(
     let (s0, s1, other_load) = result?;
     // Let what is still on its way arrive, then count the whole run.
     thread::sleep(Duration::from_millis(100));
-    let end_rx = hosts.b.if_counters(VX_B)?;
+    let end_rx = netns::if_counters(&hosts.b, VX_B)?;
     let sent_total = c.sent.load(Ordering::Relaxed);
     let received_total = end_rx.rx_packets - start_rx.rx_packets;
     let secs = (s1.at - s0.at).as_secs_f64().max(1e-9);
@@ -254,7 +254,7 @@ fn measure(
         }
         Ok(Snap {
             at: Instant::now(),
-            rx: b.if_counters(VX_B)?,
+            rx: netns::if_counters(b, VX_B)?,
             sent: c.sent.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             gen_cpu: sys::thread_cpu_ns(gen),

@@ -1,15 +1,11 @@
-//! Two hosts as network namespaces for the two-host scenarios: named namespaces this process
-//! creates (`ip netns add`), joined by one veth pair, deleted (with every interface in them)
-//! when dropped. Nothing is created in the namespace the benchmark runs in, and no thread of
+//! Two hosts as network namespaces for the two-host scenarios (`vswitch_tests::netns`: named
+//! namespaces this process creates, deleted with every interface in them when dropped), joined
+//! by one veth pair. Nothing is created in the namespace the benchmark runs in, and no thread of
 //! the benchmark changes namespace for good: what must live in a namespace (sockets, counter
 //! reads) is done on a thread that enters it and ends.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+pub use vswitch_tests::netns::{enter, ip, Netns};
 
 /// Underlay address of host A (on `va`) and host B (on `vb`).
 pub const ADDR_A: &str = "10.99.0.1";
@@ -30,120 +26,14 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// Runs `ip ARGS`, failing with its stderr.
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// A named network namespace, deleted on drop.
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates `vswb-<tag>-<pid>-<n>` with its loopback up.
-    pub fn new(tag: &str) -> Result<Netns> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "vswb-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Runs `ip ARGS` inside this namespace.
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// Sets sysctl `key` to `value` inside this namespace.
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sysctl", "-qw"])
-            .arg(format!("{key}={value}"))
-            .output()
-            .with_context(|| format!("running sysctl in {}", self.name))?;
-        if !out.status.success() {
-            bail!(
-                "sysctl {key}={value} in {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
-    /// Runs `f` on a new thread inside this namespace (sockets it opens live there) and
-    /// returns what it returned. The thread keeps the caller's CPU affinity.
-    pub fn run<R: Send>(&self, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                enter(&path)?;
-                f()
-            })
-            .join()
-            .map_err(|_| anyhow!("a thread inside {} panicked", self.name))?
-        })
-    }
-
-    /// Path of the namespace's handle, for [`enter`].
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    /// The counters of interface `ifname` inside this namespace.
-    pub fn if_counters(&self, ifname: &str) -> Result<IfCounters> {
-        let dev = self.run(|| {
-            // The calling thread's namespace (/proc/self/net would be the main thread's).
-            std::fs::read_to_string("/proc/thread-self/net/dev")
-                .context("reading /proc/thread-self/net/dev")
-        })?;
-        IfCounters::parse(&dev, ifname)
-            .ok_or_else(|| anyhow!("no interface {ifname} in {}", self.name))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("warning: {e:#}");
-        }
-    }
-}
-
-/// Moves the calling thread into the network namespace whose handle is at `path` (for good:
-/// call it only on a thread of its own).
-pub fn enter(path: &str) -> Result<()> {
-    let ns = File::open(path).with_context(|| format!("opening {path}"))?;
-    // SAFETY: `ns` is an open namespace descriptor for the duration of the call; setns moves
-    // only the calling thread.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns({path}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+/// The counters of interface `ifname` inside namespace `ns`.
+pub fn if_counters(ns: &Netns, ifname: &str) -> Result<IfCounters> {
+    let dev = ns.run(|| {
+        // The calling thread's namespace (/proc/self/net would be the main thread's).
+        std::fs::read_to_string("/proc/thread-self/net/dev")
+            .context("reading /proc/thread-self/net/dev")
+    })?;
+    IfCounters::parse(&dev, ifname).ok_or_else(|| anyhow!("no interface {ifname} in {}", ns.name()))
 }
 
 /// An interface's counters from /proc/net/dev.

@@ -104,15 +104,20 @@ mod tests {
         let allowed = allowed_cpus();
         let first = allowed.first().copied().unwrap_or(0);
         assert_eq!(
-            poll_cores(&parse_list(&first.to_string(), &at).unwrap(), &at).ok(),
+            poll_cores(
+                &parse_list(&first.to_string(), &at).expect("a valid list"),
+                &at
+            )
+            .ok(),
             Some(vec![first])
         );
-        let twice = parse_list(&format!("{first},{first}"), &at).unwrap();
+        let twice = parse_list(&format!("{first},{first}"), &at).expect("a valid list");
         let e = poll_cores(&twice, &at).expect_err("twice");
         assert!(e.to_string().contains("twice"), "{e}");
-        let e = poll_cores(&parse_list("4000", &at).unwrap(), &at).expect_err("absent");
+        let e =
+            poll_cores(&parse_list("4000", &at).expect("a valid list"), &at).expect_err("absent");
         assert!(e.to_string().contains("not available"), "{e}");
-        let e = poll_cores(&parse_list("x", &at).unwrap(), &at).expect_err("text");
+        let e = poll_cores(&parse_list("x", &at).expect("a valid list"), &at).expect_err("text");
         assert!(e.to_string().contains("not a CPU number"), "{e}");
         assert_eq!(parse_list("", &at).ok(), Some(vec![]));
         let e = parse_list("1,,2,-,a", &at).expect_err("empty item");

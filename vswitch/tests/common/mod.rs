@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod vxlan_net;
 pub mod wire;
 
 use std::sync::Arc;
