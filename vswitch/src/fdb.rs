@@ -1,4 +1,6 @@
-//! The forwarding database: (channel, MAC) → port, learned from traffic, aged, limited per port.
+//! The forwarding database: (channel, MAC) → port, learned from traffic, aged, limited per port;
+//! plus one static entry per port configured with `mac=` (never aged, never evicted, never moved
+//! by a frame from another port: such a frame is a spoof).
 //!
 //! Every datapath thread looks up and learns concurrently, so the table is lock-free: a
 //! fixed array of 8-slot buckets whose slots are pairs of atomic words (key, value). Lookups are
@@ -37,6 +39,14 @@ pub fn mac48(mac: &[u8; 6]) -> u64 {
 #[inline]
 fn value(port: PortId, now: u32) -> u64 {
     (u64::from(now) << 32) | u64::from(port.get() & 0x00ff_ffff)
+}
+
+/// Set in the value of a static entry (above the 24 port bits, below the timestamp).
+const STATIC: u64 = 1 << 31;
+
+#[inline]
+fn is_static(v: u64) -> bool {
+    v & STATIC != 0
 }
 
 #[inline]
@@ -105,6 +115,8 @@ pub enum Learn {
     Learned,
     /// The port already has its limit of MACs: not learned, the frame should be dropped.
     LimitReached,
+    /// The MAC is another port's configured address: the frame is a spoof and is dropped.
+    Claimed,
 }
 
 /// One entry, for listing.
@@ -116,8 +128,10 @@ pub struct FdbEntry {
     pub mac: MacAddr,
     /// Port it was learned on.
     pub port: PortId,
-    /// Seconds since it was last seen.
+    /// Seconds since it was last seen (0 for a static entry).
     pub age_s: u32,
+    /// A port's configured MAC: never aged, never moved by traffic.
+    pub is_static: bool,
 }
 
 /// The forwarding database.
@@ -165,7 +179,7 @@ impl Fdb {
     #[inline]
     fn fresh(&self, v: u64, now: u32) -> bool {
         let t = val_time(v);
-        t != 0 && now.saturating_sub(t) <= self.aging_s
+        is_static(v) || (t != 0 && now.saturating_sub(t) <= self.aging_s)
     }
 
     /// Where `mac` was last seen in `channel`, if it has not aged out.
@@ -230,6 +244,12 @@ impl Fdb {
                 continue;
             }
             let v = b.vals[i].load(Ordering::Acquire);
+            if is_static(v) {
+                return match val_port(v) == port {
+                    true => Learn::Known,
+                    false => Learn::Claimed,
+                };
+            }
             if val_port(v) == port {
                 let fresh = self.fresh(v, now);
                 if val_time(v) != now {
@@ -249,8 +269,19 @@ impl Fdb {
         if self.count(port) >= limit {
             return Learn::LimitReached;
         }
-        // Take an empty slot, else an expired one, else the oldest.
-        let mut victim = 0usize;
+        match self.take_slot(b, k, value(port, now)) {
+            true => Learn::Learned,
+            // Lost a race for the slot (or every slot is static): the frame still goes; the
+            // MAC is learned next time.
+            false => Learn::Known,
+        }
+    }
+
+    /// Puts `(k, v)` into an empty slot of `b`, else the oldest learned one (an expired entry
+    /// is older than every live one); never a static entry. False when every slot is static
+    /// or another writer took the slot first.
+    fn take_slot(&self, b: &Bucket, k: u64, v: u64) -> bool {
+        let mut victim = None;
         let mut oldest = u32::MAX;
         for i in 0..SLOTS {
             let cur = b.keys[i].load(Ordering::Acquire);
@@ -259,33 +290,55 @@ impl Fdb {
                     .compare_exchange(EMPTY, k, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    b.vals[i].store(value(port, now), Ordering::Release);
-                    self.inc(port);
-                    return Learn::Learned;
+                    b.vals[i].store(v, Ordering::Release);
+                    self.inc(val_port(v));
+                    return true;
                 }
                 continue;
             }
-            let t = val_time(b.vals[i].load(Ordering::Acquire));
-            if t < oldest {
-                oldest = t;
-                victim = i;
+            let old = b.vals[i].load(Ordering::Acquire);
+            if !is_static(old) && val_time(old) <= oldest {
+                oldest = val_time(old);
+                victim = Some(i);
             }
         }
+        let Some(victim) = victim else {
+            return false;
+        };
         let cur = b.keys[victim].load(Ordering::Acquire);
         let old = b.vals[victim].load(Ordering::Acquire);
-        if b.keys[victim]
-            .compare_exchange(cur, k, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        if is_static(old)
+            || b.keys[victim]
+                .compare_exchange(cur, k, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
         {
-            if cur != EMPTY {
-                self.dec(val_port(old));
-            }
-            b.vals[victim].store(value(port, now), Ordering::Release);
-            self.inc(port);
-            return Learn::Learned;
+            return false;
         }
-        // Lost a race for the slot: the frame still goes; the MAC is learned next time.
-        Learn::Known
+        if cur != EMPTY {
+            self.dec(val_port(old));
+        }
+        b.vals[victim].store(v, Ordering::Release);
+        self.inc(val_port(v));
+        true
+    }
+
+    /// Makes `mac` in `channel` a static entry of `port` (the port's configured address):
+    /// replaces whatever was learned for it. Control plane only (called under the switch's
+    /// port lock, so two static writers never race). False when its bucket holds only other
+    /// static entries (the MAC is then learned from traffic like any other).
+    pub fn add_static(&self, channel: ChannelId, mac: &[u8; 6], port: PortId) -> bool {
+        let k = key(channel, mac);
+        let v = STATIC | u64::from(port.get() & 0x00ff_ffff);
+        let b = self.bucket(k);
+        for i in 0..SLOTS {
+            if b.keys[i].load(Ordering::Acquire) == k {
+                let old = b.vals[i].swap(v, Ordering::AcqRel);
+                self.dec(val_port(old));
+                self.inc(port);
+                return true;
+            }
+        }
+        self.take_slot(b, k, v)
     }
 
     /// MACs currently counted against `port`.
@@ -338,7 +391,7 @@ impl Fdb {
     pub fn expire(&self) -> usize {
         let now = self.now();
         let aging = self.aging_s;
-        self.remove_where(|_, v| now.saturating_sub(val_time(v)) > aging)
+        self.remove_where(|_, v| !is_static(v) && now.saturating_sub(val_time(v)) > aging)
     }
 
     /// Forgets every entry learned on `port` (port removed, or moved to another channel).
@@ -374,7 +427,11 @@ impl Fdb {
                     channel,
                     mac: MacAddr::new(mac),
                     port: val_port(v),
-                    age_s: now.saturating_sub(val_time(v)),
+                    age_s: match is_static(v) {
+                        true => 0,
+                        false => now.saturating_sub(val_time(v)),
+                    },
+                    is_static: is_static(v),
                 });
             }
         }
@@ -384,122 +441,4 @@ impl Fdb {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ch(n: u16) -> ChannelId {
-        ChannelId::new(n).expect("valid test channel")
-    }
-
-    fn mac(i: u32) -> [u8; 6] {
-        let b = i.to_be_bytes();
-        [0x52, 0x54, b[0], b[1], b[2], b[3]]
-    }
-
-    #[test]
-    fn learn_then_lookup_is_per_channel() {
-        let f = Fdb::new(1024, 300);
-        let now = f.now();
-        assert_eq!(
-            f.learn(ch(100), &mac(1), PortId(3), 10, now),
-            Learn::Learned
-        );
-        assert_eq!(f.lookup(ch(100), &mac(1), now), Some(PortId(3)));
-        assert_eq!(f.lookup(ch(200), &mac(1), now), None);
-        assert_eq!(f.learn(ch(100), &mac(1), PortId(3), 10, now), Learn::Known);
-        assert_eq!(f.count(PortId(3)), 1);
-    }
-
-    #[test]
-    fn move_between_ports_updates_counts() {
-        let f = Fdb::new(1024, 300);
-        let now = f.now();
-        f.learn(ch(1), &mac(1), PortId(1), 10, now);
-        assert_eq!(f.learn(ch(1), &mac(1), PortId(2), 10, now), Learn::Learned);
-        assert_eq!(f.lookup(ch(1), &mac(1), now), Some(PortId(2)));
-        assert_eq!(f.count(PortId(1)), 0);
-        assert_eq!(f.count(PortId(2)), 1);
-    }
-
-    #[test]
-    fn limit_refuses_new_macs_but_keeps_known() {
-        let f = Fdb::new(4096, 300);
-        let now = f.now();
-        for i in 0..5 {
-            assert_eq!(f.learn(ch(1), &mac(i), PortId(1), 5, now), Learn::Learned);
-        }
-        assert_eq!(
-            f.learn(ch(1), &mac(99), PortId(1), 5, now),
-            Learn::LimitReached
-        );
-        assert_eq!(f.learn(ch(1), &mac(0), PortId(1), 5, now), Learn::Known);
-        assert_eq!(f.lookup(ch(1), &mac(99), now), None);
-    }
-
-    #[test]
-    fn aging_hides_and_expire_removes() {
-        let f = Fdb::new(1024, 10);
-        f.learn(ch(1), &mac(1), PortId(1), 10, 1);
-        assert_eq!(f.lookup(ch(1), &mac(1), 5), Some(PortId(1)));
-        assert_eq!(f.lookup(ch(1), &mac(1), 20), None);
-        assert_eq!(f.expire(), 0, "clock has not advanced in real time");
-    }
-
-    #[test]
-    fn flush_port_and_entries() {
-        let f = Fdb::new(1024, 300);
-        let now = f.now();
-        f.learn(ch(1), &mac(1), PortId(1), 10, now);
-        f.learn(ch(2), &mac(2), PortId(2), 10, now);
-        assert_eq!(f.entries().len(), 2);
-        assert_eq!(f.flush_port(PortId(1)), 1);
-        let e = f.entries();
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].port, PortId(2));
-        assert_eq!(e[0].mac, MacAddr::new(mac(2)));
-        assert_eq!(f.count(PortId(1)), 0);
-    }
-
-    #[test]
-    fn full_bucket_evicts_and_stays_consistent() {
-        let f = Fdb::new(8, 300); // one bucket
-        let now = f.now();
-        for i in 0..100 {
-            f.learn(ch(1), &mac(i), PortId(1), 1000, now);
-        }
-        assert!(f.entries().len() <= 8);
-        assert_eq!(f.count(PortId(1)) as usize, f.entries().len());
-        assert_eq!(f.lookup(ch(1), &mac(99), now), Some(PortId(1)));
-    }
-
-    #[test]
-    fn prepared_probe_matches_lookup() {
-        let f = Fdb::new(1024, 300);
-        let now = f.now();
-        f.learn(ch(5), &mac(1), PortId(4), 10, now);
-        for m in [mac(1), mac(2), [0xff; 6], [0x01, 0x00, 0x5e, 0, 0, 1]] {
-            let p = f.probe(ch(5), &m);
-            assert_eq!(p.mac(), m);
-            assert_eq!(p.is_multicast(), MacAddr::new(m).is_multicast());
-            f.prefetch(&p);
-            assert_eq!(f.lookup_probe(&p, now), f.lookup(ch(5), &m, now));
-        }
-        assert_eq!(
-            f.lookup_probe(&f.probe(ch(5), &mac(1)), now),
-            Some(PortId(4))
-        );
-    }
-
-    #[test]
-    fn ten_thousand_macs_fit() {
-        let f = Fdb::new(1 << 17, 300);
-        let now = f.now();
-        for i in 0..10_000 {
-            f.learn(ch(7), &mac(i), PortId(i % 50), 100_000, now);
-        }
-        let found = (0..10_000)
-            .filter(|&i| f.lookup(ch(7), &mac(i), now) == Some(PortId(i % 50)))
-            .count();
-        assert_eq!(found, 10_000);
-    }
-}
+mod tests;

@@ -113,8 +113,11 @@ pub struct FdbEntryInfo {
     pub mac: String,
     /// Port name.
     pub port: String,
-    /// Seconds since last seen.
+    /// Seconds since last seen (0 for a static entry).
     pub age_s: u32,
+    /// The port's configured MAC (`mac=`): never aged, never moved by traffic.
+    #[serde(rename = "static")]
+    pub is_static: bool,
 }
 
 /// Counters of one port.

@@ -195,9 +195,50 @@ fn source_spoofing_on_a_locked_port_is_dropped() {
     assert_eq!(got.len(), 1, "only the honest frame");
     let d = net.sw.stats().port("vm1").expect("vm1").switch.drops;
     assert_eq!(d.source_spoof, 2);
-    // The spoofed MAC was not learned on vm1.
+    // The spoofed MAC was not learned on vm1: it stays vm2's (port id 1) configured address.
     let now = net.sw.core().fdb.now();
-    assert_eq!(net.sw.core().fdb.lookup(ch(100), &mac(2), now), None);
+    assert_eq!(
+        net.sw.core().fdb.lookup(ch(100), &mac(2), now),
+        Some(PortId::new(1))
+    );
+}
+
+#[test]
+fn a_configured_mac_is_known_before_its_guest_sends_and_cannot_be_claimed() {
+    // vm9 is not source-locked: only the static FDB entry of vm2's `mac=` stops it.
+    let net = Net::new(&[
+        vm("vm1", 100, Some(mac(1))),
+        vm("vm2", 100, Some(mac(2))),
+        vm("vm9", 100, None),
+    ]);
+    let mut g1 = net.guest("vm1", mac(1));
+    let mut g2 = net.guest("vm2", mac(2));
+    let mut g9 = net.guest("vm9", mac(9));
+    // vm2 has never sent a frame: unicast to it is not flooded.
+    for i in 0..5 {
+        g1.send(&eth(mac(2), mac(1), i)).expect("send");
+    }
+    assert!(g1.wait_tx_used(5, T));
+    assert_eq!(drain(&mut g2).len(), 5);
+    assert_eq!(drain(&mut g9).len(), 0, "not flooded to vm9");
+    let st = net.sw.stats();
+    assert_eq!(st.port("vm1").expect("vm1").switch.flooded, 0);
+    // vm9 claims vm2's MAC: a spoof, the entry stays with vm2.
+    g9.send(&eth(BCAST, mac(2), 100)).expect("send");
+    assert!(g9.wait_tx_used(1, T));
+    assert_eq!(drain(&mut g1).len(), 0, "the claiming frame is dropped");
+    let d = net.sw.stats().port("vm9").expect("vm9").switch.drops;
+    assert_eq!(d.source_spoof, 1);
+    g1.send(&eth(mac(2), mac(1), 200)).expect("send");
+    assert_eq!(drain(&mut g2), vec![eth(mac(2), mac(1), 200)]);
+    assert_eq!(drain(&mut g9).len(), 0);
+    // Moved to channel 200, its static entry moves with it.
+    net.sw.associate("vm2", ch(200)).expect("associate");
+    let fdb = net.sw.fdb();
+    assert!(fdb
+        .iter()
+        .any(|e| e.channel == 200 && e.port == "vm2" && e.is_static));
+    assert!(!fdb.iter().any(|e| e.channel == 100 && e.port == "vm2"));
 }
 
 #[test]

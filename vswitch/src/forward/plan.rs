@@ -193,10 +193,12 @@ fn check_source(
             return Ok(Some(origin));
         }
     }
-    if fdb.learn(from.channel, &src, from.port, from.mac_limit, now) == Learn::LimitReached {
-        return Err(DropReason::MacLimit);
+    match fdb.learn(from.channel, &src, from.port, from.mac_limit, now) {
+        Learn::LimitReached => Err(DropReason::MacLimit),
+        // Another port's configured MAC: only that port may send from it.
+        Learn::Claimed => Err(DropReason::SourceSpoof),
+        Learn::Known | Learn::Learned => Ok(None),
     }
-    Ok(None)
 }
 
 /// The local VEPA VM a frame from an uplink came from, if its source MAC is learned behind

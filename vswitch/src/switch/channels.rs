@@ -27,6 +27,7 @@ impl Switch {
             .associate(VmId::new(id, mac), ChannelInfo::new(channel, mode))
             .map_err(SwitchError::Registry)?;
         self.core.fdb.flush_port(id);
+        self.pin_mac(id, channel, mac);
         info!("port {name} associated with channel {channel}");
         Ok(())
     }

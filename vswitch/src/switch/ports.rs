@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use log::info;
-use vswitch_channels::{ChannelInfo, PortId, VmId};
+use log::{info, warn};
+use vswitch_channels::{ChannelId, ChannelInfo, MacAddr, PortId, VmId};
 use vswitch_vhost::{NetPort, PortConfig, PortHandle};
 
 use super::Switch;
@@ -82,6 +82,9 @@ impl Switch {
             serial: self.next_serial(),
         });
         self.core.ports.store(Arc::new(table.with(id, Some(entry))));
+        if associate {
+            self.pin_mac(id, spec.channel, spec.mac);
+        }
         running.ports.insert(id, port);
         running.sockets.insert(key, spec.name.clone());
         let on = match associate {
@@ -123,6 +126,17 @@ impl Switch {
         }
         info!("port {name} removed");
         Ok(())
+    }
+
+    /// Puts a port's configured MAC in the FDB as a static entry on its channel: frames to it
+    /// go straight to the port (never flooded, even before the guest sends a frame), and a
+    /// frame from another port claiming it is a spoof. Called under the port lock, after the
+    /// port is in the published table and on `channel`.
+    pub(super) fn pin_mac(&self, id: PortId, channel: ChannelId, mac: Option<MacAddr>) {
+        let Some(mac) = mac else { return };
+        if !self.core.fdb.add_static(channel, mac.as_bytes(), id) {
+            warn!("port {}: MAC {mac} not pinned in the FDB (its bucket is full of static entries); it is learned from traffic instead", id.get());
+        }
     }
 
     pub(super) fn port_id(&self, name: &str) -> Result<PortId, SwitchError> {

@@ -74,6 +74,7 @@ impl Switch {
                     .get(e.port)
                     .map_or_else(|| format!("#{}", e.port.get()), |p| p.name.clone()),
                 age_s: e.age_s,
+                is_static: e.is_static,
             })
             .collect()
     }
