@@ -78,6 +78,9 @@ drop_reasons! {
     /// A frame from the wire whose encapsulation does not parse (a truncated or invalid
     /// 802.1ad or VXLAN header): dropped by the uplink before switching.
     Malformed => malformed,
+    /// Over the sending VM's rate limit (`rate=`, `pps=`): dropped on ingress, like OVS's
+    /// ingress policing.
+    Policed => policed,
 }
 
 impl DropReason {

@@ -17,6 +17,9 @@ pub enum SwitchError {
     /// No port with this name.
     #[error("no port named {0:?}: list ports to see their names")]
     NoSuchPort(String),
+    /// The operation applies to VM ports only.
+    #[error("{0:?} is an uplink: {1} applies to VM ports only")]
+    NotAVm(String, &'static str),
     /// Port ids exhausted.
     #[error("too many ports (limit {0}): remove unused ports first")]
     TooManyPorts(usize),

@@ -9,7 +9,7 @@
 //! Module map:
 //! - the datapath: [`datapath`] (a thread's pass over its ports: the one driver), [`event`]
 //!   and [`poll`] (what a thread does when idle), [`forward`] (plan, delivery check,
-//!   delivery), [`fdb`];
+//!   delivery), [`fdb`], [`police`] (per-VM rate limits);
 //! - the tables: [`core`] (what every datapath thread reads), [`port`] (VM ports, uplinks,
 //!   the port table), [`counters`], [`uplink`] (uplink transports);
 //! - the control plane: [`switch`] (adding ports, moving VMs, views), [`spec`] (what a port
@@ -27,6 +27,7 @@ mod error;
 pub mod event;
 pub mod fdb;
 pub mod forward;
+pub mod police;
 pub mod poll;
 pub mod port;
 pub mod spec;

@@ -3,6 +3,7 @@
 //! ```text
 //! vswitch run [--config FILE] [--port SPEC]... [--uplink SPEC]... [--ctl PATH] [--log-level LEVEL] [--stats-interval SECS]
 //!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N]
+//!          [,rate=MBIT[,burst=KB]][,pps=N]
 //!   uplink SPEC = NAME,kind=dot1ad,interface=IF[,channels=LIST][,reflective-relay=on|off][,mac-limit=N][,mtu=N]
 //!               | NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N]
 //! vswitch ctl --ctl PATH <command> [args]
@@ -68,6 +69,9 @@ Ports come from --config FILE (first) and --port flags (then). SPEC keys:
   mac-limit=N       most MACs this port may have learned at once
   mtu=N             MTU offered to the guest, 68..=9000 (default 1500)
   socket-mode=MODE  permissions of the socket, octal (default [switch] socket_mode, 0660)
+  rate=MBIT         most the VM may send, Mbit/s; excess frames are dropped (policed)
+  burst=KB          depth of the rate= bucket (default 10 ms at the rate, at least 16 KiB)
+  pps=N             most frames per second the VM may send
 
 Uplinks (trunks to other hosts, each frame with its channel on the wire) come from [[uplink]]
 tables (first) and --uplink flags (then):
@@ -208,6 +212,21 @@ enum CtlCommand {
     Disassociate {
         /// Port name.
         name: String,
+    },
+    /// Limit what a VM may send (frames beyond are dropped and counted `policed`); with no
+    /// limit given, remove its limits.
+    SetRate {
+        /// Port name.
+        name: String,
+        /// Mbit/s.
+        #[arg(long, value_name = "MBIT")]
+        rate: Option<String>,
+        /// Bucket depth of --rate, KB (default: 10 ms at the rate, at least 16 KiB).
+        #[arg(long, value_name = "KB")]
+        burst: Option<String>,
+        /// Frames per second.
+        #[arg(long, value_name = "N")]
+        pps: Option<String>,
     },
 }
 
@@ -407,6 +426,17 @@ fn ctl_client(args: CtlArgs) -> anyhow::Result<ExitCode> {
             channel: Value::String(svid),
         },
         CtlCommand::Disassociate { name } => Request::Disassociate { name },
+        CtlCommand::SetRate {
+            name,
+            rate,
+            burst,
+            pps,
+        } => Request::SetRate {
+            name,
+            rate: rate.map(RawNumber::Text),
+            burst: burst.map(RawNumber::Text),
+            pps: pps.map(RawNumber::Text),
+        },
     };
     let timeout = Duration::from_secs(args.timeout.max(1));
     let resp = ctl::request(&args.ctl, &req, timeout)?;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use vswitch_channels::{ChannelId, ChannelMode, MacAddr};
 use vswitch_vhost::SocketRole;
 
+use crate::police::RateLimit;
+
 /// Default FDB aging time.
 pub const DEFAULT_AGING: Duration = Duration::from_secs(300);
 /// Default number of MACs one port may have learned at once.
@@ -35,6 +37,8 @@ pub struct PortSpec {
     pub mtu: u16,
     /// Permissions of the socket (listen role; `None`: the switch default).
     pub socket_mode: Option<u32>,
+    /// Transmit-side rate limit (`rate=`, `burst=`, `pps=`); default: none.
+    pub rate: RateLimit,
 }
 
 impl PortSpec {
@@ -50,6 +54,7 @@ impl PortSpec {
             mac_limit: None,
             mtu: 1500,
             socket_mode: None,
+            rate: RateLimit::default(),
         }
     }
 }

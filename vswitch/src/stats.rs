@@ -38,6 +38,15 @@ pub struct PortInfo {
     /// The guest broke its TX ring (avail index jump): the port's TX is parked until the
     /// frontend resets the ring or reconnects.
     pub tx_broken: bool,
+    /// Transmit rate limit, Mbit/s (`rate=`, `set-rate`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_mbit: Option<u32>,
+    /// Its burst, KB, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst_kb: Option<u32>,
+    /// Frame-rate limit, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pps: Option<u32>,
 }
 
 /// An uplink, for listing beside the ports. The transport's fields are there when the

@@ -197,6 +197,23 @@ fn counters_fdb_metrics_and_policy() {
         "a refused policy changed the policy"
     );
     assert_eq!(f.ctl_json(&["set-policy"]), json!({"allow": []}));
+
+    let r = f.ctl_json(&["set-rate", "vm1", "--rate", "100", "--burst", "64"]);
+    assert_eq!(
+        r,
+        json!({"name": "vm1", "rate": 100, "burst": 64, "pps": null})
+    );
+    let (code, _, err) = f.ctl(&["set-rate", "vm1", "--rate", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("rate"), "{err}");
+    let (code, _, err) = f.ctl(&["set-rate", "nope", "--pps", "10"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no port named"), "{err}");
+    let r = f.ctl_json(&["set-rate", "vm1"]);
+    assert_eq!(
+        r,
+        json!({"name": "vm1", "rate": null, "burst": null, "pps": null})
+    );
     f.stop();
 }
 

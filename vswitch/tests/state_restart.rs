@@ -219,6 +219,7 @@ fn a_restart_after_kill_9_restores_ports_channels_and_policy_and_traffic_follows
     s.ok(json!({"cmd": "disassociate", "name": "vm5"}));
     s.ok(json!({"cmd": "set-policy", "allow": [[200, 300]]}));
     s.ok(json!({"cmd": "remove-port", "name": "vm1"}));
+    s.ok(json!({"cmd": "set-rate", "name": "vm3", "rate": 50, "pps": 1000}));
     let want = s.running_state();
     let (status, _) = sw.stop_with(libc::SIGKILL);
     assert_eq!(status.code(), None, "killed by the signal");
@@ -226,6 +227,17 @@ fn a_restart_after_kill_9_restores_ports_channels_and_policy_and_traffic_follows
     let sw = s.start();
     let got = s.running_state();
     assert_eq!(got, want, "restored state");
+    let ports = s.ok(json!({"cmd": "ports"}));
+    let vm3 = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "vm3"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&vm3["rate_mbit"], &vm3["pps"]),
+        (&json!(50), &json!(1000)),
+        "rate limit restored: {vm3}"
+    );
     let channels: BTreeMap<&str, Option<u16>> = got
         .ports
         .iter()

@@ -58,7 +58,7 @@ use vswitch_vhost::SocketRole;
 
 pub use channel_list::ranges as channel_ranges;
 pub use error::{ConfigError, Origin};
-pub use port::socket_key;
+pub use port::{rate_limit, socket_key};
 pub use raw::{RawNumber, RawPort};
 pub use uplink::{RawUplink, DOT1AD_MTU, VXLAN_MTU};
 

@@ -11,6 +11,7 @@ use vswitch_vhost::SocketRole;
 
 use super::error::{truncate, ConfigError, Origin};
 use super::raw::{RawNumber, RawPort};
+use crate::police::{RateLimit, MAX_BURST_KB, MAX_PPS, MAX_RATE_MBIT};
 use crate::spec::PortSpec;
 
 /// Smallest MTU accepted (the IPv4 minimum).
@@ -61,7 +62,68 @@ pub fn port_spec(raw: RawPort, at: &Origin) -> Result<PortSpec, ConfigError> {
     if let Some(mode) = raw.socket_mode {
         spec.socket_mode = Some(socket_mode(&mode, "socket-mode", at)?);
     }
+    spec.rate = rate_limit(raw.rate, raw.burst, raw.pps, at)?;
     Ok(spec)
+}
+
+/// `rate=` (Mbit/s), `burst=` (KB, only with `rate=`) and `pps=`.
+pub fn rate_limit(
+    rate: Option<RawNumber>,
+    burst: Option<RawNumber>,
+    pps: Option<RawNumber>,
+    at: &Origin,
+) -> Result<RateLimit, ConfigError> {
+    let number = |raw: &RawNumber, key, max: u64, expected| {
+        raw.in_range(1..=max)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| ConfigError::BadNumber {
+                at: at.clone(),
+                key,
+                value: truncate(&raw.to_string()),
+                expected,
+            })
+    };
+    let limit = RateLimit {
+        rate_mbit: rate
+            .map(|r| {
+                number(
+                    &r,
+                    "rate",
+                    MAX_RATE_MBIT,
+                    "use a whole number of Mbit/s in 1..=1000000, e.g. rate=100",
+                )
+            })
+            .transpose()?,
+        burst_kb: burst
+            .map(|b| {
+                number(
+                    &b,
+                    "burst",
+                    MAX_BURST_KB,
+                    "use a whole number of KB in 1..=1000000, e.g. burst=64",
+                )
+            })
+            .transpose()?,
+        pps: pps
+            .map(|p| {
+                number(
+                    &p,
+                    "pps",
+                    MAX_PPS,
+                    "use a whole number of frames per second in 1..=1000000000",
+                )
+            })
+            .transpose()?,
+    };
+    if limit.burst_kb.is_some() && limit.rate_mbit.is_none() {
+        return Err(ConfigError::BadNumber {
+            at: at.clone(),
+            key: "burst",
+            value: limit.burst_kb.map_or_else(String::new, |b| b.to_string()),
+            expected: "burst= sizes the rate= bucket: give rate= too, or leave burst= out",
+        });
+    }
+    Ok(limit)
 }
 
 /// A port name: 1 to 64 of `[A-Za-z0-9_.-]`.

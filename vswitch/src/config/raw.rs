@@ -111,7 +111,7 @@ impl RawNumber {
 
 /// The keys of a port, for messages.
 pub const PORT_KEYS: &str =
-    "name, socket, channel, mac, mode, mac-limit, mtu, channel-mode, socket-mode";
+    "name, socket, channel, mac, mode, mac-limit, mtu, channel-mode, socket-mode, rate, burst, pps";
 
 /// One port as written: a `[[port]]` table, a control-API object, or parsed `--port` text.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -139,6 +139,12 @@ pub struct RawPort {
     /// Permissions of the socket, octal (`"0660"`).
     #[serde(alias = "socket_mode")]
     pub socket_mode: Option<RawNumber>,
+    /// Transmit rate limit, Mbit/s.
+    pub rate: Option<RawNumber>,
+    /// Its bucket depth, KB.
+    pub burst: Option<RawNumber>,
+    /// Transmit limit, frames per second.
+    pub pps: Option<RawNumber>,
 }
 
 /// `[policy]`.
@@ -295,6 +301,9 @@ impl RawPort {
                 "mtu" => set(&mut raw.mtu, RawNumber::Text(value)),
                 "channel-mode" | "channel_mode" => set(&mut raw.channel_mode, value),
                 "socket-mode" | "socket_mode" => set(&mut raw.socket_mode, RawNumber::Text(value)),
+                "rate" => set(&mut raw.rate, RawNumber::Text(value)),
+                "burst" => set(&mut raw.burst, RawNumber::Text(value)),
+                "pps" => set(&mut raw.pps, RawNumber::Text(value)),
                 "" => return Err(malformed(format!("{:?} has an empty key", truncate(item)))),
                 other => {
                     return Err(ConfigError::UnknownKey {

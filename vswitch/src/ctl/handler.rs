@@ -93,6 +93,23 @@ fn run(sw: &Switch, ctx: &Context, req: Request) -> Result<Value, String> {
             state::record(sw, || sw.disassociate(&name).map_err(|e| e.to_string()))?;
             Ok(json!({ "name": name, "channel": null }))
         }
+        Request::SetRate {
+            name,
+            rate,
+            burst,
+            pps,
+        } => {
+            let limit = config::rate_limit(rate, burst, pps, &Origin::Api("set-rate"))
+                .map_err(|e| e.to_string())?;
+            not_an_uplink(sw, &name, "set-rate")?;
+            state::record(sw, || sw.set_rate(&name, limit).map_err(|e| e.to_string()))?;
+            Ok(json!({
+                "name": name,
+                "rate": limit.rate_mbit,
+                "burst": limit.burst_kb,
+                "pps": limit.pps,
+            }))
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! {"cmd": "remove-port", "name": "vm3"}
 //! {"cmd": "associate", "name": "vm3", "channel": 200}
 //! {"cmd": "disassociate", "name": "vm3"}
+//! {"cmd": "set-rate", "name": "vm3", "rate": 100, "burst": 64, "pps": 100000}  (none: unlimited)
 //! {"cmd": "fdb"} {"cmd": "stats"} {"cmd": "channels"} {"cmd": "metrics"} {"cmd": "policy"}
 //! {"cmd": "set-policy", "allow": [[100, 200]]}
 //! anything refused                                   -> {"ok": false, "error": "..."}
@@ -48,6 +49,20 @@ pub enum Request {
     Disassociate {
         /// Port name.
         name: String,
+    },
+    /// Replace a VM port's transmit rate limit (none given: unlimited).
+    SetRate {
+        /// Port name.
+        name: String,
+        /// Mbit/s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<RawNumber>,
+        /// Burst of `rate`, KB.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        burst: Option<RawNumber>,
+        /// Frames per second.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pps: Option<RawNumber>,
     },
     /// The learned addresses.
     Fdb {},

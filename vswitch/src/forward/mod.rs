@@ -60,7 +60,8 @@ pub fn forward_vm_batch(
             },
         };
         scratch.clear();
-        let ingress = plan(core, view, &from, batch, 0..batch.len(), scratch);
+        let passed = police(core, entry, from.channel, batch);
+        let ingress = plan(core, view, &from, batch, 0..passed, scratch);
         count_ingress(core, entry, from.channel, &ingress);
         scratch.finish();
         deliver::deliver_all(core, view, batch, Stamps::One(info.id), scratch);
@@ -159,6 +160,23 @@ fn with_view(
         ports: &ports,
     };
     f(&view, entry);
+}
+
+/// How many of a VM's batch pass its rate limit (a prefix); the rest are counted `policed`.
+#[inline(always)]
+fn police(core: &Core, entry: &PortEntry, channel: ChannelId, batch: &FrameBatch<'_>) -> usize {
+    let n = batch.len();
+    let Some(vm) = entry.vm() else {
+        return n;
+    };
+    let passed = vm.policer.admit(n, |i| batch.head(i).1 as usize);
+    if passed < n {
+        let dropped = (n - passed) as u64;
+        entry.counters.add_drop(DropReason::Policed, dropped);
+        core.channel_counters(channel)
+            .add_drop(DropReason::Policed, dropped);
+    }
+    passed
 }
 
 /// Plans the frames `range` of `batch`, all from `from`.

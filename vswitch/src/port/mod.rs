@@ -20,6 +20,7 @@ use vswitch_channels::{ChannelSet, MacAddr, PortId, RegistrySnapshot};
 use vswitch_vhost::PortHandle;
 
 use crate::counters::Counters;
+use crate::police::Policer;
 use crate::spec::PortSpec;
 
 pub use uplink::{Outgoing, Received, SendResult, Stamps, Uplink, UplinkPort, UplinkSpec};
@@ -28,8 +29,10 @@ pub use uplink::{Outgoing, Received, SendResult, Stamps, Uplink, UplinkPort, Upl
 pub struct VmPort {
     /// The vhost-user port.
     pub handle: PortHandle,
-    /// The spec it was created from.
+    /// The spec it was created from (its rate limit as last set).
     pub spec: PortSpec,
+    /// Its transmit-side rate limit, shared by every entry that describes this port.
+    pub policer: Arc<Policer>,
 }
 
 /// What a port is.

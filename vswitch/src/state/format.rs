@@ -67,6 +67,15 @@ pub struct PortRecord {
     /// `vepa`; left out for VEB, the default (files written before VEPA stay the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_mode: Option<&'static str>,
+    /// Rate limit, Mbit/s, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Its burst, KB, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Frame-rate limit, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pps: Option<u32>,
 }
 
 impl PortRecord {
@@ -88,6 +97,9 @@ impl PortRecord {
                 ChannelMode::Veb => None,
                 ChannelMode::Vepa => Some(ChannelMode::Vepa.as_str()),
             },
+            rate: spec.rate.rate_mbit,
+            burst: spec.rate.burst_kb,
+            pps: spec.rate.pps,
         }
     }
 }
@@ -221,6 +233,9 @@ struct SavedPortRaw {
     mtu: Option<RawNumber>,
     socket_mode: Option<RawNumber>,
     channel_mode: Option<String>,
+    rate: Option<RawNumber>,
+    burst: Option<RawNumber>,
+    pps: Option<RawNumber>,
 }
 
 /// A key that is there: `Some(value)`, where the value may be `null` (`Some(None)`).
@@ -338,6 +353,9 @@ impl Parsed {
                 mtu: p.mtu,
                 channel_mode: p.channel_mode,
                 socket_mode: p.socket_mode,
+                rate: p.rate,
+                burst: p.burst,
+                pps: p.pps,
             };
             let spec = config::port_from_raw(raw, &at).map_err(invalid)?;
             if channel.is_some() {

@@ -11,6 +11,7 @@ use super::Switch;
 use crate::counters::Counters;
 use crate::error::SwitchError;
 use crate::fdb::MAX_PORTS;
+use crate::police::{Policer, RateLimit};
 use crate::port::{PortEntry, PortKind, Uplink, UplinkPort, UplinkSpec, VmPort};
 use crate::spec::{socket_key, PortSpec};
 
@@ -73,6 +74,7 @@ impl Switch {
             name: spec.name.clone(),
             kind: PortKind::Vm(VmPort {
                 handle: port.handle(),
+                policer: Arc::new(Policer::new(&spec.rate)),
                 spec: spec.clone(),
             }),
             mac: spec.mac,
@@ -139,6 +141,44 @@ impl Switch {
         }
     }
 
+    /// Sets a VM port's transmit rate limit at run time (`RateLimit::default()` removes it),
+    /// with full buckets. The port's entry is republished with the new limit in its spec (what
+    /// `ports` lists and the state file keeps); its counters, policer and identity stay.
+    pub fn set_rate(&self, name: &str, limit: RateLimit) -> Result<(), SwitchError> {
+        let _running = self.lock_ports();
+        let table = self.core.ports.load_full();
+        let id = table
+            .find(name)
+            .ok_or_else(|| SwitchError::NoSuchPort(name.to_string()))?;
+        let Some(entry) = table.get(id) else {
+            return Err(SwitchError::NoSuchPort(name.to_string()));
+        };
+        let Some(vm) = entry.vm() else {
+            return Err(SwitchError::NotAVm(name.to_string(), "a rate limit"));
+        };
+        let mut spec = vm.spec.clone();
+        spec.rate = limit;
+        let updated = Arc::new(PortEntry {
+            name: entry.name.clone(),
+            kind: PortKind::Vm(VmPort {
+                handle: vm.handle.clone(),
+                spec,
+                policer: Arc::clone(&vm.policer),
+            }),
+            mac: entry.mac,
+            mac_limit: entry.mac_limit,
+            counters: Arc::clone(&entry.counters),
+            registered_at: entry.registered_at,
+            serial: entry.serial,
+        });
+        vm.policer.set(&limit);
+        self.core
+            .ports
+            .store(Arc::new(table.with(id, Some(updated))));
+        info!("port {name}: rate limit {}", describe_limit(&limit));
+        Ok(())
+    }
+
     pub(super) fn port_id(&self, name: &str) -> Result<PortId, SwitchError> {
         self.core
             .ports
@@ -195,6 +235,24 @@ impl Switch {
     fn next_serial(&self) -> u64 {
         self.core.serials.fetch_add(1, Ordering::Relaxed) + 1
     }
+}
+
+/// A rate limit for the log.
+fn describe_limit(l: &RateLimit) -> String {
+    if l.is_unlimited() {
+        return "none".to_owned();
+    }
+    let mut parts = Vec::new();
+    if let Some(r) = l.rate_mbit {
+        parts.push(format!("{r} Mbit/s"));
+    }
+    if let Some(b) = l.burst_kb {
+        parts.push(format!("burst {b} KB"));
+    }
+    if let Some(p) = l.pps {
+        parts.push(format!("{p} frames/s"));
+    }
+    parts.join(", ")
 }
 
 /// An id free in the published table: only such an id is given to a new port

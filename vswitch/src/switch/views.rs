@@ -30,6 +30,9 @@ impl Switch {
                     mac_limit: e.mac_limit,
                     connected: vm.handle.is_connected(),
                     tx_broken: vm.handle.is_tx_broken(),
+                    rate_mbit: vm.spec.rate.rate_mbit,
+                    burst_kb: vm.spec.rate.burst_kb,
+                    pps: vm.spec.rate.pps,
                 })
             })
             .collect()
