@@ -26,6 +26,9 @@ pub enum SwitchError {
     /// The registry refused the association.
     #[error("registry: {0}")]
     Registry(#[from] vswitch_channels::RegistryError),
+    /// A capture could not start or failed.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
     /// The vhost-user port could not start.
     #[error("port {0:?}: {1}")]
     Port(String, #[source] vswitch_vhost::PortError),

@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod capture;
 pub mod config;
 pub mod core;
 pub mod counters;

@@ -213,6 +213,9 @@ enum CtlCommand {
         /// Port name.
         name: String,
     },
+    /// Capture a port's frames into a pcap file (read with tcpdump -r, Wireshark).
+    #[command(subcommand)]
+    Capture(CaptureCommand),
     /// Limit what a VM may send (frames beyond are dropped and counted `policed`); with no
     /// limit given, remove its limits.
     SetRate {
@@ -228,6 +231,34 @@ enum CtlCommand {
         #[arg(long, value_name = "N")]
         pps: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CaptureCommand {
+    /// Start capturing PORT into a new file: each frame with its channel as an 802.1ad S-tag.
+    Start {
+        /// Port or uplink name.
+        port: String,
+        /// The pcap file to create (never overwritten).
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// rx: frames the switch received from the port; tx: frames it sent to the port.
+        #[arg(long, default_value = "both", value_parser = ["rx", "tx", "both"])]
+        direction: String,
+        /// Stop after N frames.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Bytes kept per frame (64..=65535).
+        #[arg(long, value_name = "N")]
+        snaplen: Option<u32>,
+    },
+    /// Stop capturing PORT: the file is complete when this returns.
+    Stop {
+        /// Port or uplink name.
+        port: String,
+    },
+    /// The running captures and their counts.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -426,6 +457,25 @@ fn ctl_client(args: CtlArgs) -> anyhow::Result<ExitCode> {
             channel: Value::String(svid),
         },
         CtlCommand::Disassociate { name } => Request::Disassociate { name },
+        CtlCommand::Capture(CaptureCommand::Start {
+            port,
+            file,
+            direction,
+            count,
+            snaplen,
+        }) => Request::CaptureStart {
+            name: port,
+            // The switch resolves nothing against its own working directory.
+            file: std::path::absolute(&file)
+                .with_context(|| format!("capture file {}", file.display()))?
+                .to_string_lossy()
+                .into_owned(),
+            direction: Some(direction),
+            count,
+            snaplen,
+        },
+        CtlCommand::Capture(CaptureCommand::Stop { port }) => Request::CaptureStop { name: port },
+        CtlCommand::Capture(CaptureCommand::List) => Request::Captures {},
         CtlCommand::SetRate {
             name,
             rate,

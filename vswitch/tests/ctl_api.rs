@@ -49,6 +49,23 @@ impl Fixture {
         }
     }
 
+    /// [`Fixture::ctl`] run in directory `cwd`.
+    fn ctl_in(&self, cwd: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = bin_util::bin()
+            .current_dir(cwd)
+            .arg("ctl")
+            .arg(format!("--ctl={}", self.ctl.display()))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run vswitch ctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `vswitch ctl --ctl PATH ARGS`: (exit code, stdout, stderr).
     fn ctl(&self, args: &[&str]) -> (i32, String, String) {
         let mut full = vec!["ctl", "--ctl"];
@@ -214,6 +231,40 @@ fn counters_fdb_metrics_and_policy() {
         r,
         json!({"name": "vm1", "rate": null, "burst": null, "pps": null})
     );
+
+    // A capture through the CLI: a relative file is the client's, not the switch's.
+    let pcap = f.dir.join("vm1.pcap");
+    let (code, _, err) = f.ctl_in(
+        &f.dir,
+        &[
+            "capture",
+            "start",
+            "vm1",
+            "--file",
+            "vm1.pcap",
+            "--direction",
+            "rx",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let list = f.ctl_json(&["capture", "list"]);
+    assert_eq!(list[0]["port"], "vm1", "{list}");
+    assert_eq!(list[0]["file"], pcap.display().to_string(), "{list}");
+    let (code, _, err) = f.ctl(&[
+        "capture",
+        "start",
+        "vm1",
+        "--file",
+        "/nonexistent-dir/x.pcap",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("running"), "{err}");
+    let done = f.ctl_json(&["capture", "stop", "vm1"]);
+    assert_eq!(done["captured"], 0, "{done}");
+    assert!(pcap.exists());
+    let (code, _, err) = f.ctl(&["capture", "stop", "vm1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no capture"), "{err}");
     f.stop();
 }
 

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use vswitch_channels::{ChannelId, ChannelMode, Policy};
 
 use super::proto::{Request, Response};
+use crate::capture::{CaptureOptions, Direction, DEFAULT_SNAPLEN};
 use crate::config::{self, Origin};
 use crate::spec::PortSpec;
 use crate::state;
@@ -93,6 +94,22 @@ fn run(sw: &Switch, ctx: &Context, req: Request) -> Result<Value, String> {
             state::record(sw, || sw.disassociate(&name).map_err(|e| e.to_string()))?;
             Ok(json!({ "name": name, "channel": null }))
         }
+        Request::CaptureStart {
+            name,
+            file,
+            direction,
+            count,
+            snaplen,
+        } => {
+            let opts = capture_options(file, direction, count, snaplen)?;
+            sw.capture_start(&name, &opts).map_err(|e| e.to_string())?;
+            Ok(json!({ "name": name, "file": opts.file, "direction": opts.direction }))
+        }
+        Request::CaptureStop { name } => {
+            let status = sw.capture_stop(&name).map_err(|e| e.to_string())?;
+            serde_json::to_value(status).map_err(|e| e.to_string())
+        }
+        Request::Captures {} => serde_json::to_value(sw.captures()).map_err(|e| e.to_string()),
         Request::SetRate {
             name,
             rate,
@@ -111,6 +128,39 @@ fn run(sw: &Switch, ctx: &Context, req: Request) -> Result<Value, String> {
             }))
         }
     }
+}
+
+/// A capture request's options: the file must be an absolute path (the client makes it so).
+fn capture_options(
+    file: String,
+    direction: Option<String>,
+    count: Option<u64>,
+    snaplen: Option<u32>,
+) -> Result<CaptureOptions, String> {
+    let file = PathBuf::from(file);
+    if !file.is_absolute() {
+        return Err(format!(
+            "capture-start request: file {:?} is not an absolute path",
+            file.display()
+        ));
+    }
+    let direction = match direction {
+        Some(d) => d.parse::<Direction>().map_err(|e| e.to_string())?,
+        None => Direction::Both,
+    };
+    if count == Some(0) {
+        return Err(
+            "capture-start request: count 0 would capture nothing: leave it out \
+                    for no limit"
+                .to_owned(),
+        );
+    }
+    Ok(CaptureOptions {
+        file,
+        direction,
+        count,
+        snaplen: snaplen.unwrap_or(DEFAULT_SNAPLEN),
+    })
 }
 
 /// VM ports, then uplinks (with their transports, from the configuration).

@@ -8,6 +8,9 @@
 //! {"cmd": "associate", "name": "vm3", "channel": 200}
 //! {"cmd": "disassociate", "name": "vm3"}
 //! {"cmd": "set-rate", "name": "vm3", "rate": 100, "burst": 64, "pps": 100000}  (none: unlimited)
+//! {"cmd": "capture-start", "name": "vm3", "file": "/tmp/vm3.pcap", "direction": "both",
+//!  "count": 1000, "snaplen": 128}
+//! {"cmd": "capture-stop", "name": "vm3"} {"cmd": "captures"}
 //! {"cmd": "fdb"} {"cmd": "stats"} {"cmd": "channels"} {"cmd": "metrics"} {"cmd": "policy"}
 //! {"cmd": "set-policy", "allow": [[100, 200]]}
 //! anything refused                                   -> {"ok": false, "error": "..."}
@@ -50,6 +53,29 @@ pub enum Request {
         /// Port name.
         name: String,
     },
+    /// Start capturing a port into a new pcap file.
+    CaptureStart {
+        /// Port (or uplink) name.
+        name: String,
+        /// The file (absolute; created by the switch, never overwritten).
+        file: String,
+        /// `rx`, `tx` or `both` (default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<String>,
+        /// Stop after this many frames.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+        /// Bytes kept per frame (64..=65535, default 65535).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snaplen: Option<u32>,
+    },
+    /// Stop a port's capture (its file is complete when the answer comes).
+    CaptureStop {
+        /// Port name.
+        name: String,
+    },
+    /// The running captures and their counts.
+    Captures {},
     /// Replace a VM port's transmit rate limit (none given: unlimited).
     SetRate {
         /// Port name.

@@ -7,6 +7,7 @@ use vswitch_vhost::{FrameBatch, PortHandle, RxDrop};
 
 use super::admit::admit;
 use super::Scratch;
+use crate::capture::Direction;
 use crate::core::{Core, View};
 use crate::counters::{DropReason, Drops};
 use crate::port::{Outgoing, PortKind, Stamps};
@@ -86,6 +87,12 @@ fn deliver_group(
             return;
         }
     };
+    dest.tap.capture(
+        Direction::Tx,
+        batch,
+        group.iter().map(|d| usize::from(d.1)),
+        |_| channel,
+    );
     let mut drops = Drops::default();
     let (out_frames, out_bytes) = match &dest.kind {
         PortKind::Vm(vm) => into_guest(&vm.handle, batch, group, &mut drops),

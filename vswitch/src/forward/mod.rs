@@ -20,6 +20,7 @@ use vswitch_channels::{ChannelId, ChannelMode, PortId};
 use vswitch_vhost::wire::eth;
 use vswitch_vhost::FrameBatch;
 
+use crate::capture::Direction;
 use crate::core::{Core, View};
 use crate::counters::DropReason;
 use crate::port::{PortEntry, Stamps};
@@ -60,6 +61,10 @@ pub fn forward_vm_batch(
             },
         };
         scratch.clear();
+        let channel = info.id;
+        entry
+            .tap
+            .capture(Direction::Rx, batch, 0..batch.len(), |_| channel);
         let passed = police(core, entry, from.channel, batch);
         let ingress = plan(core, view, &from, batch, 0..passed, scratch);
         count_ingress(core, entry, from.channel, &ingress);
@@ -89,6 +94,7 @@ pub fn forward_uplink_batch(
             reflective_relay: uplink.reflective_relay,
         };
         scratch.clear();
+        entry.tap.capture(Direction::Rx, batch, 0..n, |i| stamps[i]);
         let mut start = 0;
         while start < n {
             let channel = stamps[start];

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use vswitch_channels::{ChannelSet, MacAddr, PortId, RegistrySnapshot};
 use vswitch_vhost::PortHandle;
 
+use crate::capture::TapPoint;
 use crate::counters::Counters;
 use crate::police::Policer;
 use crate::spec::PortSpec;
@@ -55,6 +56,8 @@ pub struct PortEntry {
     pub mac_limit: u32,
     /// Switch-level counters of this port.
     pub counters: Arc<Counters>,
+    /// Where a capture of this port taps its frames (`ctl capture`).
+    pub tap: Arc<TapPoint>,
     /// The registry generation at which this port was associated when it was added: which
     /// port, of all that ever had its id, this entry is. See [`PortEntry::described_by`].
     pub registered_at: u64,

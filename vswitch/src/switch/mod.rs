@@ -4,8 +4,10 @@
 //! - `mod.rs`: starting and stopping the switch;
 //! - `ports.rs`: adding and removing ports (VMs and uplinks);
 //! - `channels.rs`: moving VMs between channels, the policy;
-//! - `views.rs`: what the control API shows (ports, FDB, counters).
+//! - `views.rs`: what the control API shows (ports, FDB, counters);
+//! - `capture.rs`: captures of ports into pcap files.
 
+mod capture;
 mod channels;
 mod ports;
 mod views;
@@ -43,6 +45,8 @@ pub struct Switch {
     stop: Arc<AtomicBool>,
     aging_thread: Mutex<Option<JoinHandle<()>>>,
     pollers: Mutex<Vec<JoinHandle<()>>>,
+    /// Running captures by port name (their own lock: a capture's stop waits for its writer).
+    captures: Mutex<HashMap<String, crate::capture::Capture>>,
 }
 
 impl Switch {
@@ -72,6 +76,7 @@ impl Switch {
             stop,
             aging_thread: Mutex::new(aging),
             pollers: Mutex::new(pollers),
+            captures: Mutex::new(HashMap::new()),
         })
     }
 
@@ -90,6 +95,13 @@ impl Switch {
     /// Stops every port (sockets of listen ports are removed) and the background threads.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
+        // Captures end with their files complete.
+        let captures: Vec<_> = self.lock_captures().drain().collect();
+        for (name, c) in captures {
+            if let Err(e) = c.stop(&name) {
+                warn!("capture of {name}: {e}");
+            }
+        }
         let ports: Vec<NetPort> = self.lock_ports().ports.drain().map(|(_, p)| p).collect();
         // Ask every port first, then wait: the waits overlap.
         for p in &ports {

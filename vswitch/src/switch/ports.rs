@@ -80,6 +80,7 @@ impl Switch {
             mac: spec.mac,
             mac_limit: spec.mac_limit.unwrap_or(self.core.settings.mac_limit),
             counters: Arc::new(Counters::default()),
+            tap: Arc::default(),
             registered_at,
             serial: self.next_serial(),
         });
@@ -120,6 +121,12 @@ impl Switch {
         self.core.fdb.flush_port(id);
         let port = running.ports.remove(&id);
         drop(running);
+        // Its capture (if any) ends with the port, its file complete.
+        if let Some(c) = self.lock_captures().remove(name) {
+            if let Err(e) = c.stop(name) {
+                warn!("capture of {name}: {e}");
+            }
+        }
         if let Some(p) = port {
             p.stop();
         }
@@ -168,6 +175,7 @@ impl Switch {
             mac: entry.mac,
             mac_limit: entry.mac_limit,
             counters: Arc::clone(&entry.counters),
+            tap: Arc::clone(&entry.tap),
             registered_at: entry.registered_at,
             serial: entry.serial,
         });
@@ -217,6 +225,7 @@ impl Switch {
             mac: None,
             mac_limit: spec.mac_limit.unwrap_or(self.core.settings.mac_limit),
             counters: Arc::new(Counters::default()),
+            tap: Arc::default(),
             // Not in the registry: described by every snapshot from now on (the removal of
             // any earlier port with this id is already published).
             registered_at: self.core.registry.generation(),
