@@ -96,9 +96,26 @@ fn ports_lists_uplinks_after_the_vm_ports() {
     assert_eq!(vx["mtu"], 1450);
     assert!(vx.get("interface").is_none(), "{vx}");
 
-    // `channels` is about VM ports: the uplinks are not on a channel.
+    // `channels`: the uplinks are not on a channel; each channel's row names the uplinks that
+    // carry it, and the uplinks are listed once with their ranges.
     let table = ok(ask(&net, &ctx, Request::Channels {}));
     assert_eq!(table["unassociated"], json!([]), "{table}");
+    assert_eq!(
+        table["channels"],
+        json!([
+            {"channel": 100, "ports": ["vm1"], "uplinks": ["trunk"]},
+            {"channel": 200, "ports": ["vm2"], "uplinks": ["vx"]},
+        ]),
+        "{table}"
+    );
+    assert_eq!(
+        table["uplinks"],
+        json!([
+            {"name": "trunk", "channels": "100+300-302"},
+            {"name": "vx", "channels": "200"},
+        ]),
+        "{table}"
+    );
     // An uplink the configuration does not know (added by a library user): no transport.
     net.sw
         .add_uplink(

@@ -249,9 +249,20 @@ fn channels(sw: &Switch) -> Value {
     }
     let channels: Vec<Value> = by_channel
         .into_iter()
-        .map(|(channel, ports)| json!({ "channel": channel, "ports": ports }))
+        .map(|(channel, ports)| {
+            let uplinks = ChannelId::new(channel)
+                .map(|c| sw.uplinks_on(c))
+                .unwrap_or_default();
+            json!({ "channel": channel, "ports": ports, "uplinks": uplinks })
+        })
         .collect();
-    json!({ "channels": channels, "unassociated": unassociated })
+    // Uplinks may carry thousands of channels: listed once, with their ranges.
+    let uplinks: Vec<Value> = sw
+        .uplinks()
+        .into_iter()
+        .map(|u| json!({ "name": u.name, "channels": u.channels }))
+        .collect();
+    json!({ "channels": channels, "unassociated": unassociated, "uplinks": uplinks })
 }
 
 /// `{"allow": [[from, to], ...]}`: the directed pairs beyond equal channels.

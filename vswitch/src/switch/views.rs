@@ -63,6 +63,16 @@ impl Switch {
             .collect()
     }
 
+    /// The uplinks that carry `channel`.
+    pub fn uplinks_on(&self, channel: ChannelId) -> Vec<String> {
+        let table = self.core.ports.load();
+        table
+            .iter()
+            .filter(|(_, e)| e.uplink().is_some_and(|u| u.carries(channel)))
+            .map(|(_, e)| e.name.clone())
+            .collect()
+    }
+
     /// The learned addresses.
     pub fn fdb(&self) -> Vec<FdbEntryInfo> {
         let table = self.core.ports.load();
