@@ -14,6 +14,7 @@ PKGS=(
   dpdk dpdk-dev librte-net-vhost23 openvswitch-switch-dpdk
   linux-perf valgrind libpcap0.8
   prometheus  # promtool and a Prometheus server for the metrics tests (vswitch/tests/metrics_http.rs)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # a private libvirtd (tests/tests/libvirt.rs)
   make gcc  # the tiny Cloud Hypervisor test guest (tests/vnetguest, ci/build-vnetguest.sh)
 )
 
