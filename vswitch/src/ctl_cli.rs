@@ -1,6 +1,7 @@
 //! `vswitch ctl`: the control API's client (a module of the binary). Answers print as aligned
 //! tables ([`vswitch::ctl::show`]) or, with `--json`, as the API's JSON result, pretty-printed
-//! (the form scripts parse; `metrics` prints the Prometheus text either way).
+//! (the form scripts parse). `metrics` prints the Prometheus text (with `--json`, as a JSON
+//! string).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,7 +121,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     };
     let result = ask(&req)?;
     let text = match (&args.command, args.json) {
-        (CtlCommand::Metrics, _) => match &result {
+        (CtlCommand::Metrics, false) => match &result {
             Value::String(text) => text.clone(),
             other => pretty(other)?,
         },

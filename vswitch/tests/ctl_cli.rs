@@ -92,6 +92,18 @@ fn the_socket_comes_from_the_environment_or_the_config_and_tables_read_well() {
         "{}",
         text(&out.stdout)
     );
+    // Metrics: the Prometheus text, or that text as a JSON string.
+    let out = ctl_env(&ctl, &["metrics"]);
+    assert!(
+        text(&out.stdout).starts_with("# HELP"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ctl_env(&ctl, &["metrics", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v
+        .as_str()
+        .is_some_and(|t| t.contains("vswitch_port_in_frames_total")));
 
     // --config FILE names the socket by its [switch] ctl; --ctl beats the environment.
     let conf = d.path().join("vswitch.toml");

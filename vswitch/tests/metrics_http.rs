@@ -312,3 +312,34 @@ fn a_prometheus_server_scrapes_the_switch_counters() {
     eprintln!("prometheus: {query} = {value}");
     assert_eq!(value, FRAMES.to_string());
 }
+
+#[test]
+fn a_bad_or_busy_metrics_address_stops_the_start_with_a_message() {
+    let d = TempDir::new().expect("tempdir");
+    let port = format!(
+        "--port=vm1,socket={},channel=100",
+        d.path().join("a.sock").display()
+    );
+    let ctl = format!("--ctl={}", d.path().join("ctl.sock").display());
+    let out = bin_util::run_to_end(&["run", &port, &ctl, "--metrics", "localhost:9471"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--metrics") && err.contains("IP:PORT"),
+        "{err}"
+    );
+
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let out = bin_util::run_to_end(&["run", &port, &ctl, "--metrics", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {addr}")),
+        "{err}"
+    );
+    assert!(
+        !d.path().join("a.sock").exists() && !d.path().join("ctl.sock").exists(),
+        "sockets left behind"
+    );
+}
