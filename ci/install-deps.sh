@@ -13,6 +13,8 @@ PKGS=(
   linux-image-amd64 busybox-static iperf3 iproute2 tcpdump cpio xz-utils zstd
   dpdk dpdk-dev librte-net-vhost23 openvswitch-switch-dpdk
   linux-perf valgrind libpcap0.8
+  prometheus  # promtool and a Prometheus server for the metrics tests (vswitch/tests/metrics_http.rs)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # a private libvirtd (tests/tests/libvirt.rs)
   make gcc  # the tiny Cloud Hypervisor test guest (tests/vnetguest, ci/build-vnetguest.sh)
 )
 
@@ -45,6 +47,11 @@ fi
 # private instance, so keep the system one out of the way.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet openvswitch-switch 2>/dev/null; then
   systemctl stop openvswitch-switch >/dev/null 2>&1 || true
+fi
+
+# prometheus starts the system Prometheus on install; the metrics tests run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus >/dev/null 2>&1 || true
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then

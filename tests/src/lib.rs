@@ -1,6 +1,7 @@
 //! Integration test harness.
 //!
 //! - [`frontend`]: a vhost-user frontend in a child process, to SIGKILL ([`FrontendProcess`]).
+//! - [`libvirt`]: a private libvirt (its QEMU driver in session mode) and its domains ([`Libvirt`]).
 //! - [`netns`]: hosts as network namespaces joined by veth pairs ([`Netns`]).
 //! - [`qemu`]: real QEMU guests (TCG) attached over vhost-user, driven through their serial
 //!   console ([`QemuGuest`]), booted from the assets `ci/build-guest.sh` makes ([`guest_assets`]).
@@ -20,6 +21,7 @@
 
 pub mod assets;
 pub mod frontend;
+pub mod libvirt;
 pub mod netns;
 pub mod qemu;
 pub mod switch;
@@ -29,6 +31,7 @@ pub mod util;
 
 pub use assets::{guest_assets, repo_root, GuestAssets};
 pub use frontend::FrontendProcess;
+pub use libvirt::{libvirt_binaries, Domain, Libvirt};
 pub use netns::Netns;
 pub use qemu::{virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole};
 pub use switch::{vswitch_binary, Counters, PortMode, Stats, Vswitch, VswitchPort};

@@ -14,7 +14,8 @@
 //!   the port table), [`counters`], [`uplink`] (uplink transports);
 //! - the control plane: [`switch`] (adding ports, moving VMs, views), [`spec`] (what a port
 //!   is asked to be), [`config`] (the TOML file and flags), [`ctl`] (the control API),
-//!   [`state`] (what the API changed, kept across restarts), [`stats`].
+//!   [`state`] (what the API changed, kept across restarts), [`stats`], [`metrics_http`]
+//!   (Prometheus over HTTP).
 
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ mod error;
 pub mod event;
 pub mod fdb;
 pub mod forward;
+pub mod metrics_http;
 pub mod police;
 pub mod poll;
 pub mod port;

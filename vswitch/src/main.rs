@@ -1,13 +1,18 @@
 //! The `vswitch` binary.
 //!
 //! ```text
-//! vswitch run [--config FILE] [--port SPEC]... [--uplink SPEC]... [--ctl PATH] [--log-level LEVEL] [--stats-interval SECS]
+//! vswitch run [--config FILE] [--port SPEC]... [--uplink SPEC]... [--ctl PATH] [--metrics ADDR] [--log-level LEVEL] [--stats-interval SECS]
 //!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N]
 //!          [,rate=MBIT[,burst=KB]][,pps=N]
 //!   uplink SPEC = NAME,kind=dot1ad,interface=IF[,channels=LIST][,reflective-relay=on|off][,mac-limit=N][,mtu=N]
 //!               | NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N]
-//! vswitch ctl --ctl PATH <command> [args]
+//! vswitch ctl [--ctl PATH] [--json] <command> [args]
+//! vswitch completions bash|zsh|fish|elvish|powershell
+//! vswitch manpage
 //! ```
+//!
+//! The control socket: `--ctl PATH`, else `VSWITCH_CTL`, else `[switch] ctl` of the config
+//! file (`ctl --config FILE`), else `/run/vswitch/ctl.sock`.
 //!
 //! Exit codes: 0 success; 1 a failure at run time (a port, an uplink or the control socket
 //! could not start, an error answer from the control API); 2 invalid input (nothing was
@@ -18,18 +23,18 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{error, info, LevelFilter};
-use serde_json::Value;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use vswitch::config::{Config, RawNumber, Sources};
-use vswitch::ctl::proto::Request;
-use vswitch::ctl::{self, CtlServer};
+mod ctl_cli;
+
+use vswitch::config::{Config, Sources, CTL_ENV, DEFAULT_CTL};
+use vswitch::ctl::CtlServer;
+use vswitch::metrics_http::MetricsServer;
 use vswitch::state::Plan;
 use vswitch::stats::transport_text;
 use vswitch::uplink::{self, UplinkConfig};
@@ -53,8 +58,16 @@ struct Cli {
 enum Command {
     /// Run the switch until SIGINT or SIGTERM.
     Run(RunArgs),
-    /// Talk to a running switch's control API.
-    Ctl(CtlArgs),
+    /// Talk to a running switch's control API: tables for people, --json for scripts.
+    Ctl(ctl_cli::CtlArgs),
+    /// Print a shell completion script, e.g. `vswitch completions bash >
+    /// /etc/bash_completion.d/vswitch`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `vswitch manpage | man -l -`.
+    Manpage,
 }
 
 const RUN_HELP: &str = "\
@@ -84,9 +97,14 @@ tables (first) and --uplink flags (then):
   mtu=N             MTU to give the guests whose traffic crosses it (default 1500 for dot1ad:
                     the interface carries mtu+4; 1450 for vxlan: the underlay carries mtu+50)
 
+The control socket: --ctl PATH, else the environment's VSWITCH_CTL, else [switch] ctl, else
+/run/vswitch/ctl.sock (its directory is created if missing). Metrics: --metrics ADDR or
+[switch] metrics serves Prometheus text at http://ADDR/metrics (off by default).
+
 FILE (TOML; every table optional, unknown keys are errors):
   [switch]
   ctl = \"/run/vswitch/ctl.sock\"
+  metrics = \"127.0.0.1:9471\"
   stats_interval_s = 10
   log_level = \"info\"
   poll_cores = [2, 3]    # optional busy-poll CPUs (default: event-driven)
@@ -135,9 +153,14 @@ struct RunArgs {
     /// Repeat for more uplinks; they are added after the file's uplinks.
     #[arg(long = "uplink", value_name = "SPEC")]
     uplinks: Vec<String>,
-    /// Serve the control API on this Unix socket (mode 0600).
+    /// Serve the control API on this Unix socket (mode 0600). Default: VSWITCH_CTL, else
+    /// [switch] ctl, else /run/vswitch/ctl.sock.
     #[arg(long, value_name = "PATH")]
     ctl: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9471 (default: off,
+    /// or [switch] metrics).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// off, error, warn, info, debug or trace (default: RUST_LOG, else info).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -158,114 +181,24 @@ struct RunArgs {
     state: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-struct CtlArgs {
-    /// The control socket of the running switch (its --ctl).
-    #[arg(long, value_name = "PATH")]
-    ctl: PathBuf,
-    /// Seconds to wait for the answer.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    timeout: u64,
-    #[command(subcommand)]
-    command: CtlCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum CtlCommand {
-    /// List the ports.
-    Ports,
-    /// Counters per port and per channel.
-    Stats,
-    /// The learned addresses.
-    Fdb,
-    /// The channel table: which ports are on which channel.
-    Channels,
-    /// Counters in the Prometheus text format.
-    Metrics,
-    /// Show the delivery policy.
-    Policy,
-    /// Replace the policy's extra directed pairs: FROM:TO lets frames of channel FROM reach
-    /// VMs on channel TO. No pairs: isolation only.
-    SetPolicy {
-        /// Pairs such as 100:200.
-        #[arg(value_name = "FROM:TO")]
-        pairs: Vec<String>,
-    },
-    /// Add a port: NAME,socket=PATH,channel=SVID[,...] as for `run --port`.
-    AddPort {
-        /// The port spec.
-        spec: String,
-    },
-    /// Remove a port.
-    RemovePort {
-        /// Port name.
-        name: String,
-    },
-    /// Move a port's VM to channel SVID.
-    Associate {
-        /// Port name.
-        name: String,
-        /// The channel's S-VID (1..=4094).
-        svid: String,
-    },
-    /// Take a port's VM off its channel.
-    Disassociate {
-        /// Port name.
-        name: String,
-    },
-    /// Capture a port's frames into a pcap file (read with tcpdump -r, Wireshark).
-    #[command(subcommand)]
-    Capture(CaptureCommand),
-    /// Limit what a VM may send (frames beyond are dropped and counted `policed`); with no
-    /// limit given, remove its limits.
-    SetRate {
-        /// Port name.
-        name: String,
-        /// Mbit/s.
-        #[arg(long, value_name = "MBIT")]
-        rate: Option<String>,
-        /// Bucket depth of --rate, KB (default: 10 ms at the rate, at least 16 KiB).
-        #[arg(long, value_name = "KB")]
-        burst: Option<String>,
-        /// Frames per second.
-        #[arg(long, value_name = "N")]
-        pps: Option<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum CaptureCommand {
-    /// Start capturing PORT into a new file: each frame with its channel as an 802.1ad S-tag.
-    Start {
-        /// Port or uplink name.
-        port: String,
-        /// The pcap file to create (never overwritten).
-        #[arg(long, value_name = "PATH")]
-        file: PathBuf,
-        /// rx: frames the switch received from the port; tx: frames it sent to the port.
-        #[arg(long, default_value = "both", value_parser = ["rx", "tx", "both"])]
-        direction: String,
-        /// Stop after N frames.
-        #[arg(long, value_name = "N")]
-        count: Option<u64>,
-        /// Bytes kept per frame (64..=65535).
-        #[arg(long, value_name = "N")]
-        snaplen: Option<u32>,
-    },
-    /// Stop capturing PORT: the file is complete when this returns.
-    Stop {
-        /// Port or uplink name.
-        port: String,
-    },
-    /// The running captures and their counts.
-    List,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Ctl(args) => ctl_client(args),
+        Command::Ctl(args) => ctl_cli::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "vswitch",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .context("cannot write the man page"),
     };
     match result {
         Ok(code) => code,
@@ -282,6 +215,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ports: args.ports,
         uplinks: args.uplinks,
         ctl: args.ctl,
+        ctl_env: std::env::var_os(CTL_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+        metrics: args.metrics,
         log_level: args.log_level,
         stats_interval_s: args.stats_interval,
         poll_cores: args.poll_cores,
@@ -308,7 +245,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Signals::new([SIGINT, SIGTERM]).context("cannot install the SIGINT/SIGTERM handlers")?;
 
     let sw = Switch::new(cfg.settings.clone(), plan.policy().clone());
-    let server = match start(&sw, &cfg, plan) {
+    let servers = match start(&sw, &cfg, plan) {
         Ok(s) => s,
         Err(e) => {
             error!("{e:#}");
@@ -317,12 +254,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     info!(
-        "vswitch running: {} port(s), {} uplink(s){}; SIGINT or SIGTERM to stop",
+        "vswitch running: {} port(s), {} uplink(s), control API at {}{}; SIGINT or SIGTERM to stop",
         sw.ports().len(),
         sw.uplinks().len(),
-        server
+        servers.ctl.path().display(),
+        servers
+            .metrics
             .as_ref()
-            .map(|s| format!(", control API at {}", s.path().display()))
+            .map(|m| format!(", metrics at http://{}/metrics", m.addr()))
             .unwrap_or_default()
     );
 
@@ -358,32 +297,64 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = stats_thread {
         let _ = t.join();
     }
-    if let Some(s) = server {
-        s.shutdown();
+    if let Some(m) = servers.metrics {
+        m.shutdown();
     }
+    servers.ctl.shutdown();
     log_stats(&sw, "final counters");
     sw.shutdown();
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
+/// The servers beside the datapath: the control API, and the metrics endpoint if asked for.
+struct Servers {
+    ctl: CtlServer,
+    metrics: Option<MetricsServer>,
+}
+
 /// Opens every uplink, adds every port (from the configuration or the state file), saves the
-/// state, then starts the control server. On error, what was started is left for the caller's
-/// `shutdown`.
-fn start(sw: &Arc<Switch>, cfg: &Config, plan: Plan) -> anyhow::Result<Option<CtlServer>> {
+/// state, then starts the control server and the metrics endpoint. On error, what was started
+/// is left for the caller's `shutdown`.
+fn start(sw: &Arc<Switch>, cfg: &Config, plan: Plan) -> anyhow::Result<Servers> {
     // Uplinks first: one that cannot open stops the start before any VM socket exists.
     for up in &cfg.uplinks {
         start_uplink(sw, up)?;
     }
     plan.start_ports(sw)?;
     plan.keep(sw)?;
-    match &cfg.ctl {
-        Some(path) => Ok(Some(
-            CtlServer::start(path, sw.clone(), cfg.uplinks.clone())
-                .context("cannot start the control API")?,
-        )),
-        None => Ok(None),
+    let path = match &cfg.ctl {
+        Some(path) => path.clone(),
+        None => default_ctl()?,
+    };
+    let ctl = CtlServer::start(&path, sw.clone(), cfg.uplinks.clone())
+        .context("cannot start the control API")?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(MetricsServer::start(addr, sw.clone())?),
+        None => None,
+    };
+    Ok(Servers { ctl, metrics })
+}
+
+/// The default control socket, with its directory created (mode 0755) if missing, as a
+/// service manager's runtime directory would be.
+fn default_ctl() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = PathBuf::from(DEFAULT_CTL);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| {
+                format!(
+                    "cannot create {} for the default control socket; run as root, or name \
+                     another socket with --ctl PATH, {CTL_ENV} or [switch] ctl",
+                    dir.display()
+                )
+            })?;
     }
+    Ok(path)
 }
 
 /// Opens the transport of `up` and adds it to the switch.
@@ -431,93 +402,4 @@ fn log_stats(sw: &Switch, what: &str) {
     for line in lines {
         info!("{line}");
     }
-}
-
-fn ctl_client(args: CtlArgs) -> anyhow::Result<ExitCode> {
-    let req = match args.command {
-        CtlCommand::Ports => Request::Ports {},
-        CtlCommand::Stats => Request::Stats {},
-        CtlCommand::Fdb => Request::Fdb {},
-        CtlCommand::Channels => Request::Channels {},
-        CtlCommand::Metrics => Request::Metrics {},
-        CtlCommand::Policy => Request::Policy {},
-        CtlCommand::SetPolicy { pairs } => match parse_pairs(&pairs) {
-            Ok(allow) => Request::SetPolicy { allow },
-            Err(e) => {
-                eprintln!("vswitch: error: {e}");
-                return Ok(ExitCode::from(EXIT_USAGE));
-            }
-        },
-        CtlCommand::AddPort { spec } => Request::AddPort {
-            spec: Value::String(spec),
-        },
-        CtlCommand::RemovePort { name } => Request::RemovePort { name },
-        CtlCommand::Associate { name, svid } => Request::Associate {
-            name,
-            channel: Value::String(svid),
-        },
-        CtlCommand::Disassociate { name } => Request::Disassociate { name },
-        CtlCommand::Capture(CaptureCommand::Start {
-            port,
-            file,
-            direction,
-            count,
-            snaplen,
-        }) => Request::CaptureStart {
-            name: port,
-            // The switch resolves nothing against its own working directory.
-            file: std::path::absolute(&file)
-                .with_context(|| format!("capture file {}", file.display()))?
-                .to_string_lossy()
-                .into_owned(),
-            direction: Some(direction),
-            count,
-            snaplen,
-        },
-        CtlCommand::Capture(CaptureCommand::Stop { port }) => Request::CaptureStop { name: port },
-        CtlCommand::Capture(CaptureCommand::List) => Request::Captures {},
-        CtlCommand::SetRate {
-            name,
-            rate,
-            burst,
-            pps,
-        } => Request::SetRate {
-            name,
-            rate: rate.map(RawNumber::Text),
-            burst: burst.map(RawNumber::Text),
-            pps: pps.map(RawNumber::Text),
-        },
-    };
-    let timeout = Duration::from_secs(args.timeout.max(1));
-    let resp = ctl::request(&args.ctl, &req, timeout)?;
-    match (resp.ok, resp.result, resp.error) {
-        (true, Some(Value::String(text)), _) => {
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        (true, result, _) => {
-            let text = serde_json::to_string_pretty(&result.unwrap_or(Value::Null))
-                .context("cannot format the answer")?;
-            println!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
-        (false, _, error) => bail!("{}", error.unwrap_or_else(|| "request refused".into())),
-    }
-}
-
-/// `100:200` pairs as `[["100", "200"]]`, sent as typed (checked by the server).
-fn parse_pairs(pairs: &[String]) -> Result<Vec<Vec<RawNumber>>, String> {
-    pairs
-        .iter()
-        .map(|p| match p.split_once(':') {
-            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok(vec![
-                RawNumber::Text(a.to_owned()),
-                RawNumber::Text(b.to_owned()),
-            ]),
-            _ => Err(format!(
-                "policy pair {p:?} is not FROM:TO; write e.g. 100:200 (frames of channel 100 may \
-                 reach VMs on channel 200)"
-            )),
-        })
-        .collect()
 }

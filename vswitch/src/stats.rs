@@ -7,6 +7,7 @@ use vswitch_vhost::PortStatsSnapshot;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::counters::{CountersSnapshot, DropReason, Drops};
@@ -129,6 +130,15 @@ pub struct FdbEntryInfo {
     pub is_static: bool,
 }
 
+/// What the switch holds now (not counted over time), for the Prometheus gauges.
+#[derive(Debug, Clone, Default)]
+pub struct StateGauges {
+    /// FDB entries (learned and static) per channel.
+    pub fdb_entries: std::collections::BTreeMap<u16, u64>,
+    /// Per VM port: name, a frontend is connected, its TX ring is parked.
+    pub ports: Vec<(String, bool, bool)>,
+}
+
 /// Counters of one port.
 #[derive(Debug, Clone, Serialize)]
 pub struct PortStatsOut {
@@ -248,8 +258,17 @@ impl SwitchStats {
     /// Prometheus text exposition format (OpenMetrics), encoded by prometheus-client from
     /// this snapshot.
     pub fn prometheus(&self) -> String {
+        self.prometheus_with(None)
+    }
+
+    /// [`SwitchStats::prometheus`], with the gauges of `state` (FDB size, connection state)
+    /// where given.
+    pub fn prometheus_with(&self, state: Option<&StateGauges>) -> String {
         type Labels = Vec<(&'static str, String)>;
         let mut reg = Registry::with_prefix("vswitch");
+        if let Some(state) = state {
+            register_gauges(&mut reg, state);
+        }
         let mut family = |name: &str, help: &str, values: Vec<(Labels, u64)>| {
             let f = Family::<Labels, Counter>::default();
             for (labels, v) in values {
@@ -390,6 +409,47 @@ impl SwitchStats {
         }
         out
     }
+}
+
+/// The gauges: `vswitch_fdb_entries{channel}`, `vswitch_port_connected{port}`,
+/// `vswitch_port_tx_broken{port}`.
+fn register_gauges(reg: &mut Registry, state: &StateGauges) {
+    type Labels = Vec<(&'static str, String)>;
+    let mut gauge = |name: &str, help: &str, values: Vec<(Labels, u64)>| {
+        let f = Family::<Labels, Gauge>::default();
+        for (labels, v) in values {
+            f.get_or_create(&labels)
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        reg.register(name, help, f);
+    };
+    gauge(
+        "fdb_entries",
+        "FDB entries (learned and static), by channel",
+        state
+            .fdb_entries
+            .iter()
+            .map(|(c, n)| (vec![("channel", c.to_string())], *n))
+            .collect(),
+    );
+    gauge(
+        "port_connected",
+        "1 while a vhost-user frontend is connected to the port",
+        state
+            .ports
+            .iter()
+            .map(|(name, up, _)| (vec![("port", name.clone())], u64::from(*up)))
+            .collect(),
+    );
+    gauge(
+        "port_tx_broken",
+        "1 while the port's TX ring is parked (the guest broke it)",
+        state
+            .ports
+            .iter()
+            .map(|(name, _, broken)| (vec![("port", name.clone())], u64::from(*broken)))
+            .collect(),
+    );
 }
 
 fn drops_text(c: &CountersSnapshot) -> String {

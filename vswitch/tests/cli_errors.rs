@@ -242,6 +242,7 @@ fn starts_serves_and_stops_cleanly_on_sigterm() {
         port(format!("vm1,socket={},channel=100", a.display())),
         port(format!("vm2,socket={},channel=100", b.display())),
         "--stats-interval=1".into(),
+        format!("--ctl={}", d.path().join("ctl.sock").display()),
     ];
     let mut sw = Running::start(&args, &[a.clone(), b.clone()]);
     assert!(sw.is_running());
@@ -485,7 +486,8 @@ fn an_uplink_runs_or_fails_with_its_name() {
     }
     if ctl.exists() {
         // The transport runs: the uplink is listed with its transport.
-        let out = run_to_end(&["ctl", "--ctl", &ctl.display().to_string(), "ports"]);
+        let ctl = ctl.display().to_string();
+        let out = run_to_end(&["ctl", "--ctl", &ctl, "--json", "ports"]);
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         let up = rows
             .as_array()

@@ -80,9 +80,11 @@ impl Fixture {
         )
     }
 
-    /// `vswitch ctl ARGS`, expecting success and JSON on stdout.
+    /// `vswitch ctl --json ARGS`, expecting success and JSON on stdout.
     fn ctl_json(&self, args: &[&str]) -> Value {
-        let (code, out, err) = self.ctl(args);
+        let mut json = vec!["--json"];
+        json.extend_from_slice(args);
+        let (code, out, err) = self.ctl(&json);
         assert_eq!(code, 0, "ctl {args:?} failed: {err}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out}"))
     }
@@ -378,7 +380,10 @@ fn ctl_without_a_server_fails_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cannot connect to control socket") && err.contains("none.sock"),
+        err.contains("cannot connect to control socket")
+            && err.contains("none.sock: no such file")
+            && err.contains("is `vswitch run` running? use --ctl PATH or VSWITCH_CTL")
+            && !err.contains("os error"),
         "{err}"
     );
     assert!(!Path::new(&path).exists());

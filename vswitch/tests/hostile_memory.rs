@@ -65,7 +65,7 @@ impl Switch {
 
     fn ctl_json(&self, cmd: &str) -> Value {
         let ctl = self.ctl.display().to_string();
-        let out = run_to_end(&["ctl", "--ctl", &ctl, cmd]);
+        let out = run_to_end(&["ctl", "--ctl", &ctl, "--json", cmd]);
         assert!(
             out.status.success(),
             "ctl {cmd} failed (is the switch alive?): {}",

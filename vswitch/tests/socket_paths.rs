@@ -22,7 +22,7 @@ fn ch(n: u16) -> ChannelId {
 
 fn connections(ctl: &std::path::Path, port: &str) -> u64 {
     let ctl = ctl.display().to_string();
-    let out = run_to_end(&["ctl", "--ctl", &ctl, "stats"]);
+    let out = run_to_end(&["ctl", "--ctl", &ctl, "--json", "stats"]);
     assert!(out.status.success(), "stats failed");
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     v["ports"]

@@ -74,7 +74,7 @@ impl Switch {
 
     /// The port's `control_timeouts` counter (0 where the switch has none).
     fn control_timeouts(&self, port: &str) -> u64 {
-        let (code, out, err) = self.ctl(&["stats"]);
+        let (code, out, err) = self.ctl(&["--json", "stats"]);
         assert_eq!(code, 0, "stats: {err}");
         let v: Value = serde_json::from_str(&out).expect("stats json");
         v["ports"]

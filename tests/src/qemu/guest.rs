@@ -1,21 +1,49 @@
 //! The QEMU process: spawned from a [`GuestConfig`], its console and stderr collected, killed
-//! by PID.
+//! by PID; or a guest another program started (libvirt), driven through its serial console's
+//! Unix socket ([`QemuGuest::attach`]).
 
 use super::config::{example_script_command, GuestConfig, SocketRole};
 use crate::assets::guest_assets;
 use crate::util::{find_binary, kill_child, OutputBuf};
 use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A running QEMU guest. Killed (SIGKILL by PID) on drop.
+/// Where commands to the guest's serial console go.
+pub(super) enum ConsoleIn {
+    /// QEMU's stdin (`-serial stdio`).
+    Pipe(ChildStdin),
+    /// A serial console on a Unix socket (libvirt's `<serial type='unix'>`).
+    Socket(UnixStream),
+}
+
+impl Write for ConsoleIn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ConsoleIn::Pipe(p) => p.write(buf),
+            ConsoleIn::Socket(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ConsoleIn::Pipe(p) => p.flush(),
+            ConsoleIn::Socket(s) => s.flush(),
+        }
+    }
+}
+
+/// A running QEMU guest. Killed (SIGKILL by PID) on drop when this harness started it; an
+/// attached guest ([`QemuGuest::attach`]) is only disconnected (its owner stops it).
 pub struct QemuGuest {
     pub(super) name: String,
-    child: Child,
-    pub(super) stdin: Option<ChildStdin>,
+    child: Option<Child>,
+    pub(super) stdin: Option<ConsoleIn>,
     pub(super) console: Arc<OutputBuf>,
     stderr: Arc<OutputBuf>,
     readers: Vec<JoinHandle<()>>,
@@ -29,7 +57,7 @@ impl std::fmt::Debug for QemuGuest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QemuGuest")
             .field("name", &self.name)
-            .field("pid", &self.child.id())
+            .field("pid", &self.child.as_ref().map(Child::id))
             .field("console_log", &self.console_log)
             .finish()
     }
@@ -112,8 +140,8 @@ impl QemuGuest {
         );
         Ok(Self {
             name: cfg.name,
-            child,
-            stdin: Some(stdin),
+            child: Some(child),
+            stdin: Some(ConsoleIn::Pipe(stdin)),
             console,
             stderr: stderr_buf,
             readers: vec![h1, h2],
@@ -124,13 +152,39 @@ impl QemuGuest {
         })
     }
 
+    /// A guest started by another program (e.g. libvirt), whose serial console is the Unix
+    /// socket `console` (the guest's `/init` protocol on ttyS0); its output is copied to
+    /// `console_log`. Commands work as for a spawned guest; dropping it only disconnects.
+    pub fn attach(name: &str, console: &Path, console_log: &Path) -> Result<Self> {
+        let conn = UnixStream::connect(console)
+            .with_context(|| format!("{name}: connecting to console {}", console.display()))?;
+        let reader = conn.try_clone().context("cloning the console socket")?;
+        let log = std::fs::File::create(console_log)
+            .with_context(|| format!("creating {}", console_log.display()))?;
+        let echo = std::env::var("VSW_GUEST_CONSOLE").is_ok_and(|v| v == "1");
+        let (console_buf, h) =
+            OutputBuf::collect(reader, Some(log), echo.then(|| name.to_string()));
+        Ok(Self {
+            name: name.to_string(),
+            child: None,
+            stdin: Some(ConsoleIn::Socket(conn)),
+            console: console_buf,
+            stderr: Arc::new(OutputBuf::default()),
+            readers: vec![h],
+            started: Instant::now(),
+            ready_at: None,
+            next_cmd: 1,
+            console_log: console_log.to_path_buf(),
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// QEMU's process id.
+    /// QEMU's process id (0 for an attached guest: its owner knows it).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The file the serial console is copied to.
@@ -143,27 +197,38 @@ impl QemuGuest {
         self.console.text()
     }
 
-    /// Kills QEMU (SIGKILL to its PID) and reaps it. Idempotent.
+    /// Kills QEMU (SIGKILL to its PID) and reaps it; an attached guest's console is
+    /// disconnected instead. Idempotent.
     pub fn kill(&mut self) {
+        if let Some(ConsoleIn::Socket(s)) = &self.stdin {
+            // Ends the console reader, which would otherwise wait for the guest to stop.
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         self.stdin = None;
-        kill_child(&mut self.child);
+        if let Some(c) = self.child.as_mut() {
+            kill_child(c);
+        }
         for h in self.readers.drain(..) {
             let _ = h.join();
         }
     }
 
-    /// True while QEMU runs.
+    /// True while QEMU runs (an attached guest: while its console is connected).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => self.stdin.is_some(),
+        }
     }
 
     /// An error with the context a failing test needs: QEMU's status and stderr, the console's
     /// last lines, and where the full log is.
     pub(super) fn failure(&mut self, what: &str) -> anyhow::Error {
-        let status = match self.child.try_wait() {
-            Ok(Some(s)) => format!("QEMU exited: {s}"),
-            Ok(None) => "QEMU still running".to_string(),
-            Err(e) => format!("QEMU status unknown: {e}"),
+        let status = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(s))) => format!("QEMU exited: {s}"),
+            Some(Ok(None)) => "QEMU still running".to_string(),
+            Some(Err(e)) => format!("QEMU status unknown: {e}"),
+            None => "a guest attached through its console socket".to_string(),
         };
         let stderr = self.stderr.tail(20);
         anyhow::anyhow!(

@@ -37,9 +37,11 @@ impl Vswitch {
         self.ctl_raw(args)
     }
 
-    /// Runs a `vswitch ctl` command whose answer is JSON.
+    /// Runs a `vswitch ctl --json` command.
     pub fn ctl_json(&self, args: &[&str]) -> Result<Value> {
-        let out = self.ctl_raw(args)?;
+        let mut json = vec!["--json"];
+        json.extend_from_slice(args);
+        let out = self.ctl_raw(&json)?;
         serde_json::from_str(&out)
             .with_context(|| format!("vswitch ctl {}: not JSON:\n{out}", args.join(" ")))
     }

@@ -265,6 +265,17 @@ pub enum ConfigError {
         /// What is accepted.
         expected: &'static str,
     },
+    /// The metrics endpoint is not an `IP:PORT` address.
+    #[error(
+        "{at}: metrics address {value:?} is not IP:PORT; write e.g. 127.0.0.1:9471 (Prometheus \
+         scrapes http://ADDR/metrics), or leave it out to serve no metrics"
+    )]
+    MetricsAddress {
+        /// Where.
+        at: Origin,
+        /// The value given.
+        value: String,
+    },
     /// Two ports with one name.
     #[error(
         "port name {name:?} is used twice ({first} and {second}); give every port and uplink \

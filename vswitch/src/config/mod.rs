@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! [switch]                 # all optional; flags override
-//! ctl = "/run/vswitch/ctl.sock"
+//! ctl = "/run/vswitch/ctl.sock"  # the default; VSWITCH_CTL and --ctl override it
+//! metrics = "127.0.0.1:9471"      # Prometheus /metrics over HTTP (off when absent)
 //! stats_interval_s = 10
 //! log_level = "info"
 //! max_mem_regions = 64      # guest memory one frontend may map: regions,
@@ -43,12 +44,14 @@ mod cpus;
 mod error;
 mod port;
 mod raw;
+mod service;
 mod uplink;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,6 +63,7 @@ pub use channel_list::ranges as channel_ranges;
 pub use error::{ConfigError, Origin};
 pub use port::{rate_limit, socket_key};
 pub use raw::{RawNumber, RawPort};
+pub use service::{ctl_from_file, CTL_ENV, DEFAULT_CTL};
 pub use uplink::{RawUplink, DOT1AD_MTU, VXLAN_MTU};
 
 use crate::spec::{PortSpec, SwitchSettings};
@@ -75,8 +79,12 @@ pub struct Sources {
     pub ports: Vec<String>,
     /// `--uplink SPEC`, in order.
     pub uplinks: Vec<String>,
-    /// `--ctl PATH` (overrides `[switch] ctl`).
+    /// `--ctl PATH` (overrides the environment and `[switch] ctl`).
     pub ctl: Option<PathBuf>,
+    /// The environment's `VSWITCH_CTL` (overrides `[switch] ctl`).
+    pub ctl_env: Option<PathBuf>,
+    /// `--metrics ADDR` (overrides `[switch] metrics`).
+    pub metrics: Option<String>,
     /// `--log-level LEVEL` (overrides `[switch] log_level`).
     pub log_level: Option<String>,
     /// `--stats-interval SECS` (overrides `[switch] stats_interval_s`).
@@ -102,8 +110,11 @@ pub struct Config {
     pub policy: Policy,
     /// Switch-wide settings.
     pub settings: SwitchSettings,
-    /// Control socket path.
+    /// Control socket path given by `--ctl`, `VSWITCH_CTL` or `[switch] ctl`, checked; `None`:
+    /// [`DEFAULT_CTL`].
     pub ctl: Option<PathBuf>,
+    /// Where to serve Prometheus `/metrics` over HTTP, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// How often counters are logged.
     pub stats_interval: Option<Duration>,
     /// Log level, where the flag or the file set one (`None`: `RUST_LOG`, else info).
@@ -210,11 +221,13 @@ impl Config {
             settings.socket_mode =
                 port::socket_mode(&mode, "[switch] socket_mode", &file_at(None))?;
         }
+        let metrics = service::metrics(src.metrics.as_deref(), sw.metrics.take(), &file_at(None))?;
         let (ctl, stats_interval, log_level) = switch_options(sw, src, &file_at(None))?;
         if let Some(ctl) = &ctl {
-            let at = match &src.ctl {
-                Some(_) => Origin::Option("--ctl"),
-                None => file_at(None),
+            let at = match (&src.ctl, &src.ctl_env) {
+                (Some(_), _) => Origin::Option("--ctl"),
+                (None, Some(_)) => Origin::Option(CTL_ENV),
+                (None, None) => file_at(None),
             };
             port::check_socket(ctl, SocketRole::Listen, &at)?;
             let key = port::socket_key(ctl);
@@ -235,6 +248,7 @@ impl Config {
             policy,
             settings,
             ctl,
+            metrics,
             stats_interval,
             log_level,
             state,
@@ -419,7 +433,12 @@ fn settings(fdb: RawFdb, at: &Origin) -> Result<SwitchSettings, ConfigError> {
 type SwitchOptions = (Option<PathBuf>, Option<Duration>, Option<LevelFilter>);
 
 fn switch_options(sw: RawSwitch, src: &Sources, at: &Origin) -> Result<SwitchOptions, ConfigError> {
-    let ctl = src.ctl.clone().or(sw.ctl.map(PathBuf::from));
+    // Precedence: flag, environment, file (then the default, DEFAULT_CTL, at start).
+    let ctl = src
+        .ctl
+        .clone()
+        .or_else(|| src.ctl_env.clone())
+        .or(sw.ctl.map(PathBuf::from));
     let bad_interval = |at: Origin, value: String| ConfigError::BadNumber {
         at,
         key: "stats interval",

@@ -176,6 +176,8 @@ pub struct RawFdb {
 pub struct RawSwitch {
     /// Control socket path.
     pub ctl: Option<String>,
+    /// Prometheus endpoint, `IP:PORT` (off when absent).
+    pub metrics: Option<String>,
     /// Counter logging interval, seconds.
     #[serde(alias = "stats-interval-s")]
     pub stats_interval_s: Option<RawNumber>,

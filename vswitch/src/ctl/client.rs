@@ -24,9 +24,10 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
             source,
         },
     };
-    let mut stream = UnixStream::connect(path).map_err(|source| CtlError::Connect {
+    let mut stream = UnixStream::connect(path).map_err(|error| CtlError::Connect {
         path: path.to_path_buf(),
-        source,
+        hint: super::connect_hint(error.kind()),
+        error,
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;

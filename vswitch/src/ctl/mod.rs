@@ -5,6 +5,8 @@ mod client;
 pub mod handler;
 pub mod proto;
 mod server;
+pub mod show;
+mod table;
 
 use std::io;
 use std::path::PathBuf;
@@ -57,16 +59,16 @@ pub enum CtlError {
     Encode(#[source] serde_json::Error),
     /// The client cannot reach the server.
     #[error(
-        "cannot connect to control socket {}: {source}; is `vswitch run --ctl {}` running, and \
-         may this user open the socket?",
-        path.display(), path.display()
+        "cannot connect to control socket {}: {} — {hint}",
+        path.display(), cause_text(error)
     )]
     Connect {
         /// The socket path.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
+        /// Why (in the message, not as a source: the message already says it in words).
+        error: io::Error,
+        /// What to do about it ([`connect_hint`]).
+        hint: &'static str,
     },
     /// The connection failed mid-request.
     #[error("control socket {}: {source}", path.display())]
@@ -97,4 +99,32 @@ pub enum CtlError {
         /// The start of the answer.
         answer: String,
     },
+}
+
+/// The cause in a few words (without the OS's error number).
+fn cause_text(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".into(),
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// What to do when the control socket cannot be reached, by the cause.
+pub fn connect_hint(kind: io::ErrorKind) -> &'static str {
+    match kind {
+        io::ErrorKind::NotFound => {
+            "is `vswitch run` running? use --ctl PATH or VSWITCH_CTL to name its control socket"
+        }
+        io::ErrorKind::ConnectionRefused => {
+            "nothing listens there (a switch that stopped?); start `vswitch run`, or use --ctl \
+             PATH or VSWITCH_CTL for another switch"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "the socket is mode 0600, owned by the user running the switch: run this as that \
+             user (or root)"
+        }
+        _ => "is `vswitch run` running? use --ctl PATH or VSWITCH_CTL to name its control socket",
+    }
 }

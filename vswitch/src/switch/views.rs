@@ -6,7 +6,8 @@ use super::Switch;
 use crate::config::channel_ranges;
 use crate::port::PortKind;
 use crate::stats::{
-    ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, SwitchStats, UplinkInfo, UplinkStatsOut,
+    ChannelStats, FdbEntryInfo, PortInfo, PortStatsOut, StateGauges, SwitchStats, UplinkInfo,
+    UplinkStatsOut,
 };
 
 impl Switch {
@@ -141,8 +142,18 @@ impl Switch {
         }
     }
 
-    /// Counters in the Prometheus text format.
+    /// Counters in the Prometheus text format, with the gauges (FDB entries per channel,
+    /// each port's connection state).
     pub fn prometheus(&self) -> String {
-        self.stats().prometheus()
+        let mut state = StateGauges::default();
+        for e in self.core.fdb.entries() {
+            *state.fdb_entries.entry(e.channel.get()).or_default() += 1;
+        }
+        state.ports = self
+            .ports()
+            .into_iter()
+            .map(|p| (p.name, p.connected, p.tx_broken))
+            .collect();
+        self.stats().prometheus_with(Some(&state))
     }
 }

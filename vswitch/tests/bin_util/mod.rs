@@ -54,7 +54,13 @@ pub struct Running {
 impl Running {
     /// Starts `vswitch run` with `args` and waits until every path in `ready` exists.
     pub fn start(args: &[String], ready: &[PathBuf]) -> Running {
+        Running::start_env(args, &[], ready)
+    }
+
+    /// [`Running::start`] with environment variables `env` set for the switch.
+    pub fn start_env(args: &[String], env: &[(&str, &Path)], ready: &[PathBuf]) -> Running {
         let child = bin()
+            .envs(env.iter().copied())
             .arg("run")
             .args(args)
             .stdin(Stdio::null())

@@ -63,7 +63,7 @@ impl Vswitch {
 
     fn ctl_json(&self, cmd: &str) -> Value {
         let ctl = self.ctl.display().to_string();
-        let out = run_to_end(&["ctl", "--ctl", &ctl, cmd]);
+        let out = run_to_end(&["ctl", "--ctl", &ctl, "--json", cmd]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

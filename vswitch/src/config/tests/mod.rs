@@ -177,6 +177,8 @@ fn file_and_flags_combine_file_first_and_flags_override() {
         ports: vec![format!("g1,socket={},channel=2", d.path("g1.sock"))],
         uplinks: Vec::new(),
         ctl: Some(PathBuf::from(d.path("ctl-flag.sock"))),
+        ctl_env: Some(PathBuf::from(d.path("ctl-env.sock"))),
+        metrics: Some("127.0.0.1:9471".into()),
         log_level: Some("trace".into()),
         stats_interval_s: Some(5),
         poll_cores: Some(cpu0().to_string()),
@@ -188,6 +190,7 @@ fn file_and_flags_combine_file_first_and_flags_override() {
     let names: Vec<_> = c.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["f1", "g1"]);
     assert_eq!(c.ctl, Some(PathBuf::from(d.path("ctl-flag.sock"))));
+    assert_eq!(c.metrics, "127.0.0.1:9471".parse().ok());
     assert_eq!(c.log_level, Some(LevelFilter::Trace));
     assert_eq!(c.stats_interval, Some(Duration::from_secs(5)));
     assert_eq!(c.settings.poll_cores, [cpu0()]);
@@ -251,4 +254,48 @@ fn api_ports_from_text_and_json() {
     assert!(e.to_string().starts_with("add-port request"), "{e}");
     let e = port_from_json(serde_json::json!([1])).expect_err("not an object");
     assert!(matches!(e, ConfigError::MalformedSpec { .. }));
+}
+
+/// The control socket: flag, then VSWITCH_CTL, then `[switch] ctl`, then (None) the default.
+#[test]
+fn ctl_socket_precedence_is_flag_env_file_default() {
+    let d = TempDir::new("ctlprec");
+    let text = |ctl: bool| {
+        let mut t = String::new();
+        if ctl {
+            t.push_str(&format!("[switch]\nctl = \"{}\"\n", d.path("file.sock")));
+        }
+        t.push_str(&format!(
+            "[[port]]\nname = \"a\"\nsocket = \"{}\"\nchannel = 1\n",
+            d.path("a.sock")
+        ));
+        t
+    };
+    let path = |n: &str| Some(PathBuf::from(d.path(n)));
+    let load = |file_ctl: bool, flag: Option<PathBuf>, env: Option<PathBuf>| {
+        let src = Sources {
+            ctl: flag,
+            ctl_env: env,
+            ..Sources::default()
+        };
+        Config::from_text(Some((Path::new("x.toml"), &text(file_ctl))), &src)
+            .expect("valid")
+            .ctl
+    };
+    assert_eq!(
+        load(true, path("flag.sock"), path("env.sock")),
+        path("flag.sock")
+    );
+    assert_eq!(load(true, None, path("env.sock")), path("env.sock"));
+    assert_eq!(load(true, None, None), path("file.sock"));
+    assert_eq!(load(false, None, None), None);
+    // A bad path from the environment is refused naming the variable.
+    let src = Sources {
+        ctl_env: Some(PathBuf::from("/nonexistent-dir/ctl.sock")),
+        ..Sources::default()
+    };
+    let e = Config::from_text(Some((Path::new("x.toml"), &text(false))), &src)
+        .expect_err("missing directory")
+        .to_string();
+    assert!(e.contains("VSWITCH_CTL"), "{e}");
 }

@@ -1,0 +1,428 @@
+//! The control API's answers as aligned tables for people (`vswitch ctl` without `--json`),
+//! like `ovs-vsctl show` or `vppctl show interface`. Rendered from the JSON answers, so the
+//! tables and `--json` never disagree.
+//!
+//! RX counts what the switch received from a port (the guest's transmissions), TX what it
+//! delivered to it.
+
+use serde_json::Value;
+
+use super::table::{Align, Table};
+
+use Align::{Left, Right};
+
+/// A cell: text as is, numbers and booleans as written, null or missing as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn count(v: &Value) -> String {
+    v.as_u64().map_or_else(|| cell(v), |n| n.to_string())
+}
+
+/// The sum of a `drops` object's counts.
+fn drops_total(drops: &Value) -> u64 {
+    drops
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
+fn rows(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn by_name<'a>(list: &'a Value, name: &Value) -> Option<&'a Value> {
+    rows(list).iter().find(|r| &r["name"] == name)
+}
+
+/// `ctl ports`: the VM ports (with their counters from `stats`, when given), then the uplinks.
+pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
+    let null = Value::Null;
+    let stats = stats.unwrap_or(&null);
+    let mut t = Table::new(&[
+        ("PORT", Left),
+        ("CHANNEL", Right),
+        ("MODE", Left),
+        ("ROLE", Left),
+        ("MAC", Left),
+        ("STATE", Left),
+        ("RX", Right),
+        ("TX", Right),
+        ("DROPS", Right),
+        ("SOCKET", Left),
+    ]);
+    for p in rows(ports).iter().filter(|p| p["kind"] != "uplink") {
+        let c = by_name(&stats["ports"], &p["name"]).map(|s| &s["switch"]);
+        let c = c.unwrap_or(&null);
+        let state = match (p["connected"].as_bool(), p["tx_broken"].as_bool()) {
+            (_, Some(true)) => "tx-broken",
+            (Some(true), _) => "up",
+            _ => "down",
+        };
+        t.row(vec![
+            cell(&p["name"]),
+            cell(&p["channel"]),
+            cell(&p["channel_mode"]),
+            cell(&p["role"]),
+            cell(&p["mac"]),
+            state.into(),
+            count(&c["in_frames"]),
+            count(&c["out_frames"]),
+            if c.is_null() {
+                "-".into()
+            } else {
+                drops_total(&c["drops"]).to_string()
+            },
+            cell(&p["socket"]),
+        ]);
+    }
+    let mut out = if t.is_empty() {
+        "no VM ports\n".to_owned()
+    } else {
+        t.render()
+    };
+    let up = uplinks(ports, Some(stats));
+    if !up.starts_with("no uplinks") {
+        out.push('\n');
+        out.push_str(&up);
+    }
+    out
+}
+
+/// `ctl uplinks` (and the second table of `ctl ports`).
+pub fn uplinks(ports: &Value, stats: Option<&Value>) -> String {
+    let null = Value::Null;
+    let stats = stats.unwrap_or(&null);
+    let mut t = Table::new(&[
+        ("UPLINK", Left),
+        ("TRANSPORT", Left),
+        ("ENDPOINT", Left),
+        ("CHANNELS", Left),
+        ("RELAY", Left),
+        ("MTU", Right),
+        ("RX", Right),
+        ("TX", Right),
+        ("DROPS", Right),
+    ]);
+    for u in rows(ports).iter().filter(|p| p["kind"] == "uplink") {
+        let c = by_name(&stats["uplinks"], &u["name"]).map(|s| &s["switch"]);
+        let c = c.unwrap_or(&null);
+        let endpoint = match (&u["interface"], &u["local"]) {
+            (Value::String(i), _) => i.clone(),
+            (_, Value::String(l)) => {
+                let remotes: Vec<String> = rows(&u["remotes"]).iter().map(cell).collect();
+                format!("{l} -> {}", remotes.join(","))
+            }
+            _ => "-".into(),
+        };
+        t.row(vec![
+            cell(&u["name"]),
+            cell(&u["transport"]),
+            endpoint,
+            cell(&u["channels"]),
+            if u["reflective_relay"] == true {
+                "on".into()
+            } else {
+                "off".into()
+            },
+            cell(&u["mtu"]),
+            count(&c["in_frames"]),
+            count(&c["out_frames"]),
+            if c.is_null() {
+                "-".into()
+            } else {
+                drops_total(&c["drops"]).to_string()
+            },
+        ]);
+    }
+    if t.is_empty() {
+        "no uplinks\n".into()
+    } else {
+        t.render()
+    }
+}
+
+/// `ctl stats`: counters per port, per uplink and per channel, then drops by reason.
+pub fn stats(v: &Value) -> String {
+    let counters = [
+        ("RX", "in_frames"),
+        ("RX-BYTES", "in_bytes"),
+        ("TX", "out_frames"),
+        ("TX-BYTES", "out_bytes"),
+        ("FLOODED", "flooded"),
+    ];
+    // (header, alignment, key) of the two naming columns, the rows, the counters' object.
+    type Col = (&'static str, Align, &'static str);
+    let section = |first: Col, second: Col, list: &Value, inner: &str| {
+        let mut cols = vec![(first.0, first.1), (second.0, second.1)];
+        cols.extend(counters.iter().map(|(h, _)| (*h, Right)));
+        cols.push(("DROPS", Right));
+        let mut t = Table::new(&cols);
+        for r in rows(list) {
+            let c = &r[inner];
+            let mut cells = vec![cell(&r[first.2]), cell(&r[second.2])];
+            cells.extend(counters.iter().map(|(_, k)| count(&c[*k])));
+            cells.push(drops_total(&c["drops"]).to_string());
+            t.row(cells);
+        }
+        t
+    };
+    let mut out = String::new();
+    let mut add = |t: Table, none: &str| {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if t.is_empty() {
+            out.push_str(none);
+        } else {
+            out.push_str(&t.render());
+        }
+    };
+    add(
+        section(
+            ("PORT", Left, "name"),
+            ("CHANNEL", Right, "channel"),
+            &v["ports"],
+            "switch",
+        ),
+        "no VM ports\n",
+    );
+    if !rows(&v["uplinks"]).is_empty() {
+        add(
+            section(
+                ("UPLINK", Left, "name"),
+                ("CHANNELS", Left, "channels"),
+                &v["uplinks"],
+                "switch",
+            ),
+            "",
+        );
+    }
+    add(
+        section(
+            ("CHANNEL", Right, "channel"),
+            ("PORTS", Right, "ports"),
+            &v["channels"],
+            "counters",
+        ),
+        "no channel has members or traffic\n",
+    );
+    let mut drops = Table::new(&[("WHERE", Left), ("REASON", Left), ("FRAMES", Right)]);
+    let mut drop_rows = |what: &str, list: &Value, key: &str, inner: &str| {
+        for r in rows(list) {
+            if let Some(m) = r[inner]["drops"].as_object() {
+                for (reason, n) in m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
+                    drops.row(vec![
+                        format!("{what} {}", cell(&r[key])),
+                        reason.clone(),
+                        count(n),
+                    ]);
+                }
+            }
+        }
+    };
+    drop_rows("port", &v["ports"], "name", "switch");
+    drop_rows("uplink", &v["uplinks"], "name", "switch");
+    drop_rows("channel", &v["channels"], "channel", "counters");
+    add(drops, "no drops\n");
+    out
+}
+
+/// `ctl fdb`: the learned (and static) addresses.
+pub fn fdb(v: &Value) -> String {
+    let mut t = Table::new(&[
+        ("CHANNEL", Right),
+        ("MAC", Left),
+        ("PORT", Left),
+        ("AGE(S)", Right),
+        ("STATIC", Left),
+    ]);
+    for e in rows(v) {
+        t.row(vec![
+            cell(&e["channel"]),
+            cell(&e["mac"]),
+            cell(&e["port"]),
+            cell(&e["age_s"]),
+            if e["static"] == true { "yes" } else { "no" }.into(),
+        ]);
+    }
+    if t.is_empty() {
+        "the FDB is empty\n".into()
+    } else {
+        t.render()
+    }
+}
+
+/// `ctl channels`: which ports are on which channel.
+pub fn channels(v: &Value) -> String {
+    // The uplinks column only on a switch that has uplinks.
+    let with_uplinks = !rows(&v["uplinks"]).is_empty();
+    let mut t = match with_uplinks {
+        true => Table::new(&[("CHANNEL", Right), ("PORTS", Left), ("UPLINKS", Left)]),
+        false => Table::new(&[("CHANNEL", Right), ("PORTS", Left)]),
+    };
+    for c in rows(&v["channels"]) {
+        let ports: Vec<String> = rows(&c["ports"]).iter().map(cell).collect();
+        let mut row = vec![cell(&c["channel"]), ports.join(", ")];
+        if with_uplinks {
+            let uplinks: Vec<String> = rows(&c["uplinks"]).iter().map(cell).collect();
+            row.push(uplinks.join(", "));
+        }
+        t.row(row);
+    }
+    let mut out = if t.is_empty() {
+        "no channel has members\n".to_owned()
+    } else {
+        t.render()
+    };
+    let loose: Vec<String> = rows(&v["unassociated"]).iter().map(cell).collect();
+    if !loose.is_empty() {
+        out.push_str(&format!("\nnot on a channel: {}\n", loose.join(", ")));
+    }
+    for u in rows(&v["uplinks"]) {
+        out.push_str(&format!(
+            "uplink {} carries channels {}\n",
+            cell(&u["name"]),
+            cell(&u["channels"])
+        ));
+    }
+    out
+}
+
+/// `ctl capture list`: the running captures.
+pub fn captures(v: &Value) -> String {
+    let mut t = Table::new(&[
+        ("PORT", Left),
+        ("DIRECTION", Left),
+        ("CAPTURED", Right),
+        ("NOT CAPTURED", Right),
+        ("STATE", Left),
+        ("FILE", Left),
+    ]);
+    for c in rows(v) {
+        t.row(vec![
+            cell(&c["port"]),
+            cell(&c["direction"]),
+            count(&c["captured"]),
+            count(&c["not_captured"]),
+            if c["running"] == true {
+                "capturing"
+            } else {
+                "count reached"
+            }
+            .into(),
+            cell(&c["file"]),
+        ]);
+    }
+    if t.is_empty() {
+        "no capture is running\n".into()
+    } else {
+        t.render()
+    }
+}
+
+/// `ctl policy` / `ctl set-policy`: the directed pairs beyond equal channels.
+pub fn policy(v: &Value) -> String {
+    let mut t = Table::new(&[("FROM", Right), ("TO", Right)]);
+    for pair in rows(&v["allow"]) {
+        t.row(vec![cell(&pair[0]), cell(&pair[1])]);
+    }
+    if t.is_empty() {
+        "isolation only: frames reach only VMs on their own channel\n".into()
+    } else {
+        format!(
+            "isolation, and frames of channel FROM may also reach VMs on channel TO:\n{}",
+            t.render()
+        )
+    }
+}
+
+/// The answer to a change (`add-port`, `associate`, ...): `key: value` lines.
+pub fn done(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) => {
+            let width = m.keys().map(String::len).max().unwrap_or(0);
+            m.iter()
+                .map(|(k, val)| format!("{k:width$}  {}\n", cell(val)))
+                .collect()
+        }
+        None => format!("{}\n", cell(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ports_table_joins_counters_and_lists_uplinks_apart() {
+        let ports = json!([
+            {"name": "vm1", "kind": "vm", "socket": "/run/vm1.sock", "role": "listen",
+             "channel": 100, "channel_mode": "veb", "mac": "52:54:00:00:00:01",
+             "connected": true, "tx_broken": false},
+            {"name": "vm2", "kind": "vm", "socket": "/run/vm2.sock", "role": "connect",
+             "channel": null, "channel_mode": "veb", "mac": null,
+             "connected": false, "tx_broken": false},
+            {"name": "up0", "kind": "uplink", "transport": "vxlan", "local": "192.0.2.1:4789",
+             "remotes": ["192.0.2.2"], "channels": "1-4094", "reflective_relay": false,
+             "mtu": 1450}
+        ]);
+        let stats = json!({"ports": [
+            {"name": "vm1", "switch": {"in_frames": 7, "out_frames": 12345,
+                                       "drops": {"source_spoof": 2, "no_channel": 1}}}
+        ], "uplinks": [], "channels": []});
+        assert_eq!(
+            super::ports(&ports, Some(&stats)),
+            "\
+PORT  CHANNEL  MODE  ROLE     MAC                STATE  RX     TX  DROPS  SOCKET
+vm1       100  veb   listen   52:54:00:00:00:01  up      7  12345      3  /run/vm1.sock
+vm2         -  veb   connect  -                  down    -      -      -  /run/vm2.sock
+
+UPLINK  TRANSPORT  ENDPOINT                     CHANNELS  RELAY   MTU  RX  TX  DROPS
+up0     vxlan      192.0.2.1:4789 -> 192.0.2.2  1-4094    off    1450   -   -      -
+"
+        );
+    }
+
+    #[test]
+    fn stats_lists_nonzero_drops_by_reason() {
+        let v = json!({"ports": [
+            {"name": "vm1", "channel": 100, "switch": {"in_frames": 1, "in_bytes": 60,
+             "out_frames": 0, "out_bytes": 0, "flooded": 1, "drops": {"source_spoof": 2,
+             "no_channel": 0}}}
+        ], "uplinks": [], "channels": [
+            {"channel": 100, "ports": 1, "counters": {"in_frames": 1, "in_bytes": 60,
+             "out_frames": 0, "out_bytes": 0, "flooded": 1, "drops": {}}}
+        ]});
+        assert_eq!(
+            stats(&v),
+            "\
+PORT  CHANNEL  RX  RX-BYTES  TX  TX-BYTES  FLOODED  DROPS
+vm1       100   1        60   0         0        1      2
+
+CHANNEL  PORTS  RX  RX-BYTES  TX  TX-BYTES  FLOODED  DROPS
+    100      1   1        60   0         0        1      0
+
+WHERE     REASON        FRAMES
+port vm1  source_spoof       2
+"
+        );
+    }
+
+    #[test]
+    fn empty_answers_say_so() {
+        assert_eq!(fdb(&json!([])), "the FDB is empty\n");
+        assert!(policy(&json!({"allow": []})).starts_with("isolation only"));
+        assert!(channels(&json!({"channels": [], "unassociated": ["vm9"]}))
+            .contains("not on a channel: vm9"));
+        assert_eq!(
+            done(&json!({"name": "vm3", "id": 4})),
+            "id    4\nname  vm3\n"
+        );
+    }
+}
