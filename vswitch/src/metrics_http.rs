@@ -6,6 +6,11 @@
 //! answered 503 and closed), a request of at most [`MAX_REQUEST`] bytes (more: 431), complete
 //! within [`REQUEST_TIMEOUT`] of the connection (slow clients are dropped), one request per
 //! connection.
+//!
+//! Why not a server crate: the small ones (`tiny_http`) have no read timeout and no bound on
+//! connections, so one slow scraper could hold a thread for ever; the complete ones (hyper, axum)
+//! bring an async runtime into a process that has none. Parsing, the part that is easy to get
+//! wrong, is `httparse`'s; what is written here is the accept loop and its limits.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
