@@ -16,9 +16,11 @@ use crate::features::Negotiated;
 use crate::frame::FrameRef;
 use crate::mem_view::MemView;
 use crate::memory::{copy_guest, write_guest, Vring};
-use crate::ring::SplitRing;
+use crate::ring::{ChainError, Desc, PackedRing, SplitRing};
 use crate::stats::PortStats;
 use crate::wire::{net_hdr, PREFIX_LEN};
+
+mod packed;
 
 /// Most RX chains one frame may take (mergeable buffers).
 const MAX_BUFFERS_PER_FRAME: usize = 256;
@@ -75,20 +77,33 @@ impl RxRing {
             return None;
         }
         let mem = self.view.peek();
-        let ring = SplitRing::new(mem.mem(), state.get_queue())?;
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
+        let ring = if neg.packed {
+            AnyRing::Packed(PackedRing::new(mem.mem(), state.get_queue())?)
+        } else {
+            AnyRing::Split(SplitRing::new(mem.mem(), state.get_queue())?)
+        };
         let mut w = RxWriter {
             ring,
             neg,
             counts: RxCounts::default(),
         };
         let r = f(&mut w);
-        let RxWriter {
-            mut ring, counts, ..
-        } = w;
-        ring.publish_used();
-        let notify = ring.needs_notification();
-        ring.store_back(state.get_queue_mut());
+        let RxWriter { ring, counts, .. } = w;
+        let notify = match ring {
+            AnyRing::Split(mut ring) => {
+                ring.publish_used();
+                let notify = ring.needs_notification();
+                ring.store_back(state.get_queue_mut());
+                notify
+            }
+            AnyRing::Packed(mut ring) => {
+                ring.publish_used();
+                let notify = ring.needs_notification();
+                ring.store_back(state.get_queue_mut());
+                notify
+            }
+        };
         let stats = &self.stats;
         PortStats::add(&stats.to_guest_frames, counts.frames);
         PortStats::add(&stats.to_guest_bytes, counts.bytes);
@@ -119,9 +134,15 @@ struct RxCounts {
     oversize: u64,
 }
 
+/// The ring layout the frontend negotiated, decided once per batch.
+enum AnyRing<'m> {
+    Split(SplitRing<'m>),
+    Packed(PackedRing<'m>),
+}
+
 /// A locked RX ring for one batch (see [`RxRing::with_writer`]).
 pub struct RxWriter<'m> {
-    ring: SplitRing<'m>,
+    ring: AnyRing<'m>,
     neg: Negotiated,
     counts: RxCounts,
 }
@@ -133,9 +154,12 @@ impl RxWriter<'_> {
     #[inline]
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
         // The common buffer layout inline in the caller's loop; anything else out of line.
-        let r = match deliver_common_layout(&mut self.ring, self.neg.hdr_len, frame) {
-            Some(r) => r,
-            None => self.deliver_general(frame),
+        let r = match &mut self.ring {
+            AnyRing::Split(ring) => match deliver_common_layout(ring, self.neg.hdr_len, frame) {
+                Some(r) => r,
+                None => deliver_general(ring, &self.neg, frame),
+            },
+            AnyRing::Packed(ring) => packed::deliver(ring, &self.neg, frame),
         };
         match r {
             Ok(()) => {
@@ -153,87 +177,90 @@ impl RxWriter<'_> {
             }
         }
     }
+}
 
-    /// Any buffer layout: chains of several descriptors, indirect tables, mergeable buffers
-    /// spanning several chains, and every malformed chain.
-    #[inline(never)]
-    fn deliver_general(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
-        let hdr_len = self.neg.hdr_len;
-        let max_chains = if self.neg.mrg_rxbuf {
-            MAX_BUFFERS_PER_FRAME
-        } else {
-            1
+/// Any buffer layout: chains of several descriptors, indirect tables, mergeable buffers
+/// spanning several chains, and every malformed chain.
+#[inline(never)]
+fn deliver_general(
+    ring: &mut SplitRing<'_>,
+    neg: &Negotiated,
+    frame: FrameRef<'_>,
+) -> Result<(), RxDrop> {
+    let hdr_len = neg.hdr_len;
+    let max_chains = if neg.mrg_rxbuf {
+        MAX_BUFFERS_PER_FRAME
+    } else {
+        1
+    };
+    let size = ring.size();
+    // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
+    // visible to the guest before the batch publishes the used index), so a frame that
+    // fails is undone by rewinding the ring's private indices.
+    let used_mark = ring.used_mark();
+    let mut ntaken = 0usize;
+    // Host address of the header slot at the start of the first buffer.
+    let mut hdr_at: Option<usize> = None;
+    // What was checked is what is delivered: the leading bytes come from the checked
+    // prefix copy (see FrameRef::delivery_pieces).
+    let mut src = frame.delivery_pieces();
+    // The source piece not yet copied: (host address, bytes left).
+    let mut cur = src.next().unwrap_or((0, 0));
+
+    let outcome: Result<(), RxDrop> = loop {
+        if cur.1 == 0 && hdr_at.is_some() {
+            break Ok(());
+        }
+        if ntaken == max_chains {
+            // Without mergeable buffers one chain must hold the whole frame.
+            break Err(RxDrop::Oversize);
+        }
+        let head = match ring.pop() {
+            Ok(Some(h)) => h,
+            Ok(None) => break Err(RxDrop::NoBuffer),
+            Err(_) => break Err(RxDrop::BadDescriptor),
         };
-        let ring = &mut self.ring;
-        let size = ring.size();
-        // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
-        // visible to the guest before the batch publishes the used index), so a frame that
-        // fails is undone by rewinding the ring's private indices.
-        let used_mark = ring.used_mark();
-        let mut ntaken = 0usize;
-        // Host address of the header slot at the start of the first buffer.
-        let mut hdr_at: Option<usize> = None;
-        // What was checked is what is delivered: the leading bytes come from the checked
-        // prefix copy (see FrameRef::delivery_pieces).
-        let mut src = frame.delivery_pieces();
-        // The source piece not yet copied: (host address, bytes left).
-        let mut cur = src.next().unwrap_or((0, 0));
-
-        let outcome: Result<(), RxDrop> = loop {
-            if cur.1 == 0 && hdr_at.is_some() {
-                break Ok(());
-            }
-            if ntaken == max_chains {
-                // Without mergeable buffers one chain must hold the whole frame.
-                break Err(RxDrop::Oversize);
-            }
-            let head = match ring.pop() {
-                Ok(Some(h)) => h,
-                Ok(None) => break Err(RxDrop::NoBuffer),
-                Err(_) => break Err(RxDrop::BadDescriptor),
-            };
-            if head >= size {
-                // Cannot even be returned: the chain is lost (and the frame counted).
+        if head >= size {
+            // Cannot even be returned: the chain is lost (and the frame counted).
+            break Err(RxDrop::BadDescriptor);
+        }
+        ntaken += 1;
+        match fill_chain(ring, head, hdr_len, &mut hdr_at, &mut cur, &mut src) {
+            Ok(written) => ring.push_used(head, written),
+            Err(()) => {
+                ring.push_used(head, 0);
                 break Err(RxDrop::BadDescriptor);
             }
-            ntaken += 1;
-            match fill_chain(ring, head, hdr_len, &mut hdr_at, &mut cur, &mut src) {
-                Ok(written) => ring.push_used(head, written),
-                Err(()) => {
-                    ring.push_used(head, 0);
-                    break Err(RxDrop::BadDescriptor);
-                }
-            }
-        };
+        }
+    };
 
-        match outcome {
-            Ok(()) => {
-                let Some(hdr_at) = hdr_at else {
-                    return Err(RxDrop::BadDescriptor);
-                };
-                let hdr = net_hdr::for_rx(ntaken as u16);
-                if hdr_len == net_hdr::LEN {
-                    // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
-                    // `hdr_at` (mapped for the batch).
-                    unsafe { write_guest(hdr_at, hdr) };
-                } else {
-                    // SAFETY: as above; `hdr` has LEN >= hdr_len bytes.
-                    unsafe { copy_guest(hdr_at, hdr.as_ptr() as usize, hdr_len) };
-                }
-                Ok(())
+    match outcome {
+        Ok(()) => {
+            let Some(hdr_at) = hdr_at else {
+                return Err(RxDrop::BadDescriptor);
+            };
+            let hdr = net_hdr::for_rx(ntaken as u16);
+            if hdr_len == net_hdr::LEN {
+                // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
+                // `hdr_at` (mapped for the batch).
+                unsafe { write_guest(hdr_at, hdr) };
+            } else {
+                // SAFETY: as above; `hdr` has LEN >= hdr_len bytes.
+                unsafe { copy_guest(hdr_at, hdr.as_ptr() as usize, hdr_len) };
             }
-            Err(RxDrop::BadDescriptor) => {
-                // The guest posted a malformed buffer: every chain this frame took goes back
-                // empty, so a bad chain cannot wedge the ring.
-                ring.zero_used_lens_since(used_mark);
-                Err(RxDrop::BadDescriptor)
-            }
-            Err(e) => {
-                // Not enough room: nothing is published; the chains stay available.
-                ring.rewind_used(used_mark);
-                ring.unpop(ntaken as u16);
-                Err(e)
-            }
+            Ok(())
+        }
+        Err(RxDrop::BadDescriptor) => {
+            // The guest posted a malformed buffer: every chain this frame took goes back
+            // empty, so a bad chain cannot wedge the ring.
+            ring.zero_used_lens_since(used_mark);
+            Err(RxDrop::BadDescriptor)
+        }
+        Err(e) => {
+            // Not enough room: nothing is published; the chains stay available.
+            ring.rewind_used(used_mark);
+            ring.unpop(ntaken as u16);
+            Err(e)
         }
     }
 }
@@ -306,9 +333,21 @@ fn fill_chain(
     cur: &mut (usize, usize),
     src: &mut impl Iterator<Item = (usize, usize)>,
 ) -> Result<u32, ()> {
-    let map = ring.map();
+    fill_descs(ring.map(), ring.chain(head), hdr_len, hdr_at, cur, src)
+}
+
+/// [`fill_chain`] over the descriptors of any ring's chain.
+#[inline(always)]
+fn fill_descs(
+    map: &crate::memory::GuestMap<'_>,
+    chain: impl Iterator<Item = Result<Desc, ChainError>>,
+    hdr_len: usize,
+    hdr_at: &mut Option<usize>,
+    cur: &mut (usize, usize),
+    src: &mut impl Iterator<Item = (usize, usize)>,
+) -> Result<u32, ()> {
     let mut written = 0u32;
-    for desc in ring.chain(head) {
+    for desc in chain {
         let desc = desc.map_err(|_| ())?;
         if !desc.write || desc.len == 0 {
             return Err(());
