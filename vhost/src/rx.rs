@@ -20,7 +20,7 @@ use crate::ring::{ChainError, Desc, PackedRing, SplitRing};
 use crate::stats::PortStats;
 use crate::wire::{net_hdr, PREFIX_LEN};
 
-mod packed;
+pub(crate) mod packed;
 
 /// Most RX chains one frame may take (mergeable buffers).
 const MAX_BUFFERS_PER_FRAME: usize = 256;

@@ -507,16 +507,19 @@ impl Iterator for PackedChain<'_, '_> {
             }
             // SAFETY: table_next < table_len, and the table is mapped (checked on entry).
             let d = unsafe { super::read_desc(self.table, self.table_next) };
+            // An indirect table holds packed descriptors too: the flags are in the split
+            // layout's `next` field.
+            let flags = d.next;
             self.table_next += 1;
             self.ttl -= 1;
             self.reads += 1;
-            if d.flags & F_INDIRECT != 0 {
+            if flags & F_INDIRECT != 0 {
                 return self.fail(ChainError::BadIndirect);
             }
             return Some(Ok(Desc {
                 addr: d.addr,
                 len: d.len,
-                write: d.flags & F_WRITE != 0,
+                write: flags & F_WRITE != 0,
             }));
         }
         if self.slots > 0 && self.ring_end {

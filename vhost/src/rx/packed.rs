@@ -11,7 +11,7 @@ use crate::wire::net_hdr;
 
 /// Writes one frame with its virtio-net header into the next chain(s) of `ring`.
 #[inline]
-pub(super) fn deliver(
+pub(crate) fn deliver(
     ring: &mut PackedRing<'_>,
     neg: &Negotiated,
     frame: FrameRef<'_>,
