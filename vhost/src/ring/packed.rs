@@ -414,12 +414,6 @@ pub(crate) struct PackedChain<'r, 'm> {
 }
 
 impl PackedChain<'_, '_> {
-    /// Descriptors read so far (indirect ones included).
-    #[cfg(test)]
-    pub(crate) fn reads(&self) -> u16 {
-        self.reads
-    }
-
     #[cold]
     fn fail(&mut self, e: ChainError) -> Option<Result<Desc, ChainError>> {
         self.done = true;
