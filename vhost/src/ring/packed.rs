@@ -98,6 +98,12 @@ pub(crate) struct PackedDesc {
 }
 
 impl PackedDesc {
+    /// A whole chain in one device-readable buffer (no WRITE, NEXT or INDIRECT), not empty.
+    #[inline]
+    pub(crate) fn is_single_readable(&self) -> bool {
+        self.flags & (F_WRITE | F_NEXT | F_INDIRECT) == 0 && self.len != 0
+    }
+
     /// A whole chain in one device-writable buffer (WRITE, no NEXT, no INDIRECT).
     #[inline]
     pub(crate) fn is_single_writable(&self) -> bool {
