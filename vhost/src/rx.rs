@@ -157,7 +157,7 @@ impl RxWriter<'_> {
         let r = match &mut self.ring {
             AnyRing::Split(ring) => match deliver_common_layout(ring, self.neg.hdr_len, frame) {
                 Some(r) => r,
-                None => deliver_general(ring, &self.neg, frame),
+                None => self.deliver_general(frame),
             },
             AnyRing::Packed(ring) => packed::deliver(ring, &self.neg, frame),
         };
@@ -177,90 +177,89 @@ impl RxWriter<'_> {
             }
         }
     }
-}
 
-/// Any buffer layout: chains of several descriptors, indirect tables, mergeable buffers
-/// spanning several chains, and every malformed chain.
-#[inline(never)]
-fn deliver_general(
-    ring: &mut SplitRing<'_>,
-    neg: &Negotiated,
-    frame: FrameRef<'_>,
-) -> Result<(), RxDrop> {
-    let hdr_len = neg.hdr_len;
-    let max_chains = if neg.mrg_rxbuf {
-        MAX_BUFFERS_PER_FRAME
-    } else {
-        1
-    };
-    let size = ring.size();
-    // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
-    // visible to the guest before the batch publishes the used index), so a frame that
-    // fails is undone by rewinding the ring's private indices.
-    let used_mark = ring.used_mark();
-    let mut ntaken = 0usize;
-    // Host address of the header slot at the start of the first buffer.
-    let mut hdr_at: Option<usize> = None;
-    // What was checked is what is delivered: the leading bytes come from the checked
-    // prefix copy (see FrameRef::delivery_pieces).
-    let mut src = frame.delivery_pieces();
-    // The source piece not yet copied: (host address, bytes left).
-    let mut cur = src.next().unwrap_or((0, 0));
-
-    let outcome: Result<(), RxDrop> = loop {
-        if cur.1 == 0 && hdr_at.is_some() {
-            break Ok(());
-        }
-        if ntaken == max_chains {
-            // Without mergeable buffers one chain must hold the whole frame.
-            break Err(RxDrop::Oversize);
-        }
-        let head = match ring.pop() {
-            Ok(Some(h)) => h,
-            Ok(None) => break Err(RxDrop::NoBuffer),
-            Err(_) => break Err(RxDrop::BadDescriptor),
+    /// Any buffer layout: chains of several descriptors, indirect tables, mergeable buffers
+    /// spanning several chains, and every malformed chain.
+    #[inline(never)]
+    fn deliver_general(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
+        let hdr_len = self.neg.hdr_len;
+        let max_chains = if self.neg.mrg_rxbuf {
+            MAX_BUFFERS_PER_FRAME
+        } else {
+            1
         };
-        if head >= size {
-            // Cannot even be returned: the chain is lost (and the frame counted).
-            break Err(RxDrop::BadDescriptor);
-        }
-        ntaken += 1;
-        match fill_chain(ring, head, hdr_len, &mut hdr_at, &mut cur, &mut src) {
-            Ok(written) => ring.push_used(head, written),
-            Err(()) => {
-                ring.push_used(head, 0);
+        let AnyRing::Split(ring) = &mut self.ring else {
+            return Err(RxDrop::BadDescriptor); // never: packed rings deliver in `packed.rs`
+        };
+        let size = ring.size();
+        // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
+        // visible to the guest before the batch publishes the used index), so a frame that
+        // fails is undone by rewinding the ring's private indices.
+        let used_mark = ring.used_mark();
+        let mut ntaken = 0usize;
+        // Host address of the header slot at the start of the first buffer.
+        let mut hdr_at: Option<usize> = None;
+        // What was checked is what is delivered: the leading bytes come from the checked
+        // prefix copy (see FrameRef::delivery_pieces).
+        let mut src = frame.delivery_pieces();
+        // The source piece not yet copied: (host address, bytes left).
+        let mut cur = src.next().unwrap_or((0, 0));
+
+        let outcome: Result<(), RxDrop> = loop {
+            if cur.1 == 0 && hdr_at.is_some() {
+                break Ok(());
+            }
+            if ntaken == max_chains {
+                // Without mergeable buffers one chain must hold the whole frame.
+                break Err(RxDrop::Oversize);
+            }
+            let head = match ring.pop() {
+                Ok(Some(h)) => h,
+                Ok(None) => break Err(RxDrop::NoBuffer),
+                Err(_) => break Err(RxDrop::BadDescriptor),
+            };
+            if head >= size {
+                // Cannot even be returned: the chain is lost (and the frame counted).
                 break Err(RxDrop::BadDescriptor);
             }
-        }
-    };
-
-    match outcome {
-        Ok(()) => {
-            let Some(hdr_at) = hdr_at else {
-                return Err(RxDrop::BadDescriptor);
-            };
-            let hdr = net_hdr::for_rx(ntaken as u16);
-            if hdr_len == net_hdr::LEN {
-                // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
-                // `hdr_at` (mapped for the batch).
-                unsafe { write_guest(hdr_at, hdr) };
-            } else {
-                // SAFETY: as above; `hdr` has LEN >= hdr_len bytes.
-                unsafe { copy_guest(hdr_at, hdr.as_ptr() as usize, hdr_len) };
+            ntaken += 1;
+            match fill_chain(ring, head, hdr_len, &mut hdr_at, &mut cur, &mut src) {
+                Ok(written) => ring.push_used(head, written),
+                Err(()) => {
+                    ring.push_used(head, 0);
+                    break Err(RxDrop::BadDescriptor);
+                }
             }
-            Ok(())
-        }
-        Err(RxDrop::BadDescriptor) => {
-            // The guest posted a malformed buffer: every chain this frame took goes back
-            // empty, so a bad chain cannot wedge the ring.
-            ring.zero_used_lens_since(used_mark);
-            Err(RxDrop::BadDescriptor)
-        }
-        Err(e) => {
-            // Not enough room: nothing is published; the chains stay available.
-            ring.rewind_used(used_mark);
-            ring.unpop(ntaken as u16);
-            Err(e)
+        };
+
+        match outcome {
+            Ok(()) => {
+                let Some(hdr_at) = hdr_at else {
+                    return Err(RxDrop::BadDescriptor);
+                };
+                let hdr = net_hdr::for_rx(ntaken as u16);
+                if hdr_len == net_hdr::LEN {
+                    // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
+                    // `hdr_at` (mapped for the batch).
+                    unsafe { write_guest(hdr_at, hdr) };
+                } else {
+                    // SAFETY: as above; `hdr` has LEN >= hdr_len bytes.
+                    unsafe { copy_guest(hdr_at, hdr.as_ptr() as usize, hdr_len) };
+                }
+                Ok(())
+            }
+            Err(RxDrop::BadDescriptor) => {
+                // The guest posted a malformed buffer: every chain this frame took goes back
+                // empty, so a bad chain cannot wedge the ring.
+                ring.zero_used_lens_since(used_mark);
+                Err(RxDrop::BadDescriptor)
+            }
+            Err(e) => {
+                // Not enough room: nothing is published; the chains stay available.
+                ring.rewind_used(used_mark);
+                ring.unpop(ntaken as u16);
+                Err(e)
+            }
         }
     }
 }
