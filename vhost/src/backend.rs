@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::VhostUserBackend;
 use vm_memory::GuestAddressSpace;
@@ -225,6 +225,12 @@ impl VhostUserBackend for NetBackend {
     fn acked_features(&self, features: u64) {
         self.0.acked.store(features, Ordering::Release);
         debug!("{}: acked features {features:#x}", self.0.port.cfg.name);
+        if crate::features::Negotiated::from_features(features).packed {
+            info!(
+                "{}: the frontend uses packed virtqueues",
+                self.0.port.cfg.name
+            );
+        }
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

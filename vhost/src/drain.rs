@@ -20,6 +20,8 @@ use crate::ring::{AvailPeek, SplitRing};
 use crate::stats::PortStats;
 use crate::tx::{take_chains, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS_BUDGET};
 
+mod packed;
+
 /// What the thread draining one port keeps between passes. Belongs to one connection: a new
 /// connection (or a new port) starts from a fresh cursor, which the port arranges by itself.
 #[derive(Default)]
@@ -141,6 +143,9 @@ impl NetBackend {
             // frontend resets it, which the datapath thread's periodic pass notices.
             return false;
         }
+        if Negotiated::from_features(self.inner().acked.load(Ordering::Acquire)).packed {
+            return self.arm_tx_packed(vring, cursor);
+        }
         let mem_arc = self.inner().view.load();
         let state = vring.get_mut();
         if !state.is_enabled() {
@@ -169,6 +174,9 @@ impl NetBackend {
         // unparks it at once (see park.rs).
         let resets = inner.ring_resets.get();
         let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
+        if neg.packed {
+            return self.tx_batch_packed(vring, cursor, scratch, reads, total, each);
+        }
         let max_frame = inner.port.cfg.max_frame_len();
         let mem_arc = inner.view.load();
         let mut state = vring.get_mut();

@@ -1,7 +1,7 @@
 //! The virtio-net and vhost-user features this port offers, and what they imply.
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
     VIRTIO_NET_F_STATUS,
@@ -25,6 +25,7 @@ pub fn offered_features(has_mac: bool, queue_pairs: u16) -> u64 {
         | (1u64 << VIRTIO_NET_F_MRG_RXBUF)
         | (1u64 << VIRTIO_RING_F_EVENT_IDX)
         | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
+        | (1u64 << VIRTIO_F_RING_PACKED)
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
     if has_mac {
         f |= 1u64 << VIRTIO_NET_F_MAC;
@@ -52,6 +53,8 @@ pub struct Negotiated {
     pub mrg_rxbuf: bool,
     /// EVENT_IDX notification suppression.
     pub event_idx: bool,
+    /// Packed virtqueues (`ring::PackedRing`) instead of split ones.
+    pub packed: bool,
 }
 
 impl Negotiated {
@@ -68,6 +71,7 @@ impl Negotiated {
             hdr_len,
             mrg_rxbuf,
             event_idx: has(VIRTIO_RING_F_EVENT_IDX),
+            packed: has(VIRTIO_F_RING_PACKED),
         }
     }
 }

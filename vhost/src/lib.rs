@@ -16,7 +16,8 @@
 //!   connection), `features`, `config_space`;
 //! - guest memory: `memory` (address translation, copies), `mem_view` (the snapshot the
 //!   datapath reads), `sigbus` (a frontend that shrinks its memory costs only its port);
-//! - rings: `ring` (split virtqueue access), `park` (a broken TX ring set aside);
+//! - rings: `ring` (split virtqueue access; `ring::packed`, packed virtqueues), `park` (a
+//!   broken TX ring set aside);
 //! - datapath: `drain` (a TX pass for the thread serving the port), `tx` (chains to frames),
 //!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts);
 //! - [`stats`] (the port's counters); [`crossover`] (serving ports without a switch: the

@@ -20,6 +20,9 @@ use virtio_queue::{Queue, QueueT};
 use crate::mem_view::GuardedMemory;
 use crate::memory::{read_guest, write_guest, GuestMap, GuestMemory};
 
+mod packed;
+pub(crate) use packed::{PackedHead, PackedRing};
+
 const DESC_SIZE: usize = 16;
 pub(crate) const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
@@ -300,6 +303,9 @@ pub(crate) struct AvailPeek {
     mem: Arc<GuardedMemory>,
     idx_at: usize,
     seen: u16,
+    /// The bits of the value at `idx_at` that tell (all of them for a split ring's avail
+    /// index; the AVAIL flag of a packed ring's next slot).
+    mask: u16,
     budget: u16,
 }
 
@@ -313,6 +319,7 @@ impl AvailPeek {
             mem,
             idx_at: ring.avail + 2,
             seen: ring.next_avail.0,
+            mask: u16::MAX,
             budget: PEEK_BUDGET,
         }
     }
@@ -325,10 +332,11 @@ impl AvailPeek {
             return false;
         }
         self.budget -= 1;
-        // SAFETY: `idx_at` is the avail index of a ring resolved in `self.mem` (inside it and
-        // 2-byte aligned, see SplitRing's invariant), which this peek keeps mapped.
+        // SAFETY: `idx_at` is the avail index of a split ring or the flags of a packed ring's
+        // slot, resolved in `self.mem` (inside it and 2-byte aligned, see the rings'
+        // invariants), which this peek keeps mapped.
         let idx = unsafe { AtomicU16::from_ptr(self.idx_at as *mut u16) };
-        u16::from_le(idx.load(Ordering::Acquire)) == self.seen
+        u16::from_le(idx.load(Ordering::Acquire)) & self.mask == self.seen
     }
 }
 

@@ -16,9 +16,11 @@ use crate::features::Negotiated;
 use crate::frame::FrameRef;
 use crate::mem_view::MemView;
 use crate::memory::{copy_guest, write_guest, Vring};
-use crate::ring::SplitRing;
+use crate::ring::{ChainError, Desc, PackedRing, SplitRing};
 use crate::stats::PortStats;
 use crate::wire::{net_hdr, PREFIX_LEN};
+
+pub(crate) mod packed;
 
 /// Most RX chains one frame may take (mergeable buffers).
 const MAX_BUFFERS_PER_FRAME: usize = 256;
@@ -75,20 +77,33 @@ impl RxRing {
             return None;
         }
         let mem = self.view.peek();
-        let ring = SplitRing::new(mem.mem(), state.get_queue())?;
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
+        let ring = if neg.packed {
+            AnyRing::Packed(PackedRing::new(mem.mem(), state.get_queue())?)
+        } else {
+            AnyRing::Split(SplitRing::new(mem.mem(), state.get_queue())?)
+        };
         let mut w = RxWriter {
             ring,
             neg,
             counts: RxCounts::default(),
         };
         let r = f(&mut w);
-        let RxWriter {
-            mut ring, counts, ..
-        } = w;
-        ring.publish_used();
-        let notify = ring.needs_notification();
-        ring.store_back(state.get_queue_mut());
+        let RxWriter { ring, counts, .. } = w;
+        let notify = match ring {
+            AnyRing::Split(mut ring) => {
+                ring.publish_used();
+                let notify = ring.needs_notification();
+                ring.store_back(state.get_queue_mut());
+                notify
+            }
+            AnyRing::Packed(mut ring) => {
+                ring.publish_used();
+                let notify = ring.needs_notification();
+                ring.store_back(state.get_queue_mut());
+                notify
+            }
+        };
         let stats = &self.stats;
         PortStats::add(&stats.to_guest_frames, counts.frames);
         PortStats::add(&stats.to_guest_bytes, counts.bytes);
@@ -119,9 +134,15 @@ struct RxCounts {
     oversize: u64,
 }
 
+/// The ring layout the frontend negotiated, decided once per batch.
+enum AnyRing<'m> {
+    Split(SplitRing<'m>),
+    Packed(PackedRing<'m>),
+}
+
 /// A locked RX ring for one batch (see [`RxRing::with_writer`]).
 pub struct RxWriter<'m> {
-    ring: SplitRing<'m>,
+    ring: AnyRing<'m>,
     neg: Negotiated,
     counts: RxCounts,
 }
@@ -133,9 +154,12 @@ impl RxWriter<'_> {
     #[inline]
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
         // The common buffer layout inline in the caller's loop; anything else out of line.
-        let r = match deliver_common_layout(&mut self.ring, self.neg.hdr_len, frame) {
-            Some(r) => r,
-            None => self.deliver_general(frame),
+        let r = match &mut self.ring {
+            AnyRing::Split(ring) => match deliver_common_layout(ring, self.neg.hdr_len, frame) {
+                Some(r) => r,
+                None => self.deliver_general(frame),
+            },
+            AnyRing::Packed(ring) => packed::deliver(ring, &self.neg, frame),
         };
         match r {
             Ok(()) => {
@@ -164,7 +188,9 @@ impl RxWriter<'_> {
         } else {
             1
         };
-        let ring = &mut self.ring;
+        let AnyRing::Split(ring) = &mut self.ring else {
+            return Err(RxDrop::BadDescriptor); // never: packed rings deliver in `packed.rs`
+        };
         let size = ring.size();
         // Each chain the frame takes is recorded in the used ring as soon as it is filled (not
         // visible to the guest before the batch publishes the used index), so a frame that
@@ -306,9 +332,21 @@ fn fill_chain(
     cur: &mut (usize, usize),
     src: &mut impl Iterator<Item = (usize, usize)>,
 ) -> Result<u32, ()> {
-    let map = ring.map();
+    fill_descs(ring.map(), ring.chain(head), hdr_len, hdr_at, cur, src)
+}
+
+/// [`fill_chain`] over the descriptors of any ring's chain.
+#[inline(always)]
+fn fill_descs(
+    map: &crate::memory::GuestMap<'_>,
+    chain: impl Iterator<Item = Result<Desc, ChainError>>,
+    hdr_len: usize,
+    hdr_at: &mut Option<usize>,
+    cur: &mut (usize, usize),
+    src: &mut impl Iterator<Item = (usize, usize)>,
+) -> Result<u32, ()> {
     let mut written = 0u32;
-    for desc in ring.chain(head) {
+    for desc in chain {
         let desc = desc.map_err(|_| ())?;
         if !desc.write || desc.len == 0 {
             return Err(());

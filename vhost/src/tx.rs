@@ -10,8 +10,11 @@ use vm_memory::GuestAddress;
 
 use crate::frame::{FrameSlot, NetHdr, Segment, MIN_FRAME_LEN};
 use crate::memory::{copy_guest, GuestMap};
-use crate::ring::{Chain, SplitRing};
+use crate::ring::{ChainError, Desc, SplitRing};
+
+mod packed;
 use crate::wire::{net_hdr, PREFIX_LEN};
+pub(crate) use packed::take_packed_chains;
 
 /// Most chains taken from a TX ring in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -41,6 +44,8 @@ pub enum TxChainError {
 /// time), so it is never locked.
 pub struct TxScratch {
     pub(crate) heads: Vec<u16>,
+    /// For a packed ring: the slots each chain of `heads` (buffer ids) takes.
+    pub(crate) slots: Vec<u16>,
     pub(crate) frames: Vec<FrameSlot>,
     pub(crate) segs: Vec<Segment>,
 }
@@ -49,6 +54,7 @@ impl Default for TxScratch {
     fn default() -> Self {
         TxScratch {
             heads: Vec::with_capacity(MAX_BATCH),
+            slots: Vec::with_capacity(MAX_BATCH),
             frames: Vec::with_capacity(MAX_BATCH),
             segs: Vec::with_capacity(MAX_BATCH * 4),
         }
@@ -58,6 +64,7 @@ impl Default for TxScratch {
 impl TxScratch {
     pub(crate) fn clear(&mut self) {
         self.heads.clear();
+        self.slots.clear();
         self.frames.clear();
         self.segs.clear();
     }
@@ -213,7 +220,7 @@ fn parse_common_layout(
 /// Walks one TX chain, validating it and recording its segments (header stripped) in `segs`.
 pub(crate) fn parse_chain(
     map: &GuestMap<'_>,
-    chain: &mut Chain<'_, '_>,
+    chain: &mut impl Iterator<Item = Result<Desc, ChainError>>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,
@@ -252,7 +259,7 @@ fn read_into(to: &mut [u8], from: usize, n: usize) {
 
 fn walk_chain(
     map: &GuestMap<'_>,
-    chain: &mut Chain<'_, '_>,
+    chain: &mut impl Iterator<Item = Result<Desc, ChainError>>,
     hdr_len: usize,
     max_frame: usize,
     segs: &mut Vec<Segment>,

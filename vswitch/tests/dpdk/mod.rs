@@ -31,6 +31,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use output::tail;
+// Not every test binary replays pcaps.
+#[allow(unused_imports)]
 pub use pcap::{read_pcap, write_pcap};
 pub use switch::{Port, Vswitch};
 pub use testpmd::{testpmd_bin, Testpmd};

@@ -13,6 +13,8 @@ pub enum Vdev {
         socket: PathBuf,
         mac: String,
         server: bool,
+        /// `packed_vq=1`: ask for packed virtqueues (VIRTIO_F_RING_PACKED).
+        packed: bool,
     },
     /// Frames read from a pcap file, once or (`infinite`) over and over.
     PcapRx { file: PathBuf, infinite: bool },
@@ -26,6 +28,17 @@ impl Vdev {
             socket: socket.to_path_buf(),
             mac: mac.to_owned(),
             server,
+            packed: false,
+        }
+    }
+
+    /// [`Vdev::virtio_user`] with packed virtqueues (`packed_vq=1`).
+    pub fn virtio_user_packed(socket: &Path, mac: &str, server: bool) -> Vdev {
+        Vdev::VirtioUser {
+            socket: socket.to_path_buf(),
+            mac: mac.to_owned(),
+            server,
+            packed: true,
         }
     }
 
@@ -40,10 +53,12 @@ impl Vdev {
                 socket,
                 mac,
                 server,
+                packed,
             } => format!(
-                "net_virtio_user{index},path={},queues=1,mac={mac},queue_size={QUEUE_SIZE}{}",
+                "net_virtio_user{index},path={},queues=1,mac={mac},queue_size={QUEUE_SIZE}{}{}",
                 s(socket),
-                if *server { ",server=1" } else { "" }
+                if *server { ",server=1" } else { "" },
+                if *packed { ",packed_vq=1" } else { "" }
             ),
             Vdev::PcapRx { file, infinite } => format!(
                 "net_pcap{index},rx_pcap={}{}",
