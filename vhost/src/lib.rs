@@ -18,7 +18,8 @@
 //!   datapath reads), `sigbus` (a frontend that shrinks its memory costs only its port);
 //! - rings: `ring` (split virtqueue access), `park` (a broken TX ring set aside);
 //! - datapath: `drain` (a TX pass for the thread serving the port), `tx` (chains to frames),
-//!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts);
+//!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts),
+//!   [`offload`] (checksum completion and segmentation in software, pure);
 //! - [`stats`] (the port's counters); [`crossover`] (serving ports without a switch: the
 //!   example, tests and fuzzing).
 
@@ -36,6 +37,7 @@ pub mod fuzz_api;
 mod mem_table;
 mod mem_view;
 pub mod memory;
+pub mod offload;
 mod park;
 mod port;
 mod ring;
