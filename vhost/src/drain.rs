@@ -185,6 +185,7 @@ impl NetBackend {
             scratch,
             neg.hdr_len,
             max_frame,
+            neg.tx_offloads,
             reads,
             TX_PASS_BUDGET,
         );
@@ -221,6 +222,7 @@ impl NetBackend {
         PortStats::add(&stats.tx_bad_descriptor, counts.bad_descriptor);
         PortStats::add(&stats.tx_oversize, counts.oversize);
         PortStats::add(&stats.tx_runt, counts.runt);
+        PortStats::add(&stats.tx_bad_offload, counts.bad_offload);
         total.add(&counts);
         outcome
     }

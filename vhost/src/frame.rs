@@ -58,6 +58,22 @@ impl NetHdr {
             csum_offset: net_hdr::u16_at(b, net_hdr::CSUM_OFFSET),
         }
     }
+
+    /// The header written in front of the frame in a receiver's buffer: these fields with
+    /// `num_buffers` = `buffers` (a header that asks for nothing is `net_hdr::for_rx`).
+    #[inline(always)]
+    pub(crate) fn for_rx(&self, buffers: u16) -> [u8; net_hdr::LEN] {
+        let mut h = net_hdr::for_rx(buffers);
+        if *self != NetHdr::default() {
+            h[net_hdr::FLAGS] = self.flags;
+            h[net_hdr::GSO_TYPE] = self.gso_type;
+            h[net_hdr::HDR_LEN].copy_from_slice(&self.hdr_len.to_le_bytes());
+            h[net_hdr::GSO_SIZE].copy_from_slice(&self.gso_size.to_le_bytes());
+            h[net_hdr::CSUM_START].copy_from_slice(&self.csum_start.to_le_bytes());
+            h[net_hdr::CSUM_OFFSET].copy_from_slice(&self.csum_offset.to_le_bytes());
+        }
+        h
+    }
 }
 
 /// One accepted frame of a batch: its range of segments, plus its first bytes for parsing.

@@ -10,6 +10,7 @@ use vm_memory::GuestAddress;
 
 use crate::frame::{FrameSlot, NetHdr, Segment, MIN_FRAME_LEN};
 use crate::memory::{copy_guest, GuestMap};
+use crate::offload::{Offloads, MAX_GSO_FRAME};
 use crate::ring::{Chain, SplitRing};
 use crate::wire::{net_hdr, PREFIX_LEN};
 
@@ -34,6 +35,9 @@ pub enum TxChainError {
     Oversize,
     /// The chain is shorter than a virtio-net header plus an Ethernet header.
     Runt,
+    /// The virtio-net header asks for an offload the guest did not negotiate, or lies about
+    /// the frame (see `tx/hdr.rs`).
+    BadOffload,
 }
 
 /// Storage for one TX batch, owned by the thread that drains TX rings: allocated once,
@@ -70,7 +74,9 @@ impl TxScratch {
 
 /// Takes chains from `ring` into `scratch` (already cleared) until the batch is full
 /// ([`MAX_BATCH`]), the ring is empty, or `reads` (descriptors read, the pass's running total)
-/// reaches `budget`. Returns the batch's counts and whether the ring is broken (its avail
+/// reaches `budget`. Frames longer than `max_frame` are refused unless they are GSO frames of a
+/// guest that negotiated segmentation (`offloads`), up to [`MAX_GSO_FRAME`]; every header is
+/// checked (`tx/hdr.rs`). Returns the batch's counts and whether the ring is broken (its avail
 /// index moved by more than the ring size). The one loop of the TX drain: the port's and the
 /// fuzz harness's.
 #[inline(always)]
@@ -79,6 +85,7 @@ pub(crate) fn take_chains(
     scratch: &mut TxScratch,
     hdr_len: usize,
     max_frame: usize,
+    offloads: Offloads,
     reads: &mut u32,
     budget: u32,
 ) -> (TxBatchCounts, bool) {
@@ -92,10 +99,23 @@ pub(crate) fn take_chains(
     } = scratch;
     let mut counts = TxBatchCounts::default();
     let mut broken = false;
+    // What a chain may hold: a GSO frame when the guest may send them (the header, checked
+    // after the walk, decides whether a long frame may pass).
+    let walk_max = if offloads.any_gso() {
+        MAX_GSO_FRAME.max(max_frame)
+    } else {
+        max_frame
+    };
     while heads.len() < MAX_BATCH && *reads < budget {
         match ring.pop() {
             Ok(Some(head)) => {
-                let r = parse_head(ring, head, hdr_len, max_frame, segs, reads);
+                let r = parse_head(ring, head, hdr_len, walk_max, segs, reads).and_then(|mut f| {
+                    let checked = hdr::check_header(&mut f, segs, offloads, max_frame);
+                    if checked.is_err() {
+                        segs.truncate(f.seg_start as usize);
+                    }
+                    checked.map(|()| f)
+                });
                 counts.count(&r);
                 // A head beyond the table cannot be returned: it is dropped (and counted).
                 if head < ring.size() {
@@ -351,6 +371,8 @@ pub struct TxBatchCounts {
     pub oversize: u64,
     /// Chains refused as too short.
     pub runt: u64,
+    /// Frames refused for their virtio-net header (an offload not negotiated, or a lie).
+    pub bad_offload: u64,
 }
 
 impl TxBatchCounts {
@@ -361,11 +383,12 @@ impl TxBatchCounts {
         self.bad_descriptor += o.bad_descriptor;
         self.oversize += o.oversize;
         self.runt += o.runt;
+        self.bad_offload += o.bad_offload;
     }
 
-    /// Chains refused (malformed, oversize, runt).
+    /// Chains refused (malformed, oversize, runt, bad offload header).
     pub fn refused(&self) -> u64 {
-        self.bad_descriptor + self.oversize + self.runt
+        self.bad_descriptor + self.oversize + self.runt + self.bad_offload
     }
 
     pub(crate) fn count(&mut self, r: &Result<FrameSlot, TxChainError>) {
@@ -377,9 +400,11 @@ impl TxBatchCounts {
             Err(TxChainError::BadDescriptor) => self.bad_descriptor += 1,
             Err(TxChainError::Oversize) => self.oversize += 1,
             Err(TxChainError::Runt) => self.runt += 1,
+            Err(TxChainError::BadOffload) => self.bad_offload += 1,
         }
     }
 }
 
+mod hdr;
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,10 @@ drop_reasons! {
     /// A frame from the wire whose encapsulation does not parse (a truncated or invalid
     /// 802.1ad or VXLAN header): dropped by the uplink before switching.
     Malformed => malformed,
+    /// A virtio-net header that asks for an offload its sender did not negotiate, or lies
+    /// about its frame (checksum field or headers outside it, a gso_size or gso_type that
+    /// does not fit the packet): see docs/offloads.md.
+    BadOffload => bad_offload,
 }
 
 impl DropReason {
