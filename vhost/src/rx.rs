@@ -141,7 +141,7 @@ impl RxWriter<'_> {
     /// Writes one frame (copied once, straight from the source guest's memory) with its
     /// virtio-net header. On error nothing is published for this frame and the reason is
     /// counted on this port.
-    #[inline]
+    #[inline(always)]
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
         if !self.neg.rx_offloads.covers(&frame.hdr) {
             return Err(RxDrop::Offload);

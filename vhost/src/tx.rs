@@ -109,20 +109,27 @@ pub(crate) fn take_chains(
     while heads.len() < MAX_BATCH && *reads < budget {
         match ring.pop() {
             Ok(Some(head)) => {
-                let r = parse_head(ring, head, hdr_len, walk_max, segs, reads).and_then(|mut f| {
-                    let checked = hdr::check_header(&mut f, segs, offloads, max_frame);
-                    if checked.is_err() {
-                        segs.truncate(f.seg_start as usize);
-                    }
-                    checked.map(|()| f)
-                });
-                counts.count(&r);
+                let r = parse_head(ring, head, hdr_len, walk_max, segs, reads);
                 // A head beyond the table cannot be returned: it is dropped (and counted).
                 if head < ring.size() {
                     heads.push(head);
                 }
-                if let Ok(f) = r {
-                    frames.push(f);
+                match r {
+                    Ok(f) => {
+                        // The header is checked in place, in the batch (no copy of the slot).
+                        frames.push(f);
+                        if let Some(f) = frames.last_mut() {
+                            match hdr::check_header(f, segs, offloads, max_frame) {
+                                Ok(()) => counts.count_frame(f.len),
+                                Err(e) => {
+                                    segs.truncate(f.seg_start as usize);
+                                    frames.pop();
+                                    counts.count(&Err(e));
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => counts.count(&r),
                 }
             }
             Ok(None) => break,
@@ -391,12 +398,16 @@ impl TxBatchCounts {
         self.bad_descriptor + self.oversize + self.runt + self.bad_offload
     }
 
+    /// Counts one accepted frame of `len` bytes.
+    #[inline(always)]
+    pub(crate) fn count_frame(&mut self, len: u32) {
+        self.frames += 1;
+        self.bytes += u64::from(len);
+    }
+
     pub(crate) fn count(&mut self, r: &Result<FrameSlot, TxChainError>) {
         match r {
-            Ok(f) => {
-                self.frames += 1;
-                self.bytes += u64::from(f.len);
-            }
+            Ok(f) => self.count_frame(f.len),
             Err(TxChainError::BadDescriptor) => self.bad_descriptor += 1,
             Err(TxChainError::Oversize) => self.oversize += 1,
             Err(TxChainError::Runt) => self.runt += 1,

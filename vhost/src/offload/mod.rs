@@ -111,8 +111,16 @@ impl Offloads {
 
     /// True when `hdr` asks for nothing beyond these offloads. For a sender: the header is
     /// allowed at all; for a receiver: the frame can be handed over as it is. (A UDP_L4 frame
-    /// needs both USO directions: the header does not say the IP version.)
+    /// needs both USO directions: the header does not say the IP version.) A header that asks
+    /// for nothing is decided inline, anything else out of line (the per-frame cost of the
+    /// common case is two byte tests).
+    #[inline(always)]
     pub fn covers(&self, hdr: &NetHdr) -> bool {
+        !needs_work(hdr) || self.covers_work(hdr)
+    }
+
+    #[inline(never)]
+    fn covers_work(&self, hdr: &NetHdr) -> bool {
         if hdr.flags & F_NEEDS_CSUM != 0 && !self.csum {
             return false;
         }
