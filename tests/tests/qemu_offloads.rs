@@ -21,7 +21,7 @@ use vswitch_tests::{
 
 const BOOT: Duration = Duration::from_secs(300);
 const PATH_UP: Duration = Duration::from_secs(90);
-const IPERF_SECS: u32 = 5;
+const IPERF_SECS: u32 = 10;
 
 const CSUM: u64 = 1 << 0;
 const GUEST_CSUM: u64 = 1 << 1;
