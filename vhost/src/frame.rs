@@ -50,7 +50,12 @@ pub struct NetHdr {
 
 impl NetHdr {
     /// The fields of a header read from a TX buffer (a legacy 10-byte header is zero-padded).
+    /// A header that asks for no work (neither NEEDS_CSUM nor a gso_type) is all zeroes,
+    /// whatever else it held: only offload metadata travels with a frame.
     pub(crate) fn parse(b: &[u8; net_hdr::LEN]) -> Self {
+        if b[net_hdr::FLAGS] & crate::offload::F_NEEDS_CSUM == 0 && b[net_hdr::GSO_TYPE] == 0 {
+            return NetHdr::default();
+        }
         NetHdr {
             flags: b[net_hdr::FLAGS],
             gso_type: b[net_hdr::GSO_TYPE],

@@ -4,7 +4,7 @@
 //! ([`TxChainError::BadOffload`]); a frame that asks for nothing travels with an all-zero
 //! header, whatever else its header said (as before offloads were offered).
 
-use crate::frame::{FrameSlot, NetHdr, Segment};
+use crate::frame::{FrameSlot, Segment};
 use crate::memory::copy_guest;
 use crate::offload::{self, Offload, Offloads, MAX_HEADERS};
 
@@ -22,8 +22,8 @@ pub(crate) fn check_header(
     max_frame: usize,
 ) -> Result<(), TxChainError> {
     let len = f.len as usize;
+    // A header that asks for nothing was parsed as all zeroes (NetHdr::parse).
     if !offload::needs_work(&f.hdr) {
-        f.hdr = NetHdr::default();
         return if len > max_frame {
             Err(TxChainError::Oversize)
         } else {
