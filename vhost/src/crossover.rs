@@ -56,6 +56,8 @@ impl Drop for Crossover {
 }
 
 /// Delivers a batch into `to`'s guest (dropped and counted there if it has no ring running).
+/// A frame whose offloads `to` did not negotiate is dropped ([`crate::RxDrop::Offload`]): the
+/// crossover does not finish offloads in software (the switch does, docs/offloads.md).
 pub fn deliver_all(to: &PortHandle, batch: &FrameBatch<'_>) {
     let Some(ring) = to.rx().ring() else {
         return;

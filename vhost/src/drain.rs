@@ -193,6 +193,7 @@ impl NetBackend {
             scratch,
             neg.hdr_len,
             max_frame,
+            neg.tx_offloads,
             reads,
             TX_PASS_BUDGET,
         );
@@ -229,6 +230,7 @@ impl NetBackend {
         PortStats::add(&stats.tx_bad_descriptor, counts.bad_descriptor);
         PortStats::add(&stats.tx_oversize, counts.oversize);
         PortStats::add(&stats.tx_runt, counts.runt);
+        PortStats::add(&stats.tx_bad_offload, counts.bad_offload);
         total.add(&counts);
         outcome
     }

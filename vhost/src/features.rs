@@ -3,16 +3,37 @@
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use virtio_bindings::virtio_config::{VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6,
+    VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_USO,
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
     VIRTIO_NET_F_STATUS,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+
+use crate::offload::Offloads;
 
 /// Size of `virtio_net_hdr_v1` (with `num_buffers`): used whenever VERSION_1 or MRG_RXBUF is
 /// negotiated.
 pub const NET_HDR_V1_LEN: usize = crate::wire::net_hdr::LEN;
 /// Size of the legacy `virtio_net_hdr` (no `num_buffers`).
 pub const NET_HDR_LEGACY_LEN: usize = crate::wire::net_hdr::LEGACY_LEN;
+
+/// The checksum and segmentation offloads offered, both directions (docs/offloads.md): a
+/// frame's virtio-net header travels with it to the receiver, and the switch completes in
+/// software whatever the receiver did not negotiate. UDP fragmentation (HOST_UFO/GUEST_UFO)
+/// is not offered.
+pub const OFFLOAD_FEATURES: u64 = (1u64 << VIRTIO_NET_F_CSUM)
+    | (1u64 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1u64 << VIRTIO_NET_F_HOST_TSO4)
+    | (1u64 << VIRTIO_NET_F_HOST_TSO6)
+    | (1u64 << VIRTIO_NET_F_HOST_ECN)
+    | (1u64 << VIRTIO_NET_F_HOST_USO)
+    | (1u64 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1u64 << VIRTIO_NET_F_GUEST_TSO6)
+    | (1u64 << VIRTIO_NET_F_GUEST_ECN)
+    | (1u64 << VIRTIO_NET_F_GUEST_USO4)
+    | (1u64 << VIRTIO_NET_F_GUEST_USO6);
 
 /// Virtio feature bits offered to the frontend.
 ///
@@ -26,6 +47,7 @@ pub fn offered_features(has_mac: bool, queue_pairs: u16) -> u64 {
         | (1u64 << VIRTIO_RING_F_EVENT_IDX)
         | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
         | (1u64 << VIRTIO_F_RING_PACKED)
+        | OFFLOAD_FEATURES
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
     if has_mac {
         f |= 1u64 << VIRTIO_NET_F_MAC;
@@ -55,6 +77,10 @@ pub struct Negotiated {
     pub event_idx: bool,
     /// Packed virtqueues (`ring::PackedRing`) instead of split ones.
     pub packed: bool,
+    /// The offloads the guest may ask for in the headers it transmits.
+    pub tx_offloads: Offloads,
+    /// The offloads the guest may be handed in the headers it receives.
+    pub rx_offloads: Offloads,
 }
 
 impl Negotiated {
@@ -72,6 +98,8 @@ impl Negotiated {
             mrg_rxbuf,
             event_idx: has(VIRTIO_RING_F_EVENT_IDX),
             packed: has(VIRTIO_F_RING_PACKED),
+            tx_offloads: Offloads::host(acked),
+            rx_offloads: Offloads::guest(acked),
         }
     }
 }
@@ -89,6 +117,17 @@ mod tests {
         let n = Negotiated::from_features(mrg);
         assert!(n.mrg_rxbuf);
         assert_eq!(n.hdr_len, NET_HDR_V1_LEN);
+    }
+
+    #[test]
+    fn offloads_offered_and_read_per_direction() {
+        let f = offered_features(false, 1);
+        assert_eq!(f & OFFLOAD_FEATURES, OFFLOAD_FEATURES);
+        let n = Negotiated::from_features(OFFLOAD_FEATURES);
+        assert!(n.tx_offloads.csum && n.tx_offloads.tso4 && n.tx_offloads.uso6);
+        assert!(n.rx_offloads.csum && n.rx_offloads.tso6 && n.rx_offloads.ecn);
+        let host_only = Negotiated::from_features(1 << VIRTIO_NET_F_HOST_TSO4);
+        assert!(host_only.tx_offloads.tso4 && !host_only.rx_offloads.tso4);
     }
 
     #[test]

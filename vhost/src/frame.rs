@@ -29,8 +29,10 @@ pub struct Segment {
     pub(crate) host: usize,
 }
 
-/// The virtio-net header fields a consumer may care about (offload metadata).
+/// The virtio-net header fields a consumer may care about (offload metadata), in the header's
+/// own order (`repr(C)`: on a little-endian host writing them out is one 10-byte copy).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct NetHdr {
     /// `flags` (NEEDS_CSUM, DATA_VALID).
     pub flags: u8,
@@ -48,7 +50,12 @@ pub struct NetHdr {
 
 impl NetHdr {
     /// The fields of a header read from a TX buffer (a legacy 10-byte header is zero-padded).
+    /// A header that asks for no work (neither NEEDS_CSUM nor a gso_type) is all zeroes,
+    /// whatever else it held: only offload metadata travels with a frame.
     pub(crate) fn parse(b: &[u8; net_hdr::LEN]) -> Self {
+        if b[net_hdr::FLAGS] & crate::offload::F_NEEDS_CSUM == 0 && b[net_hdr::GSO_TYPE] == 0 {
+            return NetHdr::default();
+        }
         NetHdr {
             flags: b[net_hdr::FLAGS],
             gso_type: b[net_hdr::GSO_TYPE],
@@ -57,6 +64,22 @@ impl NetHdr {
             csum_start: net_hdr::u16_at(b, net_hdr::CSUM_START),
             csum_offset: net_hdr::u16_at(b, net_hdr::CSUM_OFFSET),
         }
+    }
+
+    /// The header written in front of the frame in a receiver's buffer: these fields with
+    /// `num_buffers` = `buffers`..
+    #[inline(always)]
+    pub(crate) fn for_rx(&self, buffers: u16) -> [u8; net_hdr::LEN] {
+        // Written whole, without a branch: the TX drain zeroes every header that asks for
+        // nothing (tx/hdr.rs), so a plain frame gets an all-zero header.
+        let mut h = net_hdr::for_rx(buffers);
+        h[net_hdr::FLAGS] = self.flags;
+        h[net_hdr::GSO_TYPE] = self.gso_type;
+        h[net_hdr::HDR_LEN].copy_from_slice(&self.hdr_len.to_le_bytes());
+        h[net_hdr::GSO_SIZE].copy_from_slice(&self.gso_size.to_le_bytes());
+        h[net_hdr::CSUM_START].copy_from_slice(&self.csum_start.to_le_bytes());
+        h[net_hdr::CSUM_OFFSET].copy_from_slice(&self.csum_offset.to_le_bytes());
+        h
     }
 }
 

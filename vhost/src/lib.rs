@@ -19,7 +19,8 @@
 //! - rings: `ring` (split virtqueue access; `ring::packed`, packed virtqueues), `park` (a
 //!   broken TX ring set aside);
 //! - datapath: `drain` (a TX pass for the thread serving the port), `tx` (chains to frames),
-//!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts);
+//!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts),
+//!   [`offload`] (checksum completion and segmentation in software, pure);
 //! - [`stats`] (the port's counters); [`crossover`] (serving ports without a switch: the
 //!   example, tests and fuzzing).
 
@@ -37,6 +38,7 @@ pub mod fuzz_api;
 mod mem_table;
 mod mem_view;
 pub mod memory;
+pub mod offload;
 mod park;
 mod port;
 mod ring;

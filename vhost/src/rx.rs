@@ -34,6 +34,10 @@ pub enum RxDrop {
     BadDescriptor,
     /// The frame does not fit the guest's buffers (no mergeable buffers negotiated).
     Oversize,
+    /// The frame's virtio-net header asks for an offload the guest did not negotiate
+    /// ([`RxWriter::offloads`]): the caller finishes the frame in software first
+    /// ([`crate::offload`]). Not counted here.
+    Offload,
 }
 
 /// The RX ring of the current connection, as published by the port's backend.
@@ -148,11 +152,21 @@ pub struct RxWriter<'m> {
 }
 
 impl RxWriter<'_> {
+    /// The offloads this guest negotiated to receive: a frame whose header asks for more is
+    /// refused ([`RxDrop::Offload`]).
+    #[inline]
+    pub fn offloads(&self) -> crate::offload::Offloads {
+        self.neg.rx_offloads
+    }
+
     /// Writes one frame (copied once, straight from the source guest's memory) with its
     /// virtio-net header. On error nothing is published for this frame and the reason is
     /// counted on this port.
-    #[inline]
+    #[inline(always)]
     pub fn deliver(&mut self, frame: FrameRef<'_>) -> Result<(), RxDrop> {
+        if !self.neg.rx_offloads.covers(&frame.hdr) {
+            return Err(RxDrop::Offload);
+        }
         // The common buffer layout inline in the caller's loop; anything else out of line.
         let r = match &mut self.ring {
             AnyRing::Split(ring) => match deliver_common_layout(ring, self.neg.hdr_len, frame) {
@@ -172,6 +186,7 @@ impl RxWriter<'_> {
                     RxDrop::NoBuffer => self.counts.no_buffer += 1,
                     RxDrop::BadDescriptor => self.counts.bad_descriptor += 1,
                     RxDrop::Oversize => self.counts.oversize += 1,
+                    RxDrop::Offload => {}
                 }
                 Err(e)
             }
@@ -237,7 +252,7 @@ impl RxWriter<'_> {
                 let Some(hdr_at) = hdr_at else {
                     return Err(RxDrop::BadDescriptor);
                 };
-                let hdr = net_hdr::for_rx(ntaken as u16);
+                let hdr = frame.hdr.for_rx(ntaken as u16);
                 if hdr_len == net_hdr::LEN {
                     // SAFETY: the first buffer was checked to hold at least hdr_len bytes at
                     // `hdr_at` (mapped for the batch).
@@ -287,7 +302,7 @@ fn deliver_common_layout(
         ring.unpop(1);
         return None;
     };
-    let hdr = net_hdr::for_rx(1);
+    let hdr = frame.hdr.for_rx(1);
     if hdr_len == net_hdr::LEN {
         // SAFETY: `at..at + total` is mapped for the batch and total >= hdr_len = LEN.
         unsafe { write_guest(at, hdr) };

@@ -83,6 +83,9 @@ port_counters! {
     tx_oversize,
     /// TX frames dropped because they are shorter than an Ethernet header.
     tx_runt,
+    /// TX frames dropped for their virtio-net header: an offload the guest did not
+    /// negotiate, or a header that lies about the frame (docs/offloads.md).
+    tx_bad_offload,
     /// TX descriptors read (chain walks, indirect entries included): the work the guest's
     /// transmissions cost, what the per-pass budget limits.
     tx_descriptors,

@@ -10,6 +10,7 @@ use vm_memory::GuestAddress;
 
 use crate::frame::{FrameSlot, NetHdr, Segment, MIN_FRAME_LEN};
 use crate::memory::{copy_guest, GuestMap};
+use crate::offload::{Offloads, MAX_GSO_FRAME};
 use crate::ring::{ChainError, Desc, SplitRing};
 
 mod packed;
@@ -37,6 +38,9 @@ pub enum TxChainError {
     Oversize,
     /// The chain is shorter than a virtio-net header plus an Ethernet header.
     Runt,
+    /// The virtio-net header asks for an offload the guest did not negotiate, or lies about
+    /// the frame (see `tx/hdr.rs`).
+    BadOffload,
 }
 
 /// Storage for one TX batch, owned by the thread that drains TX rings: allocated once,
@@ -77,7 +81,9 @@ impl TxScratch {
 
 /// Takes chains from `ring` into `scratch` (already cleared) until the batch is full
 /// ([`MAX_BATCH`]), the ring is empty, or `reads` (descriptors read, the pass's running total)
-/// reaches `budget`. Returns the batch's counts and whether the ring is broken (its avail
+/// reaches `budget`. Frames longer than `max_frame` are refused unless they are GSO frames of a
+/// guest that negotiated segmentation (`offloads`), up to [`MAX_GSO_FRAME`]; every header is
+/// checked (`tx/hdr.rs`). Returns the batch's counts and whether the ring is broken (its avail
 /// index moved by more than the ring size). The one loop of the TX drain: the port's and the
 /// fuzz harness's.
 #[inline(always)]
@@ -86,6 +92,7 @@ pub(crate) fn take_chains(
     scratch: &mut TxScratch,
     hdr_len: usize,
     max_frame: usize,
+    offloads: Offloads,
     reads: &mut u32,
     budget: u32,
 ) -> (TxBatchCounts, bool) {
@@ -99,17 +106,37 @@ pub(crate) fn take_chains(
     } = scratch;
     let mut counts = TxBatchCounts::default();
     let mut broken = false;
+    // What a chain may hold: a GSO frame when the guest may send them (the header, checked
+    // after the walk, decides whether a long frame may pass).
+    let walk_max = if offloads.any_gso() {
+        MAX_GSO_FRAME.max(max_frame)
+    } else {
+        max_frame
+    };
     while heads.len() < MAX_BATCH && *reads < budget {
         match ring.pop() {
             Ok(Some(head)) => {
-                let r = parse_head(ring, head, hdr_len, max_frame, segs, reads);
-                counts.count(&r);
+                let r = parse_head(ring, head, hdr_len, walk_max, segs, reads);
                 // A head beyond the table cannot be returned: it is dropped (and counted).
                 if head < ring.size() {
                     heads.push(head);
                 }
-                if let Ok(f) = r {
-                    frames.push(f);
+                match r {
+                    Ok(f) => {
+                        // The header is checked in place, in the batch (no copy of the slot).
+                        frames.push(f);
+                        if let Some(f) = frames.last_mut() {
+                            match hdr::check_header(f, segs, offloads, max_frame) {
+                                Ok(()) => counts.count_frame(f.len),
+                                Err(e) => {
+                                    segs.truncate(f.seg_start as usize);
+                                    frames.pop();
+                                    counts.count(&Err(e));
+                                }
+                            }
+                        }
+                    }
+                    Err(_) => counts.count(&r),
                 }
             }
             Ok(None) => break,
@@ -358,6 +385,8 @@ pub struct TxBatchCounts {
     pub oversize: u64,
     /// Chains refused as too short.
     pub runt: u64,
+    /// Frames refused for their virtio-net header (an offload not negotiated, or a lie).
+    pub bad_offload: u64,
 }
 
 impl TxBatchCounts {
@@ -368,25 +397,32 @@ impl TxBatchCounts {
         self.bad_descriptor += o.bad_descriptor;
         self.oversize += o.oversize;
         self.runt += o.runt;
+        self.bad_offload += o.bad_offload;
     }
 
-    /// Chains refused (malformed, oversize, runt).
+    /// Chains refused (malformed, oversize, runt, bad offload header).
     pub fn refused(&self) -> u64 {
-        self.bad_descriptor + self.oversize + self.runt
+        self.bad_descriptor + self.oversize + self.runt + self.bad_offload
+    }
+
+    /// Counts one accepted frame of `len` bytes.
+    #[inline(always)]
+    pub(crate) fn count_frame(&mut self, len: u32) {
+        self.frames += 1;
+        self.bytes += u64::from(len);
     }
 
     pub(crate) fn count(&mut self, r: &Result<FrameSlot, TxChainError>) {
         match r {
-            Ok(f) => {
-                self.frames += 1;
-                self.bytes += u64::from(f.len);
-            }
+            Ok(f) => self.count_frame(f.len),
             Err(TxChainError::BadDescriptor) => self.bad_descriptor += 1,
             Err(TxChainError::Oversize) => self.oversize += 1,
             Err(TxChainError::Runt) => self.runt += 1,
+            Err(TxChainError::BadOffload) => self.bad_offload += 1,
         }
     }
 }
 
+mod hdr;
 #[cfg(test)]
 mod tests;

@@ -81,6 +81,10 @@ drop_reasons! {
     /// Over the sending VM's rate limit (`rate=`, `pps=`): dropped on ingress, like OVS's
     /// ingress policing.
     Policed => policed,
+    /// A virtio-net header that asks for an offload its sender did not negotiate, or lies
+    /// about its frame (checksum field or headers outside it, a gso_size or gso_type that
+    /// does not fit the packet): see docs/offloads.md.
+    BadOffload => bad_offload,
 }
 
 impl DropReason {

@@ -165,9 +165,11 @@ fn count_refused(core: &Core, id: PortId, registered_at: u64, r: &TxBatchCounts)
     let bad = r.bad_descriptor + r.runt;
     e.counters.add_drop(DropReason::BadDescriptor, bad);
     e.counters.add_drop(DropReason::Oversize, r.oversize);
+    e.counters.add_drop(DropReason::BadOffload, r.bad_offload);
     if let Some(info) = reg.channel_of(id).filter(|_| e.described_by(&reg)) {
         let c = core.channel_counters(info.id);
         c.add_drop(DropReason::BadDescriptor, bad);
         c.add_drop(DropReason::Oversize, r.oversize);
+        c.add_drop(DropReason::BadOffload, r.bad_offload);
     }
 }

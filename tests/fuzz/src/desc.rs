@@ -112,6 +112,7 @@ pub fn run_counted(data: &[u8]) -> Outcome {
                     Err(RxDrop::NoBuffer) => 1,
                     Err(RxDrop::BadDescriptor) => 2,
                     Err(RxDrop::Oversize) => 3,
+                    Err(RxDrop::Offload) => 4,
                 };
                 outcomes[i] += 1;
             }

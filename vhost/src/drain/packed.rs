@@ -44,7 +44,8 @@ impl NetBackend {
     ) -> TxOutcome {
         let inner = self.inner();
         let resets = inner.ring_resets.get();
-        let hdr_len = Negotiated::from_features(inner.acked.load(Ordering::Acquire)).hdr_len;
+        let neg = Negotiated::from_features(inner.acked.load(Ordering::Acquire));
+        let hdr_len = neg.hdr_len;
         let max_frame = inner.port.cfg.max_frame_len();
         let mem_arc = inner.view.load();
         let mut state = vring.get_mut();
@@ -61,6 +62,7 @@ impl NetBackend {
             scratch,
             hdr_len,
             max_frame,
+            neg.tx_offloads,
             reads,
             TX_PASS_BUDGET,
         );

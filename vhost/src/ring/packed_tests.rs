@@ -108,8 +108,15 @@ fn tx_batch(mem: &GuestMemory, q: &mut Queue) -> (crate::TxBatchCounts, bool, Ve
     let mut ring = PackedRing::new(mem, q).expect("ring");
     let mut scratch = TxScratch::default();
     let mut reads = 0;
-    let (counts, broken) =
-        take_packed_chains(&mut ring, &mut scratch, HDR, MAX_FRAME, &mut reads, 1 << 20);
+    let (counts, broken) = take_packed_chains(
+        &mut ring,
+        &mut scratch,
+        HDR,
+        MAX_FRAME,
+        Default::default(),
+        &mut reads,
+        1 << 20,
+    );
     for (&id, &slots) in scratch.heads.iter().zip(&scratch.slots) {
         ring.push_used(PackedHead { id, slots }, 0);
     }
@@ -203,7 +210,15 @@ fn the_batch_is_invisible_until_published_then_appears_at_once() {
     let mut ring = PackedRing::new(&mem, &q).expect("ring");
     let mut scratch = TxScratch::default();
     let mut reads = 0;
-    take_packed_chains(&mut ring, &mut scratch, HDR, MAX_FRAME, &mut reads, 1 << 20);
+    take_packed_chains(
+        &mut ring,
+        &mut scratch,
+        HDR,
+        MAX_FRAME,
+        Default::default(),
+        &mut reads,
+        1 << 20,
+    );
     for &id in &scratch.heads {
         ring.push_used(PackedHead { id, slots: 1 }, 0);
     }
@@ -355,12 +370,28 @@ fn a_batch_stops_at_max_batch_and_at_the_budget() {
     let mut ring = PackedRing::new(&mem, &q).expect("ring");
     let mut scratch = TxScratch::default();
     let mut reads = 0;
-    take_packed_chains(&mut ring, &mut scratch, HDR, MAX_FRAME, &mut reads, 1 << 20);
+    take_packed_chains(
+        &mut ring,
+        &mut scratch,
+        HDR,
+        MAX_FRAME,
+        Default::default(),
+        &mut reads,
+        1 << 20,
+    );
     assert_eq!(scratch.heads.len(), MAX_BATCH);
     let mut ring = PackedRing::new(&mem, &q).expect("ring");
     let mut scratch = TxScratch::default();
     let mut reads = 0;
-    take_packed_chains(&mut ring, &mut scratch, HDR, MAX_FRAME, &mut reads, 10);
+    take_packed_chains(
+        &mut ring,
+        &mut scratch,
+        HDR,
+        MAX_FRAME,
+        Default::default(),
+        &mut reads,
+        10,
+    );
     assert_eq!(scratch.heads.len(), 10);
     assert_eq!(reads, 10);
 }
@@ -383,7 +414,15 @@ fn notifications_follow_the_driver_event_area() {
         let mut ring = PackedRing::new(&mem, q).expect("ring");
         let mut scratch = TxScratch::default();
         let mut reads = 0;
-        take_packed_chains(&mut ring, &mut scratch, HDR, MAX_FRAME, &mut reads, 1 << 20);
+        take_packed_chains(
+            &mut ring,
+            &mut scratch,
+            HDR,
+            MAX_FRAME,
+            Default::default(),
+            &mut reads,
+            1 << 20,
+        );
         for &id in &scratch.heads {
             ring.push_used(PackedHead { id, slots: 1 }, 0);
         }
@@ -458,6 +497,8 @@ fn rx_deliver(
         mrg_rxbuf: mrg,
         event_idx: false,
         packed: true,
+        tx_offloads: Default::default(),
+        rx_offloads: Default::default(),
     };
     let mut ring = PackedRing::new(mem, q).expect("ring");
     let results = (0..frames.len())
@@ -554,6 +595,8 @@ fn the_one_descriptor_fast_path_agrees_with_the_general_walk() {
     for (i, x) in b.iter_mut().enumerate() {
         *x = i as u8;
     }
+    // A header that asks for nothing (a lying one is refused after the walk: tx/hdr.rs).
+    b[..HDR].fill(0);
     mem.write_slice(&b, GuestAddress(BUF)).expect("payload");
     // Lengths around the header, the minimum frame, the parse prefix and the maximum.
     for len in [0u32, 11, 12, 20, 25, 26, 40, 44, 45, 100, 212] {
@@ -571,7 +614,15 @@ fn the_one_descriptor_fast_path_agrees_with_the_general_walk() {
         );
         let mut scratch = TxScratch::default();
         let mut reads = 0;
-        take_packed_chains(&mut ring, &mut scratch, HDR, MAX_FRAME, &mut reads, 1 << 20);
+        take_packed_chains(
+            &mut ring,
+            &mut scratch,
+            HDR,
+            MAX_FRAME,
+            Default::default(),
+            &mut reads,
+            1 << 20,
+        );
         match general {
             Ok(f) => {
                 assert_eq!(scratch.frames, [f], "len {len}");
@@ -580,5 +631,50 @@ fn the_one_descriptor_fast_path_agrees_with_the_general_walk() {
             Err(_) => assert!(scratch.frames.is_empty(), "len {len}"),
         }
         assert_eq!(scratch.heads, [1], "len {len}");
+    }
+}
+
+#[test]
+fn a_lying_offload_header_costs_its_frame_on_a_packed_ring_too() {
+    let mem = memory();
+    let csum = crate::offload::Offloads::host(1 << virtio_bindings::virtio_net::VIRTIO_NET_F_CSUM);
+    for single in [true, false] {
+        let mut b = vec![0u8; HDR + 100];
+        // NEEDS_CSUM with the checksum field past the frame's end.
+        b[0] = 1;
+        b[6..8].copy_from_slice(&40u16.to_le_bytes());
+        b[8..10].copy_from_slice(&200u16.to_le_bytes());
+        mem.write_slice(&b, GuestAddress(BUF)).expect("frame");
+        let q = queue(16);
+        let mut d = Driver::new(16);
+        let len = b.len() as u32;
+        match single {
+            // The one-descriptor fast path, then the general walk (header and frame apart).
+            true => d.post(&mem, 1, &[(BUF, len, 0)]),
+            false => d.post(
+                &mem,
+                1,
+                &[
+                    (BUF, HDR as u32, 0),
+                    (BUF + HDR as u64, len - HDR as u32, 0),
+                ],
+            ),
+        }
+        let mut ring = PackedRing::new(&mem, &q).expect("ring");
+        let mut scratch = TxScratch::default();
+        let mut reads = 0;
+        let (counts, broken) = take_packed_chains(
+            &mut ring,
+            &mut scratch,
+            HDR,
+            MAX_FRAME,
+            csum,
+            &mut reads,
+            1 << 20,
+        );
+        assert!(!broken);
+        assert_eq!(counts.bad_offload, 1, "single descriptor: {single}");
+        assert!(scratch.frames.is_empty() && scratch.segs.is_empty());
+        assert_eq!(scratch.heads, [1], "the chain is still returned");
     }
 }

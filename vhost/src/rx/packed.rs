@@ -25,7 +25,7 @@ pub(crate) fn deliver(
     // The common layout: one writable buffer that holds header and frame.
     if d.is_single_writable() && d.len as usize >= total && d.id < ring.size() {
         if let Some(at) = ring.map().host(d.addr, total) {
-            write_hdr(at, hdr_len, 1);
+            write_hdr(at, hdr_len, frame.hdr.for_rx(1));
             let mut dst = at + hdr_len;
             for (src, n) in frame.delivery_pieces() {
                 // SAFETY: the pieces add up to frame.len(), so each lands inside
@@ -43,11 +43,10 @@ pub(crate) fn deliver(
     deliver_general(ring, neg, frame)
 }
 
-/// Writes the virtio-net header for a frame spanning `buffers` chains at host address `at`
-/// (checked to hold `hdr_len` bytes).
+/// Writes a frame's virtio-net header `hdr` (its offload fields, as the receiver negotiated
+/// them, and its buffer count) at host address `at` (checked to hold `hdr_len` bytes).
 #[inline]
-fn write_hdr(at: usize, hdr_len: usize, buffers: u16) {
-    let hdr = net_hdr::for_rx(buffers);
+fn write_hdr(at: usize, hdr_len: usize, hdr: [u8; net_hdr::LEN]) {
     if hdr_len == net_hdr::LEN {
         // SAFETY: the caller checked that `at..at + hdr_len` is mapped for the batch.
         unsafe { write_guest(at, hdr) };
@@ -113,7 +112,7 @@ fn deliver_general(
     // The loop ends Ok only once the header slot is known.
     let outcome = match (outcome, hdr_at) {
         (Ok(()), Some(at)) => {
-            write_hdr(at, hdr_len, ntaken as u16);
+            write_hdr(at, hdr_len, frame.hdr.for_rx(ntaken as u16));
             for &(head, len) in &taken[..ntaken] {
                 ring.push_used(head, len);
             }

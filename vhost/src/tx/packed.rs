@@ -6,6 +6,7 @@ use vm_memory::GuestAddress;
 
 use super::{parse_chain, read_into, TxBatchCounts, TxChainError, TxScratch, MAX_BATCH};
 use crate::frame::{FrameSlot, Segment, MIN_FRAME_LEN};
+use crate::offload::{Offloads, MAX_GSO_FRAME};
 use crate::ring::{PackedHead, PackedRing};
 use crate::wire::{net_hdr, PREFIX_LEN};
 
@@ -21,9 +22,17 @@ pub(crate) fn take_packed_chains(
     scratch: &mut TxScratch,
     hdr_len: usize,
     max_frame: usize,
+    offloads: Offloads,
     reads: &mut u32,
     budget: u32,
 ) -> (TxBatchCounts, bool) {
+    // As on a split ring: a chain may hold a GSO frame when the guest may send them; its
+    // header, checked below, decides whether a long frame passes.
+    let walk_max = if offloads.any_gso() {
+        MAX_GSO_FRAME.max(max_frame)
+    } else {
+        max_frame
+    };
     let TxScratch {
         heads,
         slots,
@@ -33,20 +42,23 @@ pub(crate) fn take_packed_chains(
     let mut counts = TxBatchCounts::default();
     let size = ring.size();
     while heads.len() < MAX_BATCH && *reads < budget {
-        if let Some((f, head)) = take_single(ring, hdr_len, max_frame, segs) {
+        if let Some((f, head)) = take_single(ring, hdr_len, walk_max, segs) {
             *reads += 1;
-            counts.count(&Ok(f));
+            let r = checked(f, segs, offloads, max_frame);
+            counts.count(&r);
             ring.take(head);
             heads.push(head.id);
             slots.push(1);
-            frames.push(f);
+            if let Ok(f) = r {
+                frames.push(f);
+            }
             continue;
         }
         let Some(mut chain) = ring.next_chain() else {
             break;
         };
         let start = segs.len();
-        let mut r = parse_chain(ring.map(), &mut chain, hdr_len, max_frame, segs);
+        let mut r = parse_chain(ring.map(), &mut chain, hdr_len, walk_max, segs);
         let head = match chain.finish(reads) {
             Ok(h) => h,
             Err(_) => {
@@ -59,6 +71,7 @@ pub(crate) fn take_packed_chains(
             segs.truncate(start);
             r = Err(TxChainError::BadDescriptor);
         }
+        let r = r.and_then(|f| checked(f, segs, offloads, max_frame));
         counts.count(&r);
         ring.take(head);
         heads.push(head.id);
@@ -68,6 +81,24 @@ pub(crate) fn take_packed_chains(
         }
     }
     (counts, false)
+}
+
+/// `f` once its virtio-net header is checked (`tx/hdr.rs`, as on a split ring); on a refusal its
+/// segments are dropped from `segs`.
+#[inline(always)]
+fn checked(
+    mut f: FrameSlot,
+    segs: &mut Vec<Segment>,
+    offloads: Offloads,
+    max_frame: usize,
+) -> Result<FrameSlot, TxChainError> {
+    match super::hdr::check_header(&mut f, segs, offloads, max_frame) {
+        Ok(()) => Ok(f),
+        Err(e) => {
+            segs.truncate(f.seg_start as usize);
+            Err(e)
+        }
+    }
 }
 
 /// The fast path: the next chain is one plainly valid descriptor holding header and frame

@@ -1,16 +1,19 @@
 //! Delivery: the planned destinations of a batch, group by group, each through the delivery
 //! check ([`admit`]) and then into the destination: copied into a guest's RX ring (one ring
-//! lock per group), or handed to an uplink's transport.
+//! lock per group), or handed to an uplink's transport. A frame whose offloads the
+//! destination cannot take is finished in software first (`soft.rs`).
 
 use vswitch_channels::{ChannelId, PortId};
-use vswitch_vhost::{FrameBatch, PortHandle, RxDrop};
+use vswitch_vhost::offload::needs_work;
+use vswitch_vhost::{FrameBatch, FrameRef, PortHandle, RxDrop, RxWriter};
 
 use super::admit::admit;
+use super::soft::SoftOffload;
 use super::Scratch;
 use crate::capture::Direction;
 use crate::core::{Core, View};
 use crate::counters::{DropReason, Drops};
-use crate::port::{Outgoing, PortKind, Stamps};
+use crate::port::{Outgoing, PortKind, Stamps, Uplink};
 
 /// Delivers every planned (destination, frame) pair of `scratch` (grouped per destination,
 /// frame order kept: see `Scratch::finish`).
@@ -20,9 +23,10 @@ pub(super) fn deliver_all(
     view: &View<'_>,
     batch: &FrameBatch<'_>,
     stamps: Stamps<'_>,
-    scratch: &Scratch,
+    scratch: &mut Scratch,
 ) {
-    let dests = &scratch.dests[..];
+    let Scratch { dests, soft, .. } = scratch;
+    let dests = &dests[..];
     let mut start = 0;
     while start < dests.len() {
         let to = dests[start].0;
@@ -34,9 +38,16 @@ pub(super) fn deliver_all(
         };
         let group = &dests[start..end];
         match stamps {
-            Stamps::One(channel) => {
-                deliver_group(core, view, batch, stamps, channel, PortId::new(to), group)
-            }
+            Stamps::One(channel) => deliver_group(
+                core,
+                view,
+                batch,
+                stamps,
+                channel,
+                PortId::new(to),
+                group,
+                soft,
+            ),
             // An uplink's batch: the check is per frame channel, so per run of equal channel.
             Stamps::PerFrame(of) => {
                 let mut a = 0;
@@ -54,6 +65,7 @@ pub(super) fn deliver_all(
                         channel,
                         PortId::new(to),
                         &group[a..b],
+                        soft,
                     );
                     a = b;
                 }
@@ -74,6 +86,7 @@ fn deliver_group(
     channel: ChannelId,
     to: PortId,
     group: &[(u32, u16)],
+    soft: &mut SoftOffload,
 ) {
     let n = group.len() as u64;
     let chan = core.channel_counters(channel);
@@ -95,17 +108,8 @@ fn deliver_group(
     );
     let mut drops = Drops::default();
     let (out_frames, out_bytes) = match &dest.kind {
-        PortKind::Vm(vm) => into_guest(&vm.handle, batch, group, &mut drops),
-        PortKind::Uplink(u) => {
-            let r = u.io.send(&Outgoing {
-                batch,
-                picks: group,
-                stamps,
-            });
-            drops.add(DropReason::NoRxBuffer, r.dropped);
-            drops.add(DropReason::Oversize, r.oversize);
-            (r.sent, r.bytes)
-        }
+        PortKind::Vm(vm) => into_guest(&vm.handle, batch, group, soft, &mut drops),
+        PortKind::Uplink(u) => into_uplink(&*u.io, batch, group, stamps, soft, &mut drops),
     };
     dest.counters.add_out(out_frames, out_bytes);
     dest.counters.add_drops(&drops);
@@ -121,6 +125,7 @@ fn into_guest(
     port: &PortHandle,
     batch: &FrameBatch<'_>,
     group: &[(u32, u16)],
+    soft: &mut SoftOffload,
     drops: &mut Drops,
 ) -> (u64, u64) {
     let n = group.len() as u64;
@@ -131,14 +136,10 @@ fn into_guest(
             let done = ring.with_writer(|w| {
                 for &(_, i) in group {
                     let f = batch.frame(usize::from(i));
-                    match w.deliver(f) {
-                        Ok(()) => {
-                            frames += 1;
-                            bytes += f.len() as u64;
-                        }
-                        Err(RxDrop::NoBuffer) => drops.add(DropReason::NoRxBuffer, 1),
-                        Err(RxDrop::BadDescriptor) => drops.add(DropReason::BadDescriptor, 1),
-                        Err(RxDrop::Oversize) => drops.add(DropReason::Oversize, 1),
+                    // The writer refuses a frame whose offloads the guest did not negotiate
+                    // (one test of its header): then it is finished here.
+                    if deliver_one(w, f, &mut frames, &mut bytes, drops) == Err(RxDrop::Offload) {
+                        finish_into(w, soft, f, &mut frames, &mut bytes, drops);
                     }
                 }
             });
@@ -149,4 +150,111 @@ fn into_guest(
         }
     }
     (frames, bytes)
+}
+
+/// Finishes `f` in software for the locked ring `w` (its segments, or the frame with its
+/// checksum completed, go in under the same lock). Out of line: the delivery loop stays as
+/// tight as without offloads.
+#[cold]
+#[inline(never)]
+fn finish_into(
+    w: &mut RxWriter<'_>,
+    soft: &mut SoftOffload,
+    f: FrameRef<'_>,
+    frames: &mut u64,
+    bytes: &mut u64,
+    drops: &mut Drops,
+) {
+    let r = soft.finish(f, |done, _| {
+        for g in done.iter() {
+            if deliver_one(w, g, frames, bytes, drops) == Err(RxDrop::Offload) {
+                drops.add(DropReason::BadOffload, 1);
+            }
+        }
+    });
+    if r.is_err() {
+        drops.add(DropReason::BadOffload, 1);
+    }
+}
+
+/// Writes one frame into the locked ring `w`, counting it delivered or dropped (except
+/// [`RxDrop::Offload`], which the caller handles).
+#[inline(always)]
+fn deliver_one(
+    w: &mut RxWriter<'_>,
+    f: FrameRef<'_>,
+    frames: &mut u64,
+    bytes: &mut u64,
+    drops: &mut Drops,
+) -> Result<(), RxDrop> {
+    let r = w.deliver(f);
+    match r {
+        Ok(()) => {
+            *frames += 1;
+            *bytes += f.len() as u64;
+        }
+        Err(RxDrop::NoBuffer) => drops.add(DropReason::NoRxBuffer, 1),
+        Err(RxDrop::BadDescriptor) => drops.add(DropReason::BadDescriptor, 1),
+        Err(RxDrop::Oversize) => drops.add(DropReason::Oversize, 1),
+        // Counted by the caller: finished in software, or (a finished frame, which asks for
+        // nothing, cannot get here) a bad offload.
+        Err(RxDrop::Offload) => {}
+    }
+    r
+}
+
+/// Hands the frames of `group` to an uplink's transport. The wire takes finished frames only:
+/// a frame whose header asks for a checksum or segmentation is finished in software first
+/// (the transports do not offload to the NIC), in order with the frames around it.
+fn into_uplink(
+    io: &dyn Uplink,
+    batch: &FrameBatch<'_>,
+    group: &[(u32, u16)],
+    stamps: Stamps<'_>,
+    soft: &mut SoftOffload,
+    drops: &mut Drops,
+) -> (u64, u64) {
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    let mut send = |out: &Outgoing<'_, '_>, drops: &mut Drops| {
+        let r = io.send(out);
+        drops.add(DropReason::NoRxBuffer, r.dropped);
+        drops.add(DropReason::Oversize, r.oversize);
+        sent += r.sent;
+        bytes += r.bytes;
+    };
+    let needs = |d: &(u32, u16)| needs_work(&batch.frame(usize::from(d.1)).net_hdr());
+    let mut rest = group;
+    while !rest.is_empty() {
+        // The run of finished frames first, as one send.
+        let plain = rest.iter().position(needs).unwrap_or(rest.len());
+        if plain > 0 {
+            send(
+                &Outgoing {
+                    batch,
+                    picks: &rest[..plain],
+                    stamps,
+                },
+                drops,
+            );
+        }
+        let Some(&(_, i)) = rest.get(plain) else {
+            break;
+        };
+        let idx = usize::from(i);
+        let r = soft.finish(batch.frame(idx), |done, picks| {
+            send(
+                &Outgoing {
+                    batch: done,
+                    picks,
+                    stamps: Stamps::One(stamps.of(idx)),
+                },
+                drops,
+            )
+        });
+        if r.is_err() {
+            drops.add(DropReason::BadOffload, 1);
+        }
+        rest = &rest[plain + 1..];
+    }
+    (sent, bytes)
 }

@@ -10,11 +10,13 @@
 //! - `mod.rs`: the entry points, one per kind of sending port, and the batch's walk;
 //! - `plan.rs`: ingress checks, learning, destinations;
 //! - `admit.rs`: the delivery check;
-//! - `deliver.rs`: the copy into a guest, or the hand-over to an uplink.
+//! - `deliver.rs`: the copy into a guest, or the hand-over to an uplink;
+//! - `soft.rs`: offloads the destination cannot take, finished in software.
 
 mod admit;
 mod deliver;
 mod plan;
+mod soft;
 
 use vswitch_channels::{ChannelId, ChannelMode, PortId};
 use vswitch_vhost::wire::eth;

@@ -21,6 +21,8 @@ pub struct Scratch {
     /// when ports never decrease from one entry to the next.
     sorted: bool,
     last_dest: u32,
+    /// Buffers for offloads finished in software at delivery (allocated on first use).
+    pub(crate) soft: super::soft::SoftOffload,
 }
 
 impl Scratch {
