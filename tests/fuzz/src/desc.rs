@@ -98,7 +98,7 @@ pub fn run_counted(data: &[u8]) -> Outcome {
         .expect("the harness needs an eventfd and a SIGBUS table slot");
 
     let mut offered = 0u64;
-    let mut outcomes = [0u64; 4];
+    let mut outcomes = [0u64; 5];
     let mut buf = vec![0u8; 9300];
     let counts = fuzz_api::drain_tx(mem, &tx, hdr_len, max_frame, MAX_BATCHES, |batch, _| {
         assert!(batch.len() <= 256, "batch of {} frames", batch.len());
