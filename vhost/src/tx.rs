@@ -106,13 +106,7 @@ pub(crate) fn take_chains(
     } = scratch;
     let mut counts = TxBatchCounts::default();
     let mut broken = false;
-    // What a chain may hold: a GSO frame when the guest may send them (the header, checked
-    // after the walk, decides whether a long frame may pass).
-    let walk_max = if offloads.any_gso() {
-        MAX_GSO_FRAME.max(max_frame)
-    } else {
-        max_frame
-    };
+    let walk_max = walk_max(offloads, max_frame);
     while heads.len() < MAX_BATCH && *reads < budget {
         match ring.pop() {
             Ok(Some(head)) => {
@@ -149,6 +143,17 @@ pub(crate) fn take_chains(
         }
     }
     (counts, broken)
+}
+
+/// The longest frame a chain walk accepts: a GSO frame when the guest may send them (the
+/// header, checked after the walk, decides whether a frame longer than `max_frame` passes).
+#[inline(always)]
+fn walk_max(offloads: Offloads, max_frame: usize) -> usize {
+    if offloads.any_gso() {
+        MAX_GSO_FRAME.max(max_frame)
+    } else {
+        max_frame
+    }
 }
 
 /// Validates the TX chain at `head` and records its segments (header stripped) in `segs`;

@@ -6,7 +6,7 @@ use vm_memory::GuestAddress;
 
 use super::{parse_chain, read_into, TxBatchCounts, TxChainError, TxScratch, MAX_BATCH};
 use crate::frame::{FrameSlot, Segment, MIN_FRAME_LEN};
-use crate::offload::{Offloads, MAX_GSO_FRAME};
+use crate::offload::Offloads;
 use crate::ring::{PackedHead, PackedRing};
 use crate::wire::{net_hdr, PREFIX_LEN};
 
@@ -26,13 +26,7 @@ pub(crate) fn take_packed_chains(
     reads: &mut u32,
     budget: u32,
 ) -> (TxBatchCounts, bool) {
-    // As on a split ring: a chain may hold a GSO frame when the guest may send them; its
-    // header, checked below, decides whether a long frame passes.
-    let walk_max = if offloads.any_gso() {
-        MAX_GSO_FRAME.max(max_frame)
-    } else {
-        max_frame
-    };
+    let walk_max = super::walk_max(offloads, max_frame);
     let TxScratch {
         heads,
         slots,
