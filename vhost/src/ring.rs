@@ -10,6 +10,18 @@
 //! (virtio-queue's chain iterator ends silently on a loop or a bad indirect table, which would
 //! hide a malformed chain from the counters). The indices are written back to the `Queue` at
 //! the end of the batch.
+//!
+//! Order (what VIRTIO_F_IN_ORDER promises): chains are taken strictly in avail order, and
+//! every chain taken gets one used entry, in the same order, before the batch publishes:
+//! a TX chain that is malformed, oversize or a runt is returned with length 0 where a good
+//! one would be; an RX chain a frame could not use is either returned with length 0 (it was
+//! malformed) or given back untaken ([`SplitRing::unpop`], with the frame's unpublished used
+//! entries forgotten), so the next frame takes it at the same place. One used entry per chain,
+//! never only the batch's last: RX drivers read each entry's length, and drivers that did not
+//! negotiate IN_ORDER read each id. The one avail entry never returned is a head beyond the
+//! descriptor table (it names no buffer; the driver that wrote it is broken, and handing it an
+//! index outside its own table back could only hurt it), and a ring whose avail index jumps is
+//! parked whole (`park.rs`).
 
 use std::num::Wrapping;
 use std::sync::atomic::{fence, AtomicU16, Ordering};
