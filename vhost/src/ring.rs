@@ -295,6 +295,24 @@ impl<'m> SplitRing<'m> {
         }
     }
 
+    /// Asks the guest never to kick this queue (an RX ring: the device never waits for
+    /// buffers, so a kick for every refill would only cost the guest a syscall and wake the
+    /// connection's worker). Without EVENT_IDX the flag is written only when it is not
+    /// already set, so the cache line the driver reads stays clean; with EVENT_IDX the avail
+    /// event is never armed, which asks for no kick until the index wraps onto it.
+    #[inline]
+    pub(crate) fn suppress_kicks(&mut self) {
+        if self.event_idx {
+            return;
+        }
+        // SAFETY: `used` is the used ring's flags field, inside guest memory and 2-byte aligned
+        // (struct invariant).
+        let flags = u16::from_le(unsafe { std::ptr::read_volatile(self.used as *const u16) });
+        if flags & USED_F_NO_NOTIFY == 0 {
+            self.store_used_u16(0, flags | USED_F_NO_NOTIFY);
+        }
+    }
+
     /// Ring size (entries).
     #[inline]
     pub(crate) fn size(&self) -> u16 {

@@ -3,7 +3,8 @@
 //! Any thread may deliver into a port: it takes the port's RX ring once per batch
 //! ([`RxRing::with_writer`]), delivers frames one by one, and then the used entries are
 //! published with one store and the guest is notified once, honouring EVENT_IDX. A guest without buffers
-//! costs the frame (counted), never blocks the caller. The guest's RX buffers are hostile input
+//! costs the frame (counted), never blocks the caller, so nothing waits for the guest's RX
+//! kicks: the used ring asks it not to send any (`SplitRing::suppress_kicks`). The guest's RX buffers are hostile input
 //! like everything else in its memory: a malformed chain costs that frame and a counter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +76,8 @@ impl RxRing {
             return None;
         }
         let mem = self.view.peek();
-        let ring = SplitRing::new(mem.mem(), state.get_queue())?;
+        let mut ring = SplitRing::new(mem.mem(), state.get_queue())?;
+        ring.suppress_kicks();
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
         let mut w = RxWriter {
             ring,
