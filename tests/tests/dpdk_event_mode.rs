@@ -15,7 +15,6 @@
 //! Without dpdk-testpmd both skip with one line. No hugepages needed: testpmd runs with
 //! `--no-huge` (its memory is a memfd, shared with the switch).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
