@@ -10,6 +10,18 @@
 //! (virtio-queue's chain iterator ends silently on a loop or a bad indirect table, which would
 //! hide a malformed chain from the counters). The indices are written back to the `Queue` at
 //! the end of the batch.
+//!
+//! Order (what VIRTIO_F_IN_ORDER promises): chains are taken strictly in avail order, and
+//! every chain taken gets one used entry, in the same order, before the batch publishes:
+//! a TX chain that is malformed, oversize or a runt is returned with length 0 where a good
+//! one would be; an RX chain a frame could not use is either returned with length 0 (it was
+//! malformed) or given back untaken ([`SplitRing::unpop`], with the frame's unpublished used
+//! entries forgotten), so the next frame takes it at the same place. One used entry per chain,
+//! never only the batch's last: RX drivers read each entry's length, and drivers that did not
+//! negotiate IN_ORDER read each id. The one avail entry never returned is a head beyond the
+//! descriptor table (it names no buffer; the driver that wrote it is broken, and handing it an
+//! index outside its own table back could only hurt it), and a ring whose avail index jumps is
+//! parked whole (`park.rs`).
 
 use std::num::Wrapping;
 use std::sync::atomic::{fence, AtomicU16, Ordering};
@@ -283,6 +295,24 @@ impl<'m> SplitRing<'m> {
     pub(crate) fn disable_notification(&mut self) {
         if !self.event_idx {
             self.store_used_u16(0, USED_F_NO_NOTIFY);
+        }
+    }
+
+    /// Asks the guest never to kick this queue (an RX ring: the device never waits for
+    /// buffers, so a kick for every refill would only cost the guest a syscall and wake the
+    /// connection's worker). Without EVENT_IDX the flag is written only when it is not
+    /// already set, so the cache line the driver reads stays clean; with EVENT_IDX the avail
+    /// event is never armed, which asks for no kick until the index wraps onto it.
+    #[inline]
+    pub(crate) fn suppress_kicks(&mut self) {
+        if self.event_idx {
+            return;
+        }
+        // SAFETY: `used` is the used ring's flags field, inside guest memory and 2-byte aligned
+        // (struct invariant).
+        let flags = u16::from_le(unsafe { std::ptr::read_volatile(self.used as *const u16) });
+        if flags & USED_F_NO_NOTIFY == 0 {
+            self.store_used_u16(0, flags | USED_F_NO_NOTIFY);
         }
     }
 

@@ -3,7 +3,8 @@
 //! Any thread may deliver into a port: it takes the port's RX ring once per batch
 //! ([`RxRing::with_writer`]), delivers frames one by one, and then the used entries are
 //! published with one store and the guest is notified once, honouring EVENT_IDX. A guest without buffers
-//! costs the frame (counted), never blocks the caller. The guest's RX buffers are hostile input
+//! costs the frame (counted), never blocks the caller, so nothing waits for the guest's RX
+//! kicks: the used ring asks it not to send any (`SplitRing::suppress_kicks`). The guest's RX buffers are hostile input
 //! like everything else in its memory: a malformed chain costs that frame and a counter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,10 +83,15 @@ impl RxRing {
         }
         let mem = self.view.peek();
         let neg = Negotiated::from_features(self.features.load(Ordering::Acquire));
+        // The switch never waits for RX buffers: the guest is asked never to kick an RX queue.
         let ring = if neg.packed {
-            AnyRing::Packed(PackedRing::new(mem.mem(), state.get_queue())?)
+            let mut ring = PackedRing::new(mem.mem(), state.get_queue())?;
+            ring.suppress_kicks();
+            AnyRing::Packed(ring)
         } else {
-            AnyRing::Split(SplitRing::new(mem.mem(), state.get_queue())?)
+            let mut ring = SplitRing::new(mem.mem(), state.get_queue())?;
+            ring.suppress_kicks();
+            AnyRing::Split(ring)
         };
         let mut w = RxWriter {
             ring,

@@ -1,15 +1,27 @@
 //! Event mode (the default): a few datapath threads serve all ports. A thread passes over its
-//! ports while any has work; only when a whole pass finds nothing does it ask the guests to
-//! kick again and sleep until one does (NAPI's scheme).
+//! ports while any has work; only when its passes have found nothing for [`IDLE_POLL`] does it
+//! ask the guests to kick again and sleep until one does (NAPI's scheme, with a short busy-poll
+//! before sleeping).
 //!
 //! A busy switch never sleeps and guests do not kick while it polls; a kick (which the port's
 //! connection worker receives) only rings the doorbell of the datapath thread that serves the
 //! port.
+//!
+//! Why poll a little before sleeping: a driver that transmits in bursts (DPDK's PMD sends 32
+//! frames every microsecond or so while it runs) empties no faster than the switch drains it,
+//! so a thread that armed kicks the moment a pass found nothing slept after every burst, and
+//! every burst cost a kick: the guest's syscall, a wake-up of the connection's worker, a
+//! wake-up of this thread (measured with a DPDK txonly generator: 20,000-27,000 kicks per
+//! second, every one on the CPU the generator shares with the sink). Polling on for
+//! [`IDLE_POLL`] catches the next burst while kicks stay off; the thread sleeps only when the
+//! guest really stopped (a descheduled generator, an idle VM), so it costs at most that much
+//! CPU per sleep.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use log::warn;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -18,6 +30,9 @@ use vswitch_channels::PortId;
 use crate::core::Core;
 use crate::datapath::{Share, Worker};
 
+/// How long a thread keeps passing over its ports after the last one that found work, before
+/// it arms the guests' kicks and sleeps.
+pub const IDLE_POLL: Duration = Duration::from_micros(50);
 /// Longest sleep without a kick (a safety net: the thread polls its ports at least this often).
 const MAX_SLEEP_MS: i32 = 100;
 /// The nap of a thread that has no doorbell (none could be made).
@@ -76,16 +91,25 @@ fn serve(core: &Core, share: Share, stop: &AtomicBool) {
     // Reused across sleeps: the uplinks' descriptors and the poll set.
     let mut wake = Vec::new();
     let mut pfds = Vec::new();
+    // When a pass last found work (or the thread last woke).
+    let mut busy_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if worker.pass(core) {
+            busy_at = Instant::now();
             continue;
         }
-        // A whole pass found nothing: ask the guests to kick, unless frames slipped in.
+        if busy_at.elapsed() < IDLE_POLL {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Nothing for a while: ask the guests to kick, unless frames slipped in.
         if worker.arm(core) {
+            busy_at = Instant::now();
             continue;
         }
         worker.wake_fds(core, &mut wake);
         sleep_until_rung(doorbell.as_deref(), &wake, &mut pfds);
+        busy_at = Instant::now();
     }
 }
 

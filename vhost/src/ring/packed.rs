@@ -370,6 +370,17 @@ impl<'m> PackedRing<'m> {
         self.has_avail()
     }
 
+    /// Asks the driver never to kick this queue (an RX ring, see `SplitRing::suppress_kicks`);
+    /// written only when not already set, so the line the driver reads stays clean.
+    #[inline]
+    pub(crate) fn suppress_kicks(&mut self) {
+        // SAFETY: as in `store_device_flags`.
+        let f = unsafe { AtomicU16::from_ptr((self.device_evt + 2) as *mut u16) };
+        if u16::from_le(f.load(Ordering::Relaxed)) != EVENT_DISABLE {
+            self.store_device_flags(EVENT_DISABLE);
+        }
+    }
+
     /// Asks the driver not to kick.
     pub(crate) fn disable_notification(&mut self) {
         self.store_device_flags(EVENT_DISABLE);

@@ -27,6 +27,7 @@ fn rx_deliver(
         packed: true,
         tx_offloads: Default::default(),
         rx_offloads: Default::default(),
+        in_order: false,
     };
     let mut ring = PackedRing::new(mem, q).expect("ring");
     let results = (0..frames.len())
