@@ -14,6 +14,7 @@ PKGS=(
   dpdk dpdk-dev librte-net-vhost23 openvswitch-switch-dpdk
   linux-perf valgrind libpcap0.8
   make gcc  # the tiny Cloud Hypervisor test guest (tests/vnetguest, ci/build-vnetguest.sh)
+  clang llvm bpftool  # the dot1ad uplink's XDP program (vswitch/bpf, compiled by vswitch/build.rs)
 )
 
 missing=()
