@@ -90,16 +90,16 @@ fn trunk(net: &Net, interface: &str, channels: &[u16]) {
     net.sw.add_uplink(spec, io).expect("uplink added");
 }
 
-/// As [`trunk`], over the path `xdp` forces; checks that this path runs and returns what the
-/// uplink says it runs over.
+/// As [`trunk`], over the path `xdp` asks for; checks that a forced path runs and returns
+/// what the uplink says it runs over.
 fn trunk_over(net: &Net, interface: &str, channels: &[u16], xdp: AfXdp) -> String {
     let spec = carrying(channels);
     let up = Dot1adUplink::open("up", interface, xdp).expect("dot1ad uplink opens");
     let path = up.path().to_owned();
-    let want = if xdp == AfXdp::Off {
-        "AF_PACKET"
-    } else {
-        "AF_XDP"
+    let want = match xdp {
+        AfXdp::On => "AF_XDP",
+        AfXdp::Off => "AF_PACKET",
+        AfXdp::Auto => "",
     };
     assert!(path.starts_with(want), "{want} runs on {interface}: {path}");
     net.sw.add_uplink(spec, Arc::new(up)).expect("uplink added");
@@ -470,6 +470,46 @@ impl CaptureLine for &str {
         self.split_once(' ')
             .is_some_and(|(_, l)| l.starts_with(rest))
     }
+}
+
+/// Where AF_XDP cannot run (here: an interface with two receive queues, of which it would
+/// serve one), `xdp=on` refuses to open, saying why, and `xdp=auto` falls back to AF_PACKET,
+/// which carries the trunk.
+#[test]
+fn without_af_xdp_on_is_an_error_and_auto_falls_back() {
+    if veth_pair("without_af_xdp_on_is_an_error_and_auto_falls_back").is_none() {
+        return;
+    }
+    let queues = ["numrxqueues", "2", "numtxqueues", "2"];
+    let mut args = vec!["link", "add", "qa"];
+    args.extend(queues);
+    args.extend(["type", "veth", "peer", "name", "qb"]);
+    args.extend(queues);
+    ip(&args);
+    ip(&["link", "set", "qa", "up"]);
+    ip(&["link", "set", "qb", "up"]);
+    match Dot1adUplink::open("up", "qa", AfXdp::On) {
+        Err(e @ UplinkError::AfXdp { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("qa has 2 receive queues") && msg.contains("xdp=auto"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(up) => panic!("AF_XDP opened on two queues: {}", up.path()),
+    }
+    let a = Net::new(&[vm("vm1", 100, None)]);
+    let b = Net::new(&[vm("vm2", 100, None)]);
+    for (net, interface) in [(&a, "qa"), (&b, "qb")] {
+        let path = trunk_over(net, interface, &[100], AfXdp::Auto);
+        assert!(path.starts_with("AF_PACKET on"), "fell back: {path}");
+    }
+    let mut g1 = a.guest("vm1", mac(1));
+    let mut g2 = b.guest("vm2", mac(2));
+    let f = eth(BCAST, mac(1), 1);
+    g1.send(&f).expect("send");
+    assert_eq!(g2.recv(T), Some(f), "the frame crossed over AF_PACKET");
 }
 
 /// A trunk on an interface that does not exist is refused with the step and the interface.

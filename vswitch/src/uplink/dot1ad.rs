@@ -145,13 +145,12 @@ impl Dot1adUplink {
                         reason: e.to_string(),
                     })
                 }
-                Err(e) => format!("AF_XDP unavailable: {e}"),
+                Err(e) => format!("fallback: AF_XDP unavailable: {e}"),
             },
         };
         let sock = PacketSocket::open(interface).map_err(|(what, e)| io_err(what, e))?;
         let path = format!("AF_PACKET on {interface} (recvmmsg/sendmmsg, batches of {BATCH})");
-        let fallback = if xdp == AfXdp::Off { "" } else { " fallback" };
-        info!("uplink {name}: AF_PACKET{fallback}: {why_not_xdp}; {path}; {trunk}");
+        info!("uplink {name}: {path}, {why_not_xdp}; {trunk}");
         Ok(Dot1adUplink {
             name: name.to_owned(),
             max_wire_len,

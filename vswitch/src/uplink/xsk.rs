@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::num::NonZeroU32;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use xdpilone::xdp::XdpDesc;
@@ -180,7 +180,8 @@ impl Xsk {
             return Err(XskError {
                 step: "counting receive queues",
                 detail: format!(
-                    "{interface} has {queues} receive queues and this path serves queue 0 only"
+                    "{interface} has {queues} receive queues and this path serves queue 0 only \
+                     (one queue: ethtool -L {interface} combined 1)"
                 ),
             });
         }
@@ -332,17 +333,56 @@ fn bind(info: &IfInfo, area: &Area, zero_copy: bool) -> Result<Bound, XskError> 
     })
 }
 
-/// The number of receive queues of `interface` (1 when sysfs does not say).
-fn rx_queues(interface: &str) -> usize {
-    let dir = format!("/sys/class/net/{interface}/queues");
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-            .count()
-            .max(1),
-        Err(_) => 1,
+/// `ETHTOOL_GCHANNELS` (linux/ethtool.h).
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// The number of receive queues of `interface` (its receive and combined channels, from
+/// ethtool; 1 when the driver does not say). Read by ioctl, which answers for the caller's
+/// network namespace (sysfs may show another one).
+fn rx_queues(interface: &str) -> u32 {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    // SAFETY: an all-zero ifreq is a valid value (a union of plain data).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = interface.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return 1;
     }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return 1;
+    }
+    // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: SIOCETHTOOL reads the name and the command from `req` and `ch` and writes the
+    // channel counts into `ch`; both are valid and writable for the duration of the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    if r < 0 {
+        return 1;
+    }
+    (ch.rx_count + ch.combined_count).max(1)
 }
 
 /// The receive side: the receive ring, the fill ring, and the descriptors of the last batch
