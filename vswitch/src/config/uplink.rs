@@ -63,8 +63,8 @@ pub struct RawUplink {
     pub mac_limit: Option<RawNumber>,
     /// Largest IP packet carried for a guest (the MTU to give guests).
     pub mtu: Option<RawNumber>,
-    /// dot1ad: AF_XDP (`auto`, `on`) or AF_PACKET (`off`).
-    pub xdp: Option<String>,
+    /// dot1ad: AF_XDP (`auto`, `on`) or AF_PACKET (`off`); in TOML also `true` / `false`.
+    pub xdp: Option<RawOnOff>,
 }
 
 /// Addresses as written: one text (`remote = "192.0.2.2"`) or a list; repeated `remote=` in a
@@ -177,7 +177,7 @@ impl RawUplink {
                     (set(&mut raw.mac_limit, RawNumber::Text(value)), "mac-limit")
                 }
                 "mtu" => (set(&mut raw.mtu, RawNumber::Text(value)), "mtu"),
-                "xdp" => (set(&mut raw.xdp, value), "xdp"),
+                "xdp" => (set(&mut raw.xdp, RawOnOff::Text(value)), "xdp"),
                 "" => return Err(malformed(format!("{:?} has an empty key", truncate(item)))),
                 other => {
                     return Err(ConfigError::UnknownKey {
@@ -315,10 +315,14 @@ pub fn uplink_config(raw: RawUplink, at: &Origin) -> Result<UplinkConfig, Config
             })?;
             check_interface(&interface, at)?;
             let xdp = match &raw.xdp {
-                Some(text) => AfXdp::parse(text).ok_or_else(|| ConfigError::UplinkXdp {
-                    at: at.clone(),
-                    value: truncate(text),
-                })?,
+                Some(RawOnOff::Bool(true)) => AfXdp::On,
+                Some(RawOnOff::Bool(false)) => AfXdp::Off,
+                Some(RawOnOff::Text(text)) => {
+                    AfXdp::parse(text).ok_or_else(|| ConfigError::UplinkXdp {
+                        at: at.clone(),
+                        value: truncate(text),
+                    })?
+                }
                 None => AfXdp::Auto,
             };
             Transport::Dot1ad { interface, xdp }

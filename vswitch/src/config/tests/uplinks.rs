@@ -105,6 +105,7 @@ kind = "dot1ad"
 interface = "lo"
 channels = [100, "200-201"]
 reflective-relay = true
+xdp = false
 
 [[uplink]]
 name = "v"
@@ -139,6 +140,13 @@ remote = "10.0.0.9"
     assert_eq!(names, ["t", "v", "w"]);
     assert_eq!(c.uplinks[0].spec.channels, set(&[100, 200, 201]));
     assert!(c.uplinks[0].spec.reflective_relay);
+    assert_eq!(
+        c.uplinks[0].transport,
+        Transport::Dot1ad {
+            interface: "lo".into(),
+            xdp: AfXdp::Off,
+        }
+    );
     assert_eq!(c.uplinks[1].spec.channels, set(&[5, 6]));
     assert_eq!(c.uplinks[1].spec.mac_limit, Some(10));
     assert_eq!(
