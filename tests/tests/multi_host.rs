@@ -107,6 +107,16 @@ fn dot1ad(rest: &str) -> String {
     }
 }
 
+/// Hosts A and B joined by a veth pair whose ends are both called `trunk`.
+fn trunked_hosts() -> (Netns, Netns) {
+    let (a, b) = (
+        Netns::new("a").expect("netns"),
+        Netns::new("b").expect("netns"),
+    );
+    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    (a, b)
+}
+
 fn quiet(g: &mut TestGuest) -> Vec<Vec<u8>> {
     g.recv_all(QUIET)
 }
@@ -179,11 +189,7 @@ fn dot1ad_trunk_same_channel_across_hosts_only() {
     if skip() {
         return;
     }
-    let (a, b) = (
-        Netns::new("a").expect("netns"),
-        Netns::new("b").expect("netns"),
-    );
-    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    let (a, b) = trunked_hosts();
     same_channel_only(dot1ad(""), dot1ad(""), &a, &b);
 }
 
@@ -193,11 +199,7 @@ fn dot1ad_trunk_over_af_xdp_across_hosts() {
     if skip() {
         return;
     }
-    let (a, b) = (
-        Netns::new("a").expect("netns"),
-        Netns::new("b").expect("netns"),
-    );
-    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    let (a, b) = trunked_hosts();
     let spec = "up,kind=dot1ad,interface=trunk,xdp=on".to_string();
     let (host_a, host_b) = same_channel_only(spec.clone(), spec, &a, &b);
     for (h, who) in [(&host_a, "A"), (&host_b, "B")] {
@@ -284,11 +286,7 @@ fn vepa_through_a_reflective_relay_bridge() {
     if skip() {
         return;
     }
-    let (a, b) = (
-        Netns::new("a").expect("netns"),
-        Netns::new("b").expect("netns"),
-    );
-    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    let (a, b) = trunked_hosts();
     let dir = ScratchDir::new("vepa").expect("scratch");
     let mut extra: Vec<String> = Vec::new();
     for (name, m) in [("vm1", 1u8), ("vm2", 2)] {

@@ -8,12 +8,13 @@
 //! start with the MAC addresses followed by what was behind the tag. Frames the socket sends
 //! go out as written, tags included.
 
-use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use vswitch_channels::tag::Tag;
+
+use super::netdev;
 
 /// `ETH_P_ALL` in network byte order, as `sockaddr_ll` takes it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
@@ -77,7 +78,7 @@ impl PacketSocket {
     pub fn promiscuous(
         interface: &str,
     ) -> Result<(PacketSocket, libc::c_int), (&'static str, io::Error)> {
-        let ifindex = ifindex(interface).map_err(|e| ("looking up the interface", e))?;
+        let ifindex = netdev::ifindex(interface).map_err(|e| ("looking up the interface", e))?;
         // Protocol 0 until bound: no frame of another interface is queued in between.
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe {
@@ -125,49 +126,6 @@ impl AsRawFd for PacketSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-}
-
-/// The MTU of `interface` (`SIOCGIFMTU`), read now: the largest payload after the 14-byte
-/// Ethernet header.
-pub fn mtu(interface: &str) -> io::Result<u32> {
-    // Any socket can ask; a datagram socket needs no privilege.
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-
-    // SAFETY: an all-zero ifreq is a valid value (a union of plain data).
-    let mut req: libc::ifreq = unsafe { zeroed() };
-    let name = interface.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    let req_ptr: *mut libc::ifreq = &mut req;
-    // SAFETY: SIOCGIFMTU reads the NUL-terminated name from `req` and writes the MTU into
-    // it; `req` is a valid, writable ifreq for the duration of the call.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, req_ptr) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-    u32::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn ifindex(interface: &str) -> io::Result<libc::c_int> {
-    let name = CString::new(interface).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `name` is a NUL-terminated string that outlives the call.
-    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if i == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    libc::c_int::try_from(i).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Buffers and message headers for one `recvmmsg` of up to `slots` frames, each at most

@@ -33,7 +33,8 @@ use vswitch_channels::tag::{ADDRS_LEN, TAG_LEN};
 use vswitch_channels::ChannelId;
 use vswitch_vhost::{FrameBatch, HostFrames};
 
-use super::afpacket::{self, PacketSocket, RxBatch, TxBatch};
+use super::afpacket::{PacketSocket, RxBatch, TxBatch};
+use super::netdev;
 use super::xsk::{self, Xsk, XskRx, XskTx};
 use super::{AfXdp, UplinkError};
 use crate::port::{Outgoing, Received, SendResult, Uplink};
@@ -107,7 +108,7 @@ impl Dot1adUplink {
             what: format!("{what} ({interface})"),
             source,
         };
-        let mtu = afpacket::mtu(interface).map_err(|e| io_err("reading the MTU", e))?;
+        let mtu = netdev::mtu(interface).map_err(|e| io_err("reading the MTU", e))?;
         let max_wire_len = mtu as usize + ETH_HLEN;
         // Received frames: room for both tags in case the kernel left the outer one in (it
         // always does for AF_XDP); longer frames are dropped as oversize.

@@ -13,6 +13,7 @@ use crate::port::{Uplink, UplinkSpec};
 
 mod afpacket;
 pub mod dot1ad;
+mod netdev;
 pub mod vxlan;
 pub mod vxlan_wire;
 mod xdp_prog;

@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::num::NonZeroU32;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::ptr::NonNull;
 
 use xdpilone::xdp::XdpDesc;
@@ -27,6 +27,7 @@ use xdpilone::{
 };
 
 use super::afpacket::{Flushed, RxFrame};
+use super::netdev;
 use super::xdp_prog::XdpProg;
 
 /// Bytes per UMEM frame (a page: the kernel's limit for one frame without multi-buffer).
@@ -175,7 +176,7 @@ impl Xsk {
                 ),
             });
         }
-        let queues = rx_queues(interface);
+        let queues = netdev::rx_queues(interface);
         if queues > 1 {
             return Err(XskError {
                 step: "counting receive queues",
@@ -213,16 +214,7 @@ impl Xsk {
                 detail: "no mode was tried".into(),
             }));
         };
-        let Bound {
-            umem,
-            sock,
-            user,
-            rx,
-            tx,
-            fill,
-            comp,
-        } = b;
-        let fd = rx.as_raw_fd();
+        let fd = b.rx.as_raw_fd();
         let mut prog = XdpProg::attach(info.ifindex()).map_err(|e| XskError {
             step: "the XDP program",
             detail: e.to_string(),
@@ -238,8 +230,8 @@ impl Xsk {
             queue: QUEUE,
         };
         let mut rx = XskRx {
-            ring: rx,
-            fill,
+            ring: b.rx,
+            fill: b.fill,
             base: area.base,
             slot_len,
             held: vec![XdpDesc::default(); batch].into_boxed_slice(),
@@ -247,8 +239,8 @@ impl Xsk {
         };
         rx.fill_all();
         let tx = XskTx {
-            ring: tx,
-            comp,
+            ring: b.tx,
+            comp: b.comp,
             base: area.base,
             free: (RX_FRAMES..RX_FRAMES + TX_FRAMES)
                 .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
@@ -263,9 +255,9 @@ impl Xsk {
             mode,
             keep: Keep {
                 _prog: prog,
-                _user: user,
-                _sock: sock,
-                _umem: umem,
+                _user: b.user,
+                _sock: b.sock,
+                _umem: b.umem,
                 _area: area,
             },
         })
@@ -331,58 +323,6 @@ fn bind(info: &IfInfo, area: &Area, zero_copy: bool) -> Result<Bound, XskError> 
         fill,
         comp,
     })
-}
-
-/// `ETHTOOL_GCHANNELS` (linux/ethtool.h).
-const ETHTOOL_GCHANNELS: u32 = 0x3c;
-
-/// `struct ethtool_channels` (linux/ethtool.h).
-#[repr(C)]
-#[derive(Default)]
-struct EthtoolChannels {
-    cmd: u32,
-    max_rx: u32,
-    max_tx: u32,
-    max_other: u32,
-    max_combined: u32,
-    rx_count: u32,
-    tx_count: u32,
-    other_count: u32,
-    combined_count: u32,
-}
-
-/// The number of receive queues of `interface` (its receive and combined channels, from
-/// ethtool; 1 when the driver does not say). Read by ioctl, which answers for the caller's
-/// network namespace (sysfs may show another one).
-fn rx_queues(interface: &str) -> u32 {
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..EthtoolChannels::default()
-    };
-    // SAFETY: an all-zero ifreq is a valid value (a union of plain data).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = interface.as_bytes();
-    if name.len() >= req.ifr_name.len() {
-        return 1;
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return 1;
-    }
-    // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: SIOCETHTOOL reads the name and the command from `req` and `ch` and writes the
-    // channel counts into `ch`; both are valid and writable for the duration of the call.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
-    if r < 0 {
-        return 1;
-    }
-    (ch.rx_count + ch.combined_count).max(1)
 }
 
 /// The receive side: the receive ring, the fill ring, and the descriptors of the last batch
