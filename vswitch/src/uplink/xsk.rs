@@ -37,7 +37,7 @@ pub const XDP_HEADROOM: u32 = 256;
 /// The longest frame this path carries either way.
 pub const MAX_FRAME_LEN: usize = (FRAME_SIZE - XDP_HEADROOM) as usize;
 /// UMEM frames for receiving (= fill and receive ring sizes).
-pub const RX_FRAMES: u32 = 2048;
+pub const RX_FRAMES: u32 = 4096;
 /// UMEM frames for sending (= transmit and completion ring sizes).
 pub const TX_FRAMES: u32 = 2048;
 /// The queue served (the program redirects the others' frames nowhere: see
@@ -343,9 +343,16 @@ unsafe impl Send for XskRx {}
 impl XskRx {
     /// Gives every receive frame to the kernel (at open).
     fn fill_all(&mut self) {
-        let mut w = self.fill.fill(RX_FRAMES);
-        w.insert((0..RX_FRAMES).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
-        w.commit();
+        let mut next = 0;
+        while next < RX_FRAMES {
+            let mut w = self.fill.fill(RX_FRAMES - next);
+            let n = w.insert((next..RX_FRAMES).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
+            w.commit();
+            if n == 0 {
+                break;
+            }
+            next += n;
+        }
     }
 
     /// Takes what is in the receive ring, up to a batch, without waiting: the number of
@@ -403,15 +410,22 @@ impl XskRx {
             return;
         }
         let frame = u64::from(FRAME_SIZE);
-        let mut w = self.fill.fill(self.n_held as u32);
-        w.insert(
-            self.held[..self.n_held]
-                .iter()
-                .map(|d| d.addr - d.addr % frame)
-                .filter(|a| *a / frame < u64::from(RX_FRAMES)),
-        );
-        w.commit();
-        drop(w);
+        // The fill ring has room for every receive frame, so this ends with all of them in;
+        // a reservation may get less than the ring has free: ask again for the rest.
+        let mut done = 0;
+        while done < self.n_held {
+            let mut w = self.fill.fill((self.n_held - done) as u32);
+            let n = w.insert(
+                self.held[done..self.n_held]
+                    .iter()
+                    .map(|d| d.addr - d.addr % frame),
+            ) as usize;
+            w.commit();
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
         self.n_held = 0;
         if self.fill.needs_wakeup() {
             self.fill.wake();
@@ -474,10 +488,18 @@ impl XskTx {
         let mut r = Flushed::default();
         if self.filled > 0 {
             let batch = &self.pending[..self.filled];
-            let mut w = self.ring.transmit(self.filled as u32);
-            let k = w.insert(batch.iter().copied()) as usize;
-            w.commit();
-            drop(w);
+            // A reservation may get less than the ring has free (its view of the kernel's
+            // consumer is refreshed only when it has nothing): ask again until it gives none.
+            let mut k = 0;
+            while k < batch.len() {
+                let mut w = self.ring.transmit((batch.len() - k) as u32);
+                let n = w.insert(batch[k..].iter().copied()) as usize;
+                w.commit();
+                if n == 0 {
+                    break;
+                }
+                k += n;
+            }
             r.sent = k as u64;
             r.bytes = batch[..k].iter().map(|d| u64::from(d.len)).sum();
             // The ring is full: the rest is dropped, its frames free again.
@@ -492,6 +514,7 @@ impl XskTx {
             self.ring.wake();
         }
         self.reclaim();
+
         r
     }
 
