@@ -203,6 +203,11 @@ impl Uplink for Dot1adUplink {
                 frame::deliver(batch.frames(n), frames, stamps, each)
             }
             Io::Xdp(x) => {
+                // Frames the device pushed back on the last send go now (without waiting on
+                // a sender, which may be this thread).
+                if let Ok(mut tx) = x.tx.try_lock() {
+                    tx.push_pending();
+                }
                 let mut rx = lock(&x.rx);
                 let RxSide {
                     batch,

@@ -43,8 +43,9 @@ pub const TX_FRAMES: u32 = 2048;
 /// The queue served (the program redirects the others' frames nowhere: see
 /// [`Xsk::open`]'s check).
 const QUEUE: u32 = 0;
-/// Copy mode sends at most 32 frames per wake-up (`sendto`); a batch needs a few.
-const MAX_KICKS: usize = 8;
+/// Copy mode sends at most 32 frames per wake-up (`sendto`); a batch needs a few, more when
+/// the device pushes back (a veth peer that has not drained its queue yet).
+const MAX_KICKS: usize = 16;
 
 /// Why AF_XDP does not run on an interface: what was being done and what failed.
 #[derive(Debug, thiserror::Error)]
@@ -507,15 +508,38 @@ impl XskTx {
             self.free.extend(batch[k..].iter().map(|d| d.addr));
             self.filled = 0;
         }
-        for _ in 0..MAX_KICKS {
-            if self.ring.pending() == 0 || !self.ring.needs_wakeup() {
+        self.kick(MAX_KICKS);
+        self.reclaim();
+        r
+    }
+
+    /// Wakes the kernel to send what the TX ring holds, up to `kicks` times while frames are
+    /// left; when a wake-up sends nothing (the device pushes back), gives the CPU to the
+    /// receiving side (softirq, the peer) before the next one. Frames still left go with the
+    /// next flush, or the next [`XskTx::push_pending`].
+    fn kick(&mut self, kicks: usize) {
+        for _ in 0..kicks {
+            let before = self.ring.pending();
+            if before == 0 || !self.ring.needs_wakeup() {
                 break;
             }
             self.ring.wake();
+            if self.ring.pending() == before {
+                std::thread::yield_now();
+            }
         }
-        self.reclaim();
+    }
 
-        r
+    /// Sends what an earlier flush left in the TX ring, if any, and takes back the frames the
+    /// kernel is done with: called by the receiving side, so that frames the device pushed
+    /// back go out without waiting for more frames to send.
+    pub fn push_pending(&mut self) {
+        if self.ring.pending() > 0 {
+            self.kick(1);
+        }
+        if self.free.len() < TX_FRAMES as usize {
+            self.reclaim();
+        }
     }
 
     /// Puts the frames the kernel is done with back on the free list.
