@@ -16,6 +16,7 @@ PKGS=(
   prometheus  # promtool and a Prometheus server for the metrics tests (vswitch/tests/metrics_http.rs)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients  # a private libvirtd (tests/tests/libvirt.rs)
   make gcc  # the tiny Cloud Hypervisor test guest (tests/vnetguest, ci/build-vnetguest.sh)
+  clang llvm bpftool  # the dot1ad uplink's XDP program (vswitch/bpf, compiled by vswitch/build.rs)
 )
 
 missing=()

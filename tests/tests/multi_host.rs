@@ -2,6 +2,9 @@
 //! NS vswitch run ... --uplink ...`), joined by veth pairs; in-process guests attached over
 //! vhost-user sockets. The channel travels on the wire (802.1ad, VXLAN) and the far switch
 //! checks it against its own registry. Skips with one line when not root.
+//!
+//! 802.1ad uplinks run over the I/O path of `VSW_UPLINK_XDP` (`xdp=` on their spec: `auto`
+//! when unset, `on`, `off`), except where a test names one.
 
 use std::time::Duration;
 
@@ -95,13 +98,37 @@ fn c_tagged(dst: [u8; 6], src: [u8; 6], vid: u16) -> Vec<u8> {
     f
 }
 
+/// A dot1ad uplink spec on interface `trunk` with `rest` (`,key=value...`), and `xdp=` from
+/// `VSW_UPLINK_XDP` when that is set.
+fn dot1ad(rest: &str) -> String {
+    match std::env::var("VSW_UPLINK_XDP") {
+        Ok(x) if !x.is_empty() => format!("up,kind=dot1ad,interface=trunk{rest},xdp={x}"),
+        _ => format!("up,kind=dot1ad,interface=trunk{rest}"),
+    }
+}
+
+/// Hosts A and B joined by a veth pair whose ends are both called `trunk`.
+fn trunked_hosts() -> (Netns, Netns) {
+    let (a, b) = (
+        Netns::new("a").expect("netns"),
+        Netns::new("b").expect("netns"),
+    );
+    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    (a, b)
+}
+
 fn quiet(g: &mut TestGuest) -> Vec<Vec<u8>> {
     g.recv_all(QUIET)
 }
 
 /// The scenario of the issue on any transport: VM1 (A) and VM2 (B) on channel 100, VM3 (A) and
-/// VM4 (B) on channel 200.
-fn same_channel_only(a_uplink: String, b_uplink: String, a_ns: &Netns, b_ns: &Netns) {
+/// VM4 (B) on channel 200. Returns the two hosts, still running.
+fn same_channel_only(
+    a_uplink: String,
+    b_uplink: String,
+    a_ns: &Netns,
+    b_ns: &Netns,
+) -> (Host, Host) {
     let a = Host::start(a_ns, &[("vm1", 100, 1), ("vm3", 200, 3)], &[a_uplink]).expect("host A");
     let b = Host::start(b_ns, &[("vm2", 100, 2), ("vm4", 200, 4)], &[b_uplink]).expect("host B");
     let mut g1 = a.guest("vm1", 1);
@@ -154,6 +181,7 @@ fn same_channel_only(a_uplink: String, b_uplink: String, a_ns: &Netns, b_ns: &Ne
         0,
         "vm4 (200) was given none of channel 100's frames"
     );
+    (a, b)
 }
 
 #[test]
@@ -161,17 +189,25 @@ fn dot1ad_trunk_same_channel_across_hosts_only() {
     if skip() {
         return;
     }
-    let (a, b) = (
-        Netns::new("a").expect("netns"),
-        Netns::new("b").expect("netns"),
-    );
-    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
-    same_channel_only(
-        "up,kind=dot1ad,interface=trunk".into(),
-        "up,kind=dot1ad,interface=trunk".into(),
-        &a,
-        &b,
-    );
+    let (a, b) = trunked_hosts();
+    same_channel_only(dot1ad(""), dot1ad(""), &a, &b);
+}
+
+/// The same over AF_XDP on both hosts (`xdp=on`), and each switch says so in its log.
+#[test]
+fn dot1ad_trunk_over_af_xdp_across_hosts() {
+    if skip() {
+        return;
+    }
+    let (a, b) = trunked_hosts();
+    let spec = "up,kind=dot1ad,interface=trunk,xdp=on".to_string();
+    let (host_a, host_b) = same_channel_only(spec.clone(), spec, &a, &b);
+    for (h, who) in [(&host_a, "A"), (&host_b, "B")] {
+        let ran =
+            h.sw.wait_log("uplink up: AF_XDP (", T)
+                .expect("the switch's log");
+        assert!(ran, "{who} says AF_XDP runs:\n{}", h.sw.log_tail(20));
+    }
 }
 
 #[test]
@@ -250,11 +286,7 @@ fn vepa_through_a_reflective_relay_bridge() {
     if skip() {
         return;
     }
-    let (a, b) = (
-        Netns::new("a").expect("netns"),
-        Netns::new("b").expect("netns"),
-    );
-    veth(&a, "trunk", None, &b, "trunk", None).expect("veth");
+    let (a, b) = trunked_hosts();
     let dir = ScratchDir::new("vepa").expect("scratch");
     let mut extra: Vec<String> = Vec::new();
     for (name, m) in [("vm1", 1u8), ("vm2", 2)] {
@@ -266,7 +298,7 @@ fn vepa_through_a_reflective_relay_bridge() {
         ));
     }
     extra.push("--uplink".into());
-    extra.push("up,kind=dot1ad,interface=trunk".into());
+    extra.push(dot1ad(""));
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let station = Host {
         sw: Vswitch::start_in(Some(a.name()), dir.path(), &[], &extra).expect("station"),
@@ -277,10 +309,7 @@ fn vepa_through_a_reflective_relay_bridge() {
         Some(b.name()),
         bridge_dir.path(),
         &[],
-        &[
-            "--uplink",
-            "up,kind=dot1ad,interface=trunk,reflective-relay=on",
-        ],
+        &["--uplink", &dot1ad(",reflective-relay=on")],
     )
     .expect("bridge");
     let mut g1 = station.guest("vm1", 1);

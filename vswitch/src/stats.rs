@@ -87,7 +87,7 @@ impl UplinkInfo {
     /// With the transport's fields of `cfg`.
     pub fn with_config(mut self, cfg: &UplinkConfig) -> UplinkInfo {
         match &cfg.transport {
-            Transport::Dot1ad { interface } => {
+            Transport::Dot1ad { interface, .. } => {
                 self.transport = Some("dot1ad");
                 self.interface = Some(interface.clone());
             }
@@ -106,7 +106,7 @@ impl UplinkInfo {
 /// `vxlan from 192.0.2.1:4789 to 192.0.2.2, 192.0.2.3`.
 pub fn transport_text(t: &Transport) -> String {
     match t {
-        Transport::Dot1ad { interface } => format!("dot1ad on {interface}"),
+        Transport::Dot1ad { interface, .. } => format!("dot1ad on {interface}"),
         Transport::Vxlan { local, remotes } => {
             let to: Vec<String> = remotes.iter().map(ToString::to_string).collect();
             format!("vxlan from {local} to {}", to.join(", "))

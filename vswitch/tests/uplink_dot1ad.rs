@@ -2,6 +2,10 @@
 //! veth pair `va`/`vb`; switch A's uplink is on `va`, switch B's on `vb` (or a raw socket on
 //! `va` plays a forger). Guests are in-process, over real vhost-user sockets. Needs root;
 //! skipped with one line otherwise.
+//!
+//! The I/O path: the scenarios that matter most run once over each (`..._over_af_xdp`, which
+//! also checks that AF_XDP ran, and `..._over_af_packet`); the others take the path from
+//! `VSW_UPLINK_XDP` (`auto` by default, `on`, `off`), so that all of them can run over either.
 
 mod common;
 
@@ -14,8 +18,9 @@ use std::time::Duration;
 
 use common::{ch, drain, eth, mac, vm, Net, BCAST};
 use vswitch::counters::Drops;
-use vswitch::port::{Uplink, UplinkSpec};
-use vswitch::uplink::{self, Transport, UplinkConfig, UplinkError};
+use vswitch::port::UplinkSpec;
+use vswitch::uplink::dot1ad::Dot1adUplink;
+use vswitch::uplink::{self, AfXdp, Transport, UplinkConfig, UplinkError};
 use vswitch_channels::ChannelSet;
 use vswitch_testguest::EthFrame;
 
@@ -60,23 +65,45 @@ fn carrying(channels: &[u16]) -> UplinkSpec {
     }
 }
 
-/// Opens the 802.1ad uplink on `interface` through the switch's own entry point.
-fn dot1ad(spec: &UplinkSpec, interface: &str) -> Arc<dyn Uplink> {
-    uplink::open(&UplinkConfig {
+/// The I/O path for the tests that do not pick one: `VSW_UPLINK_XDP`, `auto` by default.
+fn path_from_env() -> AfXdp {
+    let v = std::env::var("VSW_UPLINK_XDP").unwrap_or_default();
+    if v.is_empty() {
+        return AfXdp::Auto;
+    }
+    AfXdp::parse(&v).unwrap_or_else(|| panic!("VSW_UPLINK_XDP={v:?}: use auto, on or off"))
+}
+
+/// Adds an 802.1ad uplink carrying `channels` on `interface` to `net`'s switch, over the path
+/// of `VSW_UPLINK_XDP`, opened through the switch's own entry point.
+fn trunk(net: &Net, interface: &str, channels: &[u16]) {
+    let spec = carrying(channels);
+    let io = uplink::open(&UplinkConfig {
         spec: spec.clone(),
         transport: Transport::Dot1ad {
             interface: interface.into(),
+            xdp: path_from_env(),
         },
         mtu: 1500,
     })
-    .expect("dot1ad uplink opens")
+    .expect("dot1ad uplink opens");
+    net.sw.add_uplink(spec, io).expect("uplink added");
 }
 
-/// Adds an 802.1ad uplink carrying `channels` on `interface` to `net`'s switch.
-fn trunk(net: &Net, interface: &str, channels: &[u16]) {
+/// As [`trunk`], over the path `xdp` asks for; checks that a forced path runs and returns
+/// what the uplink says it runs over.
+fn trunk_over(net: &Net, interface: &str, channels: &[u16], xdp: AfXdp) -> String {
     let spec = carrying(channels);
-    let io = dot1ad(&spec, interface);
-    net.sw.add_uplink(spec, io).expect("uplink added");
+    let up = Dot1adUplink::open("up", interface, xdp).expect("dot1ad uplink opens");
+    let path = up.path().to_owned();
+    let want = match xdp {
+        AfXdp::On => "AF_XDP",
+        AfXdp::Off => "AF_PACKET",
+        AfXdp::Auto => "",
+    };
+    assert!(path.starts_with(want), "{want} runs on {interface}: {path}");
+    net.sw.add_uplink(spec, Arc::new(up)).expect("uplink added");
+    path
 }
 
 /// The drops counted on switch `net`'s uplink.
@@ -138,18 +165,27 @@ impl Injector {
     }
 }
 
+#[test]
+fn same_channel_crosses_the_trunk_both_ways_over_af_xdp() {
+    same_channel_crosses_the_trunk_both_ways("over_af_xdp", AfXdp::On);
+}
+
+#[test]
+fn same_channel_crosses_the_trunk_both_ways_over_af_packet() {
+    same_channel_crosses_the_trunk_both_ways("over_af_packet", AfXdp::Off);
+}
+
 /// VM1 (A) and VM2 (B) on channel 100, VM3 (A) and VM4 (B) on 200, the trunk carrying both:
 /// broadcast, unknown unicast and unicast cross both ways byte for byte on their own channel
 /// only, and a guest's own C-tag arrives as it left.
-#[test]
-fn same_channel_crosses_the_trunk_both_ways() {
-    if veth_pair("same_channel_crosses_the_trunk_both_ways").is_none() {
+fn same_channel_crosses_the_trunk_both_ways(test: &str, xdp: AfXdp) {
+    if veth_pair(test).is_none() {
         return;
     }
     let a = Net::new(&[vm("vm1", 100, None), vm("vm3", 200, None)]);
     let b = Net::new(&[vm("vm2", 100, None), vm("vm4", 200, None)]);
-    trunk(&a, "va", &[100, 200]);
-    trunk(&b, "vb", &[100, 200]);
+    trunk_over(&a, "va", &[100, 200], xdp);
+    trunk_over(&b, "vb", &[100, 200], xdp);
     let mut g1 = a.guest("vm1", mac(1));
     let mut g3 = a.guest("vm3", mac(3));
     let mut g2 = b.guest("vm2", mac(2));
@@ -224,16 +260,25 @@ fn different_channels_never_cross() {
     let _ = drain(&mut g3);
 }
 
+#[test]
+fn forged_frames_on_the_wire_stay_on_their_channel_over_af_xdp() {
+    forged_frames_on_the_wire_stay_on_their_channel("forged_over_af_xdp", AfXdp::On);
+}
+
+#[test]
+fn forged_frames_on_the_wire_stay_on_their_channel_over_af_packet() {
+    forged_frames_on_the_wire_stay_on_their_channel("forged_over_af_packet", AfXdp::Off);
+}
+
 /// Frames forged on the wire (a raw socket on `va`, switch B on `vb`): a frame tagged for
 /// another channel stays on that channel; a double S-tag is on its outer channel; no tag, a
 /// C-tag only, VID 0 or 4095 are dropped and counted; a truncated tag never reaches a VM.
-#[test]
-fn forged_frames_on_the_wire_stay_on_their_channel() {
-    if veth_pair("forged_frames_on_the_wire_stay_on_their_channel").is_none() {
+fn forged_frames_on_the_wire_stay_on_their_channel(test: &str, xdp: AfXdp) {
+    if veth_pair(test).is_none() {
         return;
     }
     let b = Net::new(&[vm("vm2", 100, None), vm("vm4", 200, None)]);
-    trunk(&b, "vb", &[100, 200]);
+    trunk_over(&b, "vb", &[100, 200], xdp);
     let mut g2 = b.guest("vm2", mac(2));
     let mut g4 = b.guest("vm4", mac(4));
     let wire = Injector::on("va");
@@ -275,8 +320,8 @@ fn forged_frames_on_the_wire_stay_on_their_channel() {
     );
 
     // A truncated S-tag: 14 to 17 bytes, the tag or the EtherType behind it cut short. The
-    // kernel drops these itself before any packet socket sees them (it cannot take the tag
-    // off); where one gets through, the uplink drops it as malformed (its unit tests).
+    // kernel drops these itself before an AF_PACKET socket sees them (it cannot take the tag
+    // off); AF_XDP gets them as sent, and the uplink drops them as malformed.
     let tagged = EthFrame::new(BCAST, mac(9), 0x88b5, &[])
         .unpadded()
         .with_stag(100)
@@ -299,7 +344,15 @@ fn forged_frames_on_the_wire_stay_on_their_channel() {
     let d = uplink_drops(&b);
     assert_eq!(d.unknown_channel, unknown.len() as u64, "{d:?}");
     eprintln!("DROPS {d:?}");
-    assert!(d.malformed <= 4, "{d:?}");
+    if xdp == AfXdp::Off {
+        assert!(d.malformed <= 4, "{d:?}");
+    } else {
+        // Sent before the frame on channel 300, so counted by now.
+        assert_eq!(
+            d.malformed, 4,
+            "the four truncated S-tags reached AF_XDP: {d:?}"
+        );
+    }
 }
 
 /// A frame that with its S-tag would exceed `va`'s MTU + 14 is not sent (counted as
@@ -329,7 +382,10 @@ fn frames_too_long_for_the_trunk_are_not_sent() {
 }
 
 /// The trunk as a capture shows it (`tcpdump -e`): ethertype 0x88a8 with the channel as the
-/// VLAN id and the guest's frame inside, its own C-tag included, in both directions.
+/// VLAN id and the guest's frame inside, its own C-tag included, in both directions. The
+/// capture is on B's side (`vb`), whose uplink runs over AF_PACKET: a capture sees neither the
+/// frames an AF_XDP socket sends nor those the XDP program takes, so A's uplink (on the
+/// path of `VSW_UPLINK_XDP`) is what it checks.
 #[test]
 fn the_trunk_is_802_1ad_on_the_wire() {
     if Command::new("tcpdump").arg("--version").output().is_err() {
@@ -342,13 +398,13 @@ fn the_trunk_is_802_1ad_on_the_wire() {
     let a = Net::new(&[vm("vm1", 100, None)]);
     let b = Net::new(&[vm("vm2", 100, None)]);
     trunk(&a, "va", &[100]);
-    trunk(&b, "vb", &[100]);
+    trunk_over(&b, "vb", &[100], AfXdp::Off);
     let mut g1 = a.guest("vm1", mac(1));
     let mut g2 = b.guest("vm2", mac(2));
 
     let pcap = a.dir.path().join("trunk.pcap");
     let mut dump = Command::new("tcpdump")
-        .args(["-e", "-nn", "-U", "--immediate-mode", "-i", "va", "-w"])
+        .args(["-e", "-nn", "-U", "--immediate-mode", "-i", "vb", "-w"])
         .arg(&pcap)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -416,6 +472,46 @@ impl CaptureLine for &str {
     }
 }
 
+/// Where AF_XDP cannot run (here: an interface with two receive queues, of which it would
+/// serve one), `xdp=on` refuses to open, saying why, and `xdp=auto` falls back to AF_PACKET,
+/// which carries the trunk.
+#[test]
+fn without_af_xdp_on_is_an_error_and_auto_falls_back() {
+    if veth_pair("without_af_xdp_on_is_an_error_and_auto_falls_back").is_none() {
+        return;
+    }
+    let queues = ["numrxqueues", "2", "numtxqueues", "2"];
+    let mut args = vec!["link", "add", "qa"];
+    args.extend(queues);
+    args.extend(["type", "veth", "peer", "name", "qb"]);
+    args.extend(queues);
+    ip(&args);
+    ip(&["link", "set", "qa", "up"]);
+    ip(&["link", "set", "qb", "up"]);
+    match Dot1adUplink::open("up", "qa", AfXdp::On) {
+        Err(e @ UplinkError::AfXdp { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("qa has 2 receive queues") && msg.contains("xdp=auto"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(up) => panic!("AF_XDP opened on two queues: {}", up.path()),
+    }
+    let a = Net::new(&[vm("vm1", 100, None)]);
+    let b = Net::new(&[vm("vm2", 100, None)]);
+    for (net, interface) in [(&a, "qa"), (&b, "qb")] {
+        let path = trunk_over(net, interface, &[100], AfXdp::Auto);
+        assert!(path.starts_with("AF_PACKET on"), "fell back: {path}");
+    }
+    let mut g1 = a.guest("vm1", mac(1));
+    let mut g2 = b.guest("vm2", mac(2));
+    let f = eth(BCAST, mac(1), 1);
+    g1.send(&f).expect("send");
+    assert_eq!(g2.recv(T), Some(f), "the frame crossed over AF_PACKET");
+}
+
 /// A trunk on an interface that does not exist is refused with the step and the interface.
 #[test]
 fn a_missing_interface_is_a_clear_error() {
@@ -424,6 +520,7 @@ fn a_missing_interface_is_a_clear_error() {
         spec,
         transport: Transport::Dot1ad {
             interface: "nosuchif0".into(),
+            xdp: AfXdp::Auto,
         },
         mtu: 1500,
     });

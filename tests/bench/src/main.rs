@@ -31,7 +31,8 @@ use clap::Parser;
 
 use generator::TrafficOpts;
 use peers::{
-    Ctx, KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH, VSWITCH_DOT1AD, VSWITCH_POLL, VSWITCH_VXLAN,
+    Ctx, KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH, VSWITCH_DOT1AD, VSWITCH_DOT1AD_XDP,
+    VSWITCH_POLL, VSWITCH_VXLAN,
 };
 use report::{Report, Row};
 use scenario::{Kind, Scenario};
@@ -53,7 +54,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Run only these peers (vswitch, vswitch-poll, memcpy, testpmd, ovs-dpdk; two-host
-    /// scenarios: vswitch-vxlan, vswitch-dot1ad, kernel-vxlan).
+    /// scenarios: vswitch-vxlan, vswitch-dot1ad, vswitch-dot1ad-xdp, kernel-vxlan).
     #[arg(long, value_delimiter = ',')]
     peer: Vec<String>,
     /// List the scenarios and exit.
@@ -96,7 +97,7 @@ struct Args {
     no_install: bool,
 }
 
-const ALL_PEERS: [&str; 8] = [
+const ALL_PEERS: [&str; 9] = [
     VSWITCH,
     VSWITCH_POLL,
     MEMCPY,
@@ -104,6 +105,7 @@ const ALL_PEERS: [&str; 8] = [
     OVS,
     VSWITCH_VXLAN,
     VSWITCH_DOT1AD,
+    VSWITCH_DOT1AD_XDP,
     KERNEL_VXLAN,
 ];
 

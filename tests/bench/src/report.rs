@@ -5,7 +5,9 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::generator::Measurement;
-use crate::peers::{KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH_DOT1AD, VSWITCH_VXLAN};
+use crate::peers::{
+    KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH_DOT1AD, VSWITCH_DOT1AD_XDP, VSWITCH_VXLAN,
+};
 use crate::scenario::Scenario;
 
 /// Ratios of one row (None where the baseline did not run).
@@ -158,6 +160,7 @@ fn two_host_path(peer: &str) -> &'static str {
     match peer {
         VSWITCH_VXLAN => "test guest → vswitch A → VXLAN uplink (raw-socket sendmmsg) → veth → VXLAN uplink (recvmmsg) → vswitch B → test guest",
         VSWITCH_DOT1AD => "test guest → vswitch A → 802.1ad uplink (AF_PACKET sendmmsg) → veth → 802.1ad uplink (AF_PACKET recvmmsg) → vswitch B → test guest",
+        VSWITCH_DOT1AD_XDP => "test guest → vswitch A → 802.1ad uplink (AF_XDP tx ring, copy mode) → veth → XDP redirect → 802.1ad uplink (AF_XDP rx ring) → vswitch B → test guest",
         KERNEL_VXLAN => "AF_PACKET sendmmsg → kernel vxlan device A → veth → kernel vxlan device B (rx_packets)",
         _ => "?",
     }

@@ -445,6 +445,17 @@ pub enum ConfigError {
         /// The value given.
         value: String,
     },
+    /// An `xdp` value that is not auto, on or off.
+    #[error(
+        "{at}: xdp {value:?} is not valid; use auto (AF_XDP where it runs, else AF_PACKET; the \
+         default), on (AF_XDP or fail) or off (AF_PACKET)"
+    )]
+    UplinkXdp {
+        /// Where.
+        at: Origin,
+        /// The value given.
+        value: String,
+    },
     /// A network interface that cannot be an uplink's.
     #[error("{at}: interface {name:?} {reason}")]
     Interface {

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! NAME,kind=dot1ad,interface=IF[,channels=LIST][,reflective-relay=on|off][,mac-limit=N][,mtu=N]
+//!      [,xdp=auto|on|off]
 //! NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N]
 //! ```
 //!
@@ -22,11 +23,11 @@ use super::error::{truncate, ConfigError, Origin};
 use super::port;
 use super::raw::{set, RawNumber};
 use crate::port::UplinkSpec;
-use crate::uplink::{Transport, UplinkConfig, VXLAN_PORT};
+use crate::uplink::{AfXdp, Transport, UplinkConfig, VXLAN_PORT};
 
 /// The keys of an uplink, for messages.
 pub const UPLINK_KEYS: &str =
-    "name, kind, interface, local, remote, channels, reflective-relay, mac-limit, mtu";
+    "name, kind, interface, local, remote, channels, reflective-relay, mac-limit, mtu, xdp";
 
 /// Default MTU of a dot1ad uplink: the S-tag's 4 bytes fit beside a 1500-byte payload on
 /// Ethernet interfaces (the interface's MTU must allow them).
@@ -62,6 +63,8 @@ pub struct RawUplink {
     pub mac_limit: Option<RawNumber>,
     /// Largest IP packet carried for a guest (the MTU to give guests).
     pub mtu: Option<RawNumber>,
+    /// dot1ad: AF_XDP (`auto`, `on`) or AF_PACKET (`off`); in TOML also `true` / `false`.
+    pub xdp: Option<RawOnOff>,
 }
 
 /// Addresses as written: one text (`remote = "192.0.2.2"`) or a list; repeated `remote=` in a
@@ -174,6 +177,7 @@ impl RawUplink {
                     (set(&mut raw.mac_limit, RawNumber::Text(value)), "mac-limit")
                 }
                 "mtu" => (set(&mut raw.mtu, RawNumber::Text(value)), "mtu"),
+                "xdp" => (set(&mut raw.xdp, RawOnOff::Text(value)), "xdp"),
                 "" => return Err(malformed(format!("{:?} has an empty key", truncate(item)))),
                 other => {
                     return Err(ConfigError::UnknownKey {
@@ -310,9 +314,26 @@ pub fn uplink_config(raw: RawUplink, at: &Origin) -> Result<UplinkConfig, Config
                 )
             })?;
             check_interface(&interface, at)?;
-            Transport::Dot1ad { interface }
+            let xdp = match &raw.xdp {
+                Some(RawOnOff::Bool(true)) => AfXdp::On,
+                Some(RawOnOff::Bool(false)) => AfXdp::Off,
+                Some(RawOnOff::Text(text)) => {
+                    AfXdp::parse(text).ok_or_else(|| ConfigError::UplinkXdp {
+                        at: at.clone(),
+                        value: truncate(text),
+                    })?
+                }
+                None => AfXdp::Auto,
+            };
+            Transport::Dot1ad { interface, xdp }
         }
         Kind::Vxlan => {
+            not_for(
+                raw.xdp.is_some(),
+                "xdp",
+                "xdp= picks a dot1ad uplink's I/O path (AF_XDP or AF_PACKET); a vxlan uplink \
+                 uses UDP sockets: remove it, or use kind=dot1ad",
+            )?;
             not_for(
                 raw.interface.is_some(),
                 "interface",
@@ -498,7 +519,7 @@ fn remote_addrs(
 /// local UDP address.
 pub fn resource(cfg: &UplinkConfig) -> String {
     match &cfg.transport {
-        Transport::Dot1ad { interface } => format!("interface {interface}"),
+        Transport::Dot1ad { interface, .. } => format!("interface {interface}"),
         Transport::Vxlan { local, .. } => format!("local address {local}"),
     }
 }
@@ -507,7 +528,7 @@ pub fn resource(cfg: &UplinkConfig) -> String {
 /// overlap (same port, and the same address or a wildcard one).
 pub fn conflict(a: &UplinkConfig, b: &UplinkConfig) -> bool {
     match (&a.transport, &b.transport) {
-        (Transport::Dot1ad { interface: x }, Transport::Dot1ad { interface: y }) => x == y,
+        (Transport::Dot1ad { interface: x, .. }, Transport::Dot1ad { interface: y, .. }) => x == y,
         (Transport::Vxlan { local: x, .. }, Transport::Vxlan { local: y, .. }) => {
             x.port() == y.port()
                 && (x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified())

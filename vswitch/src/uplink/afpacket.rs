@@ -8,12 +8,13 @@
 //! start with the MAC addresses followed by what was behind the tag. Frames the socket sends
 //! go out as written, tags included.
 
-use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use vswitch_channels::tag::Tag;
+
+use super::netdev;
 
 /// `ETH_P_ALL` in network byte order, as `sockaddr_ll` takes it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
@@ -38,22 +39,7 @@ pub struct PacketSocket {
 impl PacketSocket {
     /// Opens a socket on `interface`. Errors name the step that failed.
     pub fn open(interface: &str) -> Result<PacketSocket, (&'static str, io::Error)> {
-        let ifindex = ifindex(interface).map_err(|e| ("looking up the interface", e))?;
-        // Protocol 0 until bound: no frame of another interface is queued in between.
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(("opening an AF_PACKET socket", io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let sock = PacketSocket { fd };
+        let (sock, ifindex) = PacketSocket::promiscuous(interface)?;
         let one: libc::c_int = 1;
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
             .map_err(|e| ("PACKET_IGNORE_OUTGOING", e))?;
@@ -83,37 +69,38 @@ impl PacketSocket {
         if r < 0 {
             return Err(("binding to the interface", io::Error::last_os_error()));
         }
+        Ok(sock)
+    }
+
+    /// A socket that only keeps `interface` in promiscuous mode while it is open (a trunk
+    /// carries frames for MACs that are not the interface's): unbound, protocol 0, it
+    /// receives nothing. Also returns the interface's index.
+    pub fn promiscuous(
+        interface: &str,
+    ) -> Result<(PacketSocket, libc::c_int), (&'static str, io::Error)> {
+        let ifindex = netdev::ifindex(interface).map_err(|e| ("looking up the interface", e))?;
+        // Protocol 0 until bound: no frame of another interface is queued in between.
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(("opening an AF_PACKET socket", io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a descriptor socket(2) just returned, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sock = PacketSocket { fd };
         // SAFETY: an all-zero packet_mreq is a valid value; the fields that matter are set.
         let mut mreq: libc::packet_mreq = unsafe { zeroed() };
         mreq.mr_ifindex = ifindex;
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
         sock.set_opt(libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
             .map_err(|e| ("promiscuous mode", e))?;
-        Ok(sock)
-    }
-
-    /// The interface's MTU (`SIOCGIFMTU`), read now: the largest payload after the 14-byte
-    /// Ethernet header.
-    pub fn mtu(&self, interface: &str) -> io::Result<u32> {
-        // SAFETY: an all-zero ifreq is a valid value (a union of plain data).
-        let mut req: libc::ifreq = unsafe { zeroed() };
-        let name = interface.as_bytes();
-        if name.len() >= req.ifr_name.len() {
-            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-        }
-        for (d, s) in req.ifr_name.iter_mut().zip(name) {
-            *d = *s as libc::c_char;
-        }
-        let req_ptr: *mut libc::ifreq = &mut req;
-        // SAFETY: SIOCGIFMTU reads the NUL-terminated name from `req` and writes the MTU into
-        // it; `req` is a valid, writable ifreq for the duration of the call.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFMTU, req_ptr) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
-        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
-        u32::try_from(mtu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+        Ok((sock, ifindex))
     }
 
     fn set_opt<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
@@ -139,16 +126,6 @@ impl AsRawFd for PacketSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-}
-
-fn ifindex(interface: &str) -> io::Result<libc::c_int> {
-    let name = CString::new(interface).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `name` is a NUL-terminated string that outlives the call.
-    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if i == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    libc::c_int::try_from(i).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Buffers and message headers for one `recvmmsg` of up to `slots` frames, each at most

@@ -9,6 +9,7 @@ pub mod vswitch;
 
 use std::path::{Path, PathBuf};
 
+use ::vswitch::uplink::AfXdp;
 use anyhow::Result;
 use serde::Serialize;
 
@@ -22,13 +23,20 @@ pub const TESTPMD: &str = "testpmd";
 pub const OVS: &str = "ovs-dpdk";
 /// Two switches joined by VXLAN uplinks across a veth pair (two-host scenarios).
 pub const VSWITCH_VXLAN: &str = "vswitch-vxlan";
-/// Two switches joined by 802.1ad uplinks on a veth pair (two-host scenarios).
+/// Two switches joined by 802.1ad uplinks on a veth pair (two-host scenarios), over AF_PACKET.
 pub const VSWITCH_DOT1AD: &str = "vswitch-dot1ad";
+/// The same over AF_XDP (`xdp=on`).
+pub const VSWITCH_DOT1AD_XDP: &str = "vswitch-dot1ad-xdp";
 /// The Linux kernel's VXLAN devices across the same kind of veth pair (two-host scenarios).
 pub const KERNEL_VXLAN: &str = "kernel-vxlan";
 
 /// The peers of the two-host scenarios.
-pub const TWO_HOST: [&str; 3] = [VSWITCH_VXLAN, VSWITCH_DOT1AD, KERNEL_VXLAN];
+pub const TWO_HOST: [&str; 4] = [
+    VSWITCH_VXLAN,
+    VSWITCH_DOT1AD,
+    VSWITCH_DOT1AD_XDP,
+    KERNEL_VXLAN,
+];
 
 /// What the traffic engine measured over the window, for the forwarder's cost.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +131,13 @@ pub fn start(peer: &str, topo: &Topology, ctx: &Ctx, tag: &str) -> Result<Box<dy
             topo,
             ctx,
             &dir,
-            uplinked::Wire::Dot1ad,
+            uplinked::Wire::Dot1ad(AfXdp::Off),
+        )?),
+        VSWITCH_DOT1AD_XDP => Box::new(uplinked::Uplinked::start(
+            topo,
+            ctx,
+            &dir,
+            uplinked::Wire::Dot1ad(AfXdp::On),
         )?),
         other => anyhow::bail!("unknown peer {other}"),
     })

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use vswitch::port::UplinkSpec;
-use vswitch::uplink::{Transport, UplinkConfig, VXLAN_PORT};
+use vswitch::uplink::{AfXdp, Transport, UplinkConfig, VXLAN_PORT};
 use vswitch::{PortSpec, Switch, SwitchSettings};
 use vswitch_channels::{ChannelId, ChannelSet, MacAddr, Policy, PortId};
 
@@ -23,8 +23,8 @@ use crate::sys;
 pub enum Wire {
     /// VXLAN (UDP 4789, VNI = channel) between the veth pair's addresses.
     Vxlan,
-    /// 802.1ad S-tags (S-VID = channel) straight on the veth pair.
-    Dot1ad,
+    /// 802.1ad S-tags (S-VID = channel) straight on the veth pair, over AF_XDP or AF_PACKET.
+    Dot1ad(AfXdp),
 }
 
 impl Wire {
@@ -40,8 +40,9 @@ impl Wire {
                 local: format!("{me}:{VXLAN_PORT}").parse()?,
                 remotes: vec![peer.parse()?],
             },
-            Wire::Dot1ad => Transport::Dot1ad {
+            Wire::Dot1ad(xdp) => Transport::Dot1ad {
                 interface: ifname.to_string(),
+                xdp,
             },
         })
     }

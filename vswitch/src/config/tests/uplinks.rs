@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use vswitch_channels::{ChannelMode, ChannelSet};
 
 use super::*;
-use crate::uplink::Transport;
+use crate::uplink::{AfXdp, Transport};
 
 fn uplink_flags(ports: &[String], uplinks: &[&str]) -> Result<Config, ConfigError> {
     let src = Sources {
@@ -48,7 +48,8 @@ fn pinned_forms_carry_every_channel() {
     assert_eq!(
         d.transport,
         Transport::Dot1ad {
-            interface: "lo".into()
+            interface: "lo".into(),
+            xdp: AfXdp::Auto,
         }
     );
     assert_eq!(d.spec.channels.len(), 4094);
@@ -104,6 +105,7 @@ kind = "dot1ad"
 interface = "lo"
 channels = [100, "200-201"]
 reflective-relay = true
+xdp = false
 
 [[uplink]]
 name = "v"
@@ -138,6 +140,13 @@ remote = "10.0.0.9"
     assert_eq!(names, ["t", "v", "w"]);
     assert_eq!(c.uplinks[0].spec.channels, set(&[100, 200, 201]));
     assert!(c.uplinks[0].spec.reflective_relay);
+    assert_eq!(
+        c.uplinks[0].transport,
+        Transport::Dot1ad {
+            interface: "lo".into(),
+            xdp: AfXdp::Off,
+        }
+    );
     assert_eq!(c.uplinks[1].spec.channels, set(&[5, 6]));
     assert_eq!(c.uplinks[1].spec.mac_limit, Some(10));
     assert_eq!(
@@ -244,6 +253,7 @@ fn keys_of_the_other_kind() {
             "up,kind=vxlan,local=10.0.0.1,remote=10.0.0.2,reflective-relay=on",
             "reflective-relay",
         ),
+        ("up,kind=vxlan,local=10.0.0.1,remote=10.0.0.2,xdp=on", "xdp"),
     ] {
         let (e, msg) = err_uplink(spec);
         assert!(
@@ -261,6 +271,30 @@ fn keys_of_the_other_kind() {
     let (e, msg) = err_uplink("up,kind=dot1ad,interface=lo,reflective-relay=maybe");
     assert!(matches!(e, ConfigError::UplinkSwitch { .. }), "{e:?}");
     assert!(msg.contains("use on or off"), "{msg}");
+}
+
+/// `xdp=` picks a dot1ad uplink's I/O path: auto (the default), on, off, in any case, given
+/// once; anything else is refused before anything starts.
+#[test]
+fn the_io_path_of_a_dot1ad_uplink() {
+    for (spec, want) in [
+        ("up,kind=dot1ad,interface=lo", AfXdp::Auto),
+        ("up,kind=dot1ad,interface=lo,xdp=auto", AfXdp::Auto),
+        ("up,kind=dot1ad,interface=lo,xdp=ON", AfXdp::On),
+        ("up,kind=dot1ad,interface=lo,xdp=off", AfXdp::Off),
+    ] {
+        let c = uplink_flags(&[], &[spec]).expect(spec);
+        let want = Transport::Dot1ad {
+            interface: "lo".into(),
+            xdp: want,
+        };
+        assert_eq!(c.uplinks[0].transport, want, "{spec}");
+    }
+    let (e, msg) = err_uplink("up,kind=dot1ad,interface=lo,xdp=yes");
+    assert!(matches!(e, ConfigError::UplinkXdp { .. }), "{e:?}");
+    assert!(msg.contains("use auto"), "{msg}");
+    let (e, _) = err_uplink("up,kind=dot1ad,interface=lo,xdp=on,xdp=off");
+    assert!(matches!(e, ConfigError::DuplicateKey { .. }), "{e:?}");
 }
 
 #[test]

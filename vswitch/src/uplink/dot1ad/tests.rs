@@ -1,8 +1,11 @@
 //! The trunk's framing without a socket: what a received frame's tags mean, and the S-tag a
 //! sent frame gets.
 
-use super::*;
-use vswitch_channels::tag::TPID_8021Q;
+use super::frame::{put_tagged, untag};
+use crate::counters::DropReason;
+use vswitch_channels::tag::{Tag, TAG_LEN, TPID_8021AD, TPID_8021Q};
+use vswitch_channels::ChannelId;
+use vswitch_vhost::{HostFrames, NetHdr};
 
 const DST: [u8; 6] = [0xff; 6];
 const SRC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
