@@ -14,6 +14,9 @@ pub const NET_HDR_V1_LEN: usize = crate::wire::net_hdr::LEN;
 /// Size of the legacy `virtio_net_hdr` (no `num_buffers`).
 pub const NET_HDR_LEGACY_LEN: usize = crate::wire::net_hdr::LEGACY_LEN;
 
+/// VHOST_F_LOG_ALL: the frontend asks for dirty-page logging (live migration, `dirty_log`).
+pub const F_LOG_ALL: u64 = 1 << 26;
+
 /// Virtio feature bits offered to the frontend.
 ///
 /// VIRTIO_F_NOTIFY_ON_EMPTY is deliberately not offered: it is a legacy (pre-1.0) feature that
@@ -25,6 +28,7 @@ pub fn offered_features(has_mac: bool, queue_pairs: u16) -> u64 {
         | (1u64 << VIRTIO_NET_F_MRG_RXBUF)
         | (1u64 << VIRTIO_RING_F_EVENT_IDX)
         | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
+        | F_LOG_ALL
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
     if has_mac {
         f |= 1u64 << VIRTIO_NET_F_MAC;
@@ -41,6 +45,8 @@ pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | VhostUserProtocolFeatures::LOG_SHMFD
+        | VhostUserProtocolFeatures::RARP
 }
 
 /// What the negotiated features mean for the datapath.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
 
+use crate::dirty_log::{self, DirtyLog};
 use crate::features::Negotiated;
 use crate::frame::FrameRef;
 use crate::mem_view::MemView;
@@ -40,6 +41,7 @@ pub struct RxRing {
     pub(crate) view: Arc<MemView>,
     pub(crate) features: Arc<AtomicU64>,
     pub(crate) stats: Arc<PortStats>,
+    pub(crate) log: Arc<DirtyLog>,
 }
 
 /// Where other threads find a port's RX ring. Empty while no frontend is connected.
@@ -86,7 +88,14 @@ impl RxRing {
         let RxWriter {
             mut ring, counts, ..
         } = w;
+        let log = self.log.active();
+        if let Some(log) = &log {
+            dirty_log::mark_buffers(log, &ring);
+        }
         ring.publish_used();
+        if let Some(log) = &log {
+            dirty_log::mark_used_ring(log, &ring, &self.log);
+        }
         let notify = ring.needs_notification();
         ring.store_back(state.get_queue_mut());
         let stats = &self.stats;
