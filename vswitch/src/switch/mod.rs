@@ -7,6 +7,7 @@
 //! - `views.rs`: what the control API shows (ports, FDB, counters);
 //! - `capture.rs`: captures of ports into pcap files.
 
+mod announce;
 mod capture;
 mod channels;
 mod ports;

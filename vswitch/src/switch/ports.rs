@@ -63,6 +63,13 @@ impl Switch {
         cfg.socket_mode = spec.socket_mode.unwrap_or(self.core.settings.socket_mode);
         // A guest's kick wakes the datapath thread that serves this port (event mode).
         cfg.tx_doorbell = self.core.doorbells.of(id);
+        let serial = self.next_serial();
+        // SEND_RARP after a live migration announces the guest (see `announce.rs`).
+        cfg.announce = Some(super::announce::hook(
+            Arc::downgrade(&self.core),
+            id,
+            serial,
+        ));
         let port = match NetPort::start(cfg) {
             Ok(p) => p,
             Err(e) => {
@@ -82,7 +89,7 @@ impl Switch {
             counters: Arc::new(Counters::default()),
             tap: Arc::default(),
             registered_at,
-            serial: self.next_serial(),
+            serial,
         });
         self.core.ports.store(Arc::new(table.with(id, Some(entry))));
         if associate {
