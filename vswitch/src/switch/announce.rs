@@ -1,12 +1,14 @@
 //! Announcing a guest that has just moved here (live migration): when the destination QEMU
 //! sends SEND_RARP, the port's hook switches a RARP from the guest's MAC as if the guest had
 //! sent it, so this switch's FDB (and, through the uplinks, the remote switches') point at
-//! the guest's new port at once, on its channel.
+//! the guest's new port at once, on its channel. When the MAC is the port's configured one,
+//! the MAC's static FDB entry is pointed at the port first: that is how a migration target
+//! (`migration.rs`) takes the MAC over from its source.
 
 use std::sync::{Arc, Weak};
 
 use log::{debug, warn};
-use vswitch_channels::PortId;
+use vswitch_channels::{MacAddr, PortId};
 use vswitch_vhost::{Announce, HostFrames, NetHdr};
 
 use crate::core::Core;
@@ -39,16 +41,27 @@ pub(crate) fn rarp(mac: [u8; 6]) -> [u8; 60] {
 pub(crate) fn hook(core: Weak<Core>, id: PortId, serial: u64) -> Announce {
     Announce(Arc::new(move |mac| {
         let Some(core) = core.upgrade() else { return };
-        let registered_at = {
+        let (registered_at, own) = {
             let table = core.ports.load();
             match table.get(id) {
-                Some(e) if e.serial == serial => e.registered_at,
+                Some(e) if e.serial == serial => {
+                    (e.registered_at, e.mac == Some(MacAddr::new(mac)))
+                }
                 _ => {
                     debug!("port {}: announcement after removal ignored", id.get());
                     return;
                 }
             }
         };
+        // The port's own MAC: its static entry is (now) this port's. For a migration target
+        // this is the move (see `migration.rs`); for any other port it is already so.
+        if own {
+            if let Some(c) = core.registry.load().channel_of(id) {
+                if core.fdb.add_static(c.id, &mac, id) {
+                    debug!("port {}: its MAC now points at it", id.get());
+                }
+            }
+        }
         let frame = rarp(mac);
         let mut host = HostFrames::with_capacity(1);
         if let Err(e) = host.push(&frame, NetHdr::default()) {

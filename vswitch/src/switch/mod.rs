@@ -10,6 +10,7 @@
 mod announce;
 mod capture;
 mod channels;
+mod migration;
 mod ports;
 mod views;
 
