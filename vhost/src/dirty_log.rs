@@ -220,6 +220,14 @@ impl DirtyLog {
 pub(crate) fn mark_buffers(log: &LogMap, ring: &SplitRing<'_>) {
     for (head, len) in ring.unpublished_used() {
         let mut left = u64::from(len).min(MAX_ENTRY_BYTES);
+        // The common layout (one plain writable buffer per chain) without the chain walk.
+        if let Some(d) = ring
+            .desc(head)
+            .filter(|d| d.is_plain_writable() && !d.has_next())
+        {
+            log.mark(d.addr, u64::from(d.len).min(left));
+            continue;
+        }
         for desc in ring.chain(head) {
             if left == 0 {
                 break;
