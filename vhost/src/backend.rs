@@ -21,7 +21,8 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config_space::{config_space, read_window};
-use crate::features::{offered_features, offered_protocol_features};
+use crate::dirty_log::DirtyLog;
+use crate::features::{offered_features, offered_protocol_features, F_LOG_ALL};
 use crate::mem_view::MemView;
 use crate::memory::{GuestMemoryAtomic, Vring};
 use crate::park::RingResets;
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     /// The connection was ended for a memory fault (counted once).
     faulted: AtomicBool,
     pub(crate) acked: Arc<AtomicU64>,
+    /// Dirty-page logging for live migration (see `dirty_log`).
+    pub(crate) log: Arc<DirtyLog>,
     published: AtomicBool,
     /// True once `publish_rings` has stored the rings (the port thread waits for it: see
     /// [`NetBackend::wait_rings_published`]).
@@ -82,6 +85,7 @@ impl NetBackend {
             fault,
             faulted: AtomicBool::new(false),
             acked: Arc::new(AtomicU64::new(0)),
+            log: Arc::new(DirtyLog::default()),
             published: AtomicBool::new(false),
             rings_ready: Mutex::new(false),
             rings_ready_cv: Condvar::new(),
@@ -177,6 +181,7 @@ impl NetBackend {
             view: self.0.view.clone(),
             features: self.0.acked.clone(),
             stats: self.0.port.stats.clone(),
+            log: self.0.log.clone(),
         })));
         debug!("{}: rx ring published", self.0.port.cfg.name);
         let mut ready = match self.0.rings_ready.lock() {
@@ -224,6 +229,7 @@ impl VhostUserBackend for NetBackend {
 
     fn acked_features(&self, features: u64) {
         self.0.acked.store(features, Ordering::Release);
+        self.0.log.set_enabled(features & F_LOG_ALL != 0);
         debug!("{}: acked features {features:#x}", self.0.port.cfg.name);
         if crate::features::Negotiated::from_features(features).packed {
             info!(
@@ -239,6 +245,7 @@ impl VhostUserBackend for NetBackend {
 
     fn reset_device(&self) {
         self.0.acked.store(0, Ordering::Release);
+        self.0.log.set_enabled(false);
         self.0.ring_resets.bump();
     }
 

@@ -12,6 +12,7 @@ use log::{info, warn};
 use vhost_user_backend::VringT;
 
 use crate::backend::NetBackend;
+use crate::dirty_log;
 use crate::features::Negotiated;
 use crate::frame::FrameBatch;
 use crate::memory::{GuestMemoryAtomic, Vring};
@@ -155,6 +156,9 @@ impl NetBackend {
             return false;
         };
         let pending = ring.enable_notification();
+        if let Some(log) = self.inner().log.active() {
+            dirty_log::mark_used_ring(&log, &ring, &self.inner().log);
+        }
         cursor.peek = Some(AvailPeek::new(mem_arc.clone(), &ring));
         pending
     }
@@ -207,6 +211,9 @@ impl NetBackend {
             ring.push_used(head, 0);
         }
         ring.publish_used();
+        if let Some(log) = inner.log.active() {
+            dirty_log::mark_used_ring(&log, &ring, &inner.log);
+        }
         if ring.needs_notification() && state.signal_used_queue().is_ok() {
             PortStats::add(&inner.port.stats.notifications, 1);
         }

@@ -35,6 +35,9 @@ pub const OFFLOAD_FEATURES: u64 = (1u64 << VIRTIO_NET_F_CSUM)
     | (1u64 << VIRTIO_NET_F_GUEST_USO4)
     | (1u64 << VIRTIO_NET_F_GUEST_USO6);
 
+/// VHOST_F_LOG_ALL: the frontend asks for dirty-page logging (live migration, `dirty_log`).
+pub const F_LOG_ALL: u64 = 1 << 26;
+
 /// Virtio feature bits offered to the frontend.
 ///
 /// VIRTIO_F_IN_ORDER is offered because the datapath already keeps its promise: every ring is
@@ -53,6 +56,7 @@ pub fn offered_features(has_mac: bool, queue_pairs: u16) -> u64 {
         | (1u64 << VIRTIO_F_RING_PACKED)
         | (1u64 << VIRTIO_F_IN_ORDER)
         | OFFLOAD_FEATURES
+        | F_LOG_ALL
         | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
     if has_mac {
         f |= 1u64 << VIRTIO_NET_F_MAC;
@@ -69,6 +73,8 @@ pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | VhostUserProtocolFeatures::LOG_SHMFD
+        | VhostUserProtocolFeatures::RARP
 }
 
 /// What the negotiated features mean for the datapath.

@@ -111,6 +111,7 @@ pub fn rx_ring(vring: Vring, mem: GuestMemoryAtomic, features: u64) -> std::io::
         view,
         features: Arc::new(AtomicU64::new(features)),
         stats: Arc::new(PortStats::default()),
+        log: Default::default(),
     })
 }
 

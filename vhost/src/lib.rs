@@ -12,10 +12,12 @@
 //! Module map:
 //! - connection: `port` (the socket, one frontend connection after another), `socket`
 //!   (creating it safely), `shim` (the relay that checks every vhost-user message first),
-//!   `mem_table` (the memory-table checks), `backend` (the virtio-net device of one
+//!   `mem_table` (the memory-table checks), `migrate_msgs` (the live-migration messages the
+//!   relay answers), `backend` (the virtio-net device of one
 //!   connection), `features`, `config_space`;
 //! - guest memory: `memory` (address translation, copies), `mem_view` (the snapshot the
-//!   datapath reads), `sigbus` (a frontend that shrinks its memory costs only its port);
+//!   datapath reads), `sigbus` (a frontend that shrinks its memory costs only its port),
+//!   [`dirty_log`] (marking the pages the port writes while the guest migrates);
 //! - rings: `ring` (split virtqueue access; `ring::packed`, packed virtqueues), `park` (a
 //!   broken TX ring set aside);
 //! - datapath: `drain` (a TX pass for the thread serving the port), `tx` (chains to frames),
@@ -29,6 +31,7 @@
 mod backend;
 pub mod config_space;
 pub mod crossover;
+pub mod dirty_log;
 mod drain;
 mod error;
 pub mod features;
@@ -38,6 +41,7 @@ pub mod fuzz_api;
 mod mem_table;
 mod mem_view;
 pub mod memory;
+mod migrate_msgs;
 pub mod offload;
 mod park;
 mod port;
@@ -54,7 +58,7 @@ pub use drain::{TxCursor, TxPass};
 pub use error::PortError;
 pub use frame::{FrameBatch, FrameRef, HostFrameError, HostFrames, NetHdr};
 pub use mem_table::{MemLimits, MAX_MEM_BYTES, MAX_MEM_REGIONS, MIN_MEM_BYTES};
-pub use port::{NetPort, PortConfig, PortHandle, SocketRole};
+pub use port::{Announce, NetPort, PortConfig, PortHandle, SocketRole};
 pub use ring::MAX_CHAIN_DESCS;
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
 pub use stats::{PortCounter, PortStats, PortStatsSnapshot};

@@ -28,6 +28,7 @@ use crate::error::PortError;
 use crate::frame::FrameBatch;
 use crate::mem_table::{MemLimits, MemTableGuard};
 use crate::memory::{GuestMemory, GuestMemoryAtomic};
+use crate::migrate_msgs::MigrationMsgs;
 use crate::rx::RxQueue;
 use crate::shim::ShimEndpoint;
 use crate::socket::{FileId, DEFAULT_SOCKET_MODE};
@@ -75,6 +76,20 @@ pub struct PortConfig {
     pub mem_limits: MemLimits,
     /// Permissions of the socket the port creates (listen role), whatever the umask.
     pub socket_mode: u32,
+    /// Called when the frontend asks for the guest to be announced (SEND_RARP, after a live
+    /// migration). `None`: the request is acknowledged and ignored.
+    pub announce: Option<Announce>,
+}
+
+/// The hook of [`PortConfig::announce`]: called on the port's relay thread with the guest's
+/// MAC (as the frontend sent it: hostile); it must not block for long.
+#[derive(Clone)]
+pub struct Announce(pub Arc<dyn Fn([u8; 6]) + Send + Sync>);
+
+impl std::fmt::Debug for Announce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Announce(..)")
+    }
 }
 
 impl PortConfig {
@@ -90,6 +105,7 @@ impl PortConfig {
             tx_doorbell: None,
             mem_limits: MemLimits::default(),
             socket_mode: DEFAULT_SOCKET_MODE,
+            announce: None,
         }
     }
 
@@ -440,11 +456,21 @@ fn serve_stream(shared: &Arc<PortShared>, frontend: UnixStream) {
         }
     };
     // Dropping the daemon joins its worker thread; only then are its exit fds unused.
-    run_daemon(shared, frontend, daemon);
+    let migration = MigrationMsgs {
+        name: shared.cfg.name.clone(),
+        log: backend.inner().log.clone(),
+        announce: shared.cfg.announce.clone(),
+    };
+    run_daemon(shared, frontend, daemon, migration);
     backend.release_exit_fds();
 }
 
-fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon) {
+fn run_daemon(
+    shared: &Arc<PortShared>,
+    frontend: UnixStream,
+    mut daemon: Daemon,
+    migration: MigrationMsgs,
+) {
     let mut shim = match ShimEndpoint::new(&shared.cfg.name) {
         Ok(s) => s,
         Err(e) => {
@@ -480,6 +506,7 @@ fn run_daemon(shared: &Arc<PortShared>, frontend: UnixStream, mut daemon: Daemon
             shared.cfg.name.clone(),
             guard,
             shared.stats.clone(),
+            migration,
         )
         .map_err(|e| warn!("{}: cannot start the relay: {e}", shared.cfg.name))
         .ok();

@@ -33,7 +33,7 @@ use crate::mem_view::GuardedMemory;
 use crate::memory::{read_guest, write_guest, GuestMap, GuestMemory};
 
 mod packed;
-pub(crate) use packed::{PackedHead, PackedRing};
+pub(crate) use packed::{PackedHead, PackedRing, Pos};
 
 const DESC_SIZE: usize = 16;
 pub(crate) const F_NEXT: u16 = 1;
@@ -77,6 +77,8 @@ pub(crate) struct SplitRing<'m> {
     desc: usize,
     avail: usize,
     used: usize,
+    /// Guest physical address of the used ring (dirty logging).
+    used_gpa: u64,
     size: u16,
     next_avail: Wrapping<u16>,
     next_used: Wrapping<u16>,
@@ -110,6 +112,7 @@ impl<'m> SplitRing<'m> {
             desc,
             avail,
             used,
+            used_gpa: q.used_ring(),
             size,
             next_avail: Wrapping(q.next_avail()),
             next_used,
@@ -320,6 +323,32 @@ impl<'m> SplitRing<'m> {
     #[inline]
     pub(crate) fn size(&self) -> u16 {
         self.size
+    }
+}
+
+/// What dirty logging (`dirty_log.rs`) needs to know of the batch.
+impl SplitRing<'_> {
+    /// The used ring's guest physical address and length (flags, index, entries, avail event).
+    pub(crate) fn used_area(&self) -> (u64, u64) {
+        (self.used_gpa, 6 + 8 * u64::from(self.size))
+    }
+
+    /// The used entries recorded since the last publish: (head, length), as written.
+    pub(crate) fn unpublished_used(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        let mut i = self.published_used;
+        std::iter::from_fn(move || {
+            if i == self.next_used {
+                return None;
+            }
+            let slot = usize::from(i.0 & (self.size - 1));
+            i += Wrapping(1);
+            // SAFETY: slot < size, so the 8-byte element at 4 + 8 * slot is inside the used
+            // ring (struct invariant).
+            let e: [u8; 8] = unsafe { read_guest(self.used + 4 + 8 * slot) };
+            let head = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            Some((u16::try_from(head).unwrap_or(u16::MAX), len))
+        })
     }
 }
 

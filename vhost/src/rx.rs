@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
 
+use crate::dirty_log::{self, DirtyLog, LogMap};
 use crate::features::Negotiated;
 use crate::frame::FrameRef;
 use crate::mem_view::MemView;
@@ -47,6 +48,7 @@ pub struct RxRing {
     pub(crate) view: Arc<MemView>,
     pub(crate) features: Arc<AtomicU64>,
     pub(crate) stats: Arc<PortStats>,
+    pub(crate) log: Arc<DirtyLog>,
 }
 
 /// Where other threads find a port's RX ring. Empty while no frontend is connected.
@@ -97,18 +99,31 @@ impl RxRing {
             ring,
             neg,
             counts: RxCounts::default(),
+            log: self.log.active(),
         };
         let r = f(&mut w);
-        let RxWriter { ring, counts, .. } = w;
+        let RxWriter {
+            ring, counts, log, ..
+        } = w;
         let notify = match ring {
             AnyRing::Split(mut ring) => {
+                if let Some(log) = &log {
+                    dirty_log::mark_buffers(log, &ring);
+                }
                 ring.publish_used();
+                if let Some(log) = &log {
+                    dirty_log::mark_used_ring(log, &ring, &self.log);
+                }
                 let notify = ring.needs_notification();
                 ring.store_back(state.get_queue_mut());
                 notify
             }
             AnyRing::Packed(mut ring) => {
+                // The packed path marked each frame's buffers as it wrote them.
                 ring.publish_used();
+                if let Some(log) = &log {
+                    dirty_log::mark_used_ring(log, &ring, &self.log);
+                }
                 let notify = ring.needs_notification();
                 ring.store_back(state.get_queue_mut());
                 notify
@@ -155,6 +170,8 @@ pub struct RxWriter<'m> {
     ring: AnyRing<'m>,
     neg: Negotiated,
     counts: RxCounts,
+    /// The dirty log while the guest migrates (`dirty_log.rs`), `None` otherwise.
+    log: Option<Arc<LogMap>>,
 }
 
 impl RxWriter<'_> {
@@ -179,7 +196,7 @@ impl RxWriter<'_> {
                 Some(r) => r,
                 None => self.deliver_general(frame),
             },
-            AnyRing::Packed(ring) => packed::deliver(ring, &self.neg, frame),
+            AnyRing::Packed(ring) => packed::deliver(ring, &self.neg, frame, self.log.as_deref()),
         };
         match r {
             Ok(()) => {

@@ -43,6 +43,7 @@ use vhost::vhost_user::Listener;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::mem_table::MemTableGuard;
+use crate::migrate_msgs::{Handled, MigrationMsgs};
 use crate::stats::PortStats;
 
 /// A message whose first byte has arrived must be complete within this time (a frontend
@@ -95,13 +96,15 @@ impl ShimEndpoint {
     /// The thread ends when either side closes or a bounded wait runs out (counted in
     /// `stats.control_timeouts`, logged once); it then shuts both down. Shutting `frontend`
     /// down from another thread (a clone of it) ends the relay at once.
-    /// Memory-table messages are checked by `guard` first (see [`crate::mem_table`]).
+    /// Memory-table messages are checked by `guard` first (see [`crate::mem_table`]); the
+    /// migration messages are answered by `migration` (see [`crate::migrate_msgs`]).
     pub fn relay(
         self,
         frontend: UnixStream,
         name: String,
         mut guard: MemTableGuard,
         stats: Arc<PortStats>,
+        migration: MigrationMsgs,
     ) -> io::Result<JoinHandle<()>> {
         let ShimEndpoint { listener, inner } = self;
         drop(listener);
@@ -110,7 +113,7 @@ impl ShimEndpoint {
         thread::Builder::new()
             .name(format!("{name}-relay"))
             .spawn(move || {
-                match relay(&frontend, &inner, &mut guard) {
+                match relay(&frontend, &inner, &mut guard, &migration) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                         PortStats::add(&stats.control_timeouts, 1);
@@ -157,7 +160,12 @@ impl Msg {
     }
 }
 
-fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) -> io::Result<()> {
+fn relay(
+    frontend: &UnixStream,
+    daemon: &UnixStream,
+    guard: &mut MemTableGuard,
+    migration: &MigrationMsgs,
+) -> io::Result<()> {
     let mut acked_features: Option<u64> = None;
     let mut reply_ack = false;
     // Early SET_VRING_ENABLE states, by ring index (the payload: index, state).
@@ -186,7 +194,7 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
             return Err(e);
         }
         if pfds[0].revents != 0 {
-            let m = match recv_msg(frontend, Side::Frontend)? {
+            let mut m = match recv_msg(frontend, Side::Frontend)? {
                 Received::Msg(m) => m,
                 Received::Nothing => continue, // woken, yet no data after all
                 Received::Eof => return Ok(()), // frontend closed
@@ -205,6 +213,22 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
                 m.bytes.len() - HDR_LEN,
                 m.fds.len()
             );
+            let ack = reply_ack && m.flags() & FLAG_NEED_REPLY != 0;
+            match migration.handle(m.request(), &m.bytes[HDR_LEN..], &mut m.fds, ack) {
+                Handled::NotMine => {}
+                Handled::Reply(body) => {
+                    if let Some(body) = body {
+                        send_msg(frontend, Side::Frontend, &reply(m.request(), &body), &[])?;
+                    }
+                    continue;
+                }
+                Handled::Refused(e) => {
+                    if ack {
+                        send_msg(frontend, Side::Frontend, &reply_u64(m.request(), 1), &[])?;
+                    }
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
             if let Err(e) = guard.check(m.request(), &m.bytes[HDR_LEN..], &m.fds) {
                 // Refused before the daemon maps anything: a NACK if the frontend asked for a
                 // reply, then the connection ends (the guard counted and logged it).
@@ -273,11 +297,16 @@ fn relay(frontend: &UnixStream, daemon: &UnixStream, guard: &mut MemTableGuard) 
 
 /// A reply carrying one u64 (an ack: 0 success, non-zero failure).
 fn reply_u64(request: u32, value: u64) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(HDR_LEN + 8);
+    reply(request, &value.to_le_bytes())
+}
+
+/// A reply to `request` with `body`.
+fn reply(request: u32, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(HDR_LEN + body.len());
     msg.extend_from_slice(&request.to_le_bytes());
     msg.extend_from_slice(&(FLAG_VERSION | FLAG_REPLY).to_le_bytes());
-    msg.extend_from_slice(&8u32.to_le_bytes());
-    msg.extend_from_slice(&value.to_le_bytes());
+    msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    msg.extend_from_slice(body);
     msg
 }
 

@@ -2,7 +2,10 @@
 //! 64-byte frames, prints Mpps and the switch's CPU time per packet. The full benchmark with
 //! baselines is `vswitch-bench` (tests/bench: `cargo run --release -p vswitch-bench`).
 //!
-//! `cargo run --release -p vswitch --example probe -- [SECONDS] [FRAME_LEN] [poll]`
+//! `cargo run --release -p vswitch --example probe -- [SECONDS] [FRAME_LEN] [poll] [log]`
+//!
+//! `log`: both guests share a dirty-page log and turn VHOST_F_LOG_ALL on, as QEMU does during
+//! a live migration (the cost of logging).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: f64 = args.first().map_or(Ok(3.0), |s| s.parse())?;
     let len: usize = args.get(1).map_or(Ok(64), |s| s.parse())?;
     let poll = args.iter().any(|a| a == "poll");
+    let log = args.iter().any(|a| a == "log");
     let dir = std::env::temp_dir().join(format!("vsw-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     pin(0);
@@ -66,7 +70,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mac,
         queue_size: 4096,
         mem_size: 64 << 20,
+        want_protocol_features: vswitch_testguest::features::DEFAULT_PROTOCOL_FEATURES
+            | vswitch_testguest::migration::PROTO_LOG_SHMFD,
         ..GuestConfig::default()
+    };
+    // Logging as during a migration: a log (one bit per 4 KiB page) and LOG_ALL on.
+    let start_log = move |g: &mut TestGuest| -> Result<Option<std::fs::File>, String> {
+        if !log {
+            return Ok(None);
+        }
+        let len = (64u64 << 20) / 4096 / 8;
+        // SAFETY: memfd_create with a valid C string; the descriptor is new and ours.
+        let fd = unsafe { libc::memfd_create(c"probe-log".as_ptr(), 0) };
+        if fd < 0 {
+            return Err("memfd_create failed".into());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let f = std::fs::File::from(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+        f.set_len(len).map_err(|e| e.to_string())?;
+        g.set_log_base(std::os::fd::AsFd::as_fd(&f), len)
+            .map_err(|e| e.to_string())?;
+        g.set_log_all(true).map_err(|e| e.to_string())?;
+        Ok(Some(f))
     };
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
@@ -76,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pin(1);
         let mut g =
             TestGuest::connect(&dir_b.join("b.sock"), cfg(mb)).map_err(|e| e.to_string())?;
+        let _log = start_log(&mut g)?;
         g.post_rx(4096).map_err(|e| e.to_string())?;
         let mut k = 0u32;
         let sink_cpu = AtomicU64::new(0);
@@ -103,6 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pin(1);
         let mut g =
             TestGuest::connect(&dir_a.join("a.sock"), cfg(ma)).map_err(|e| e.to_string())?;
+        let _log = start_log(&mut g)?;
         let f = EthFrame::new(mb, ma, 0x88b5, &vec![0u8; len - 14]).build();
         let frames: Vec<&[u8]> = (0..256).map(|_| &f[..]).collect();
         let mut k = 0u32;
@@ -144,8 +173,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let switch_cpu = total_cpu - (p1 - p0) as f64;
     let st = sw.stats();
     println!(
-        "{len}B {}: {:.3} Mpps, {:.1} ns/packet wall, switch cpu {:.1} ns/packet, all cpu {:.1} ns/packet, sent {} drops {:?}",
+        "{len}B {}{}: {:.3} Mpps, {:.1} ns/packet wall, switch cpu {:.1} ns/packet, all cpu {:.1} ns/packet, sent {} drops {:?}",
         if poll { "poll" } else { "event" },
+        if log { " log" } else { "" },
         pps / 1e6,
         1e9 / pps,
         switch_cpu / pkts as f64,

@@ -64,6 +64,10 @@ enum CtlCommand {
     AddPort {
         /// The port spec.
         spec: String,
+        /// The port is the incoming side of a live migration of this port's guest (same MAC,
+        /// same channel; the MAC moves to it when it announces the guest).
+        #[arg(long, value_name = "PORT")]
+        migration_of: Option<String>,
     },
     /// Remove a port.
     RemovePort {
@@ -146,8 +150,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_USAGE));
             }
         },
-        CtlCommand::AddPort { spec } => Request::AddPort {
+        CtlCommand::AddPort { spec, migration_of } => Request::AddPort {
             spec: Value::String(spec.clone()),
+            migration_of: migration_of.clone(),
         },
         CtlCommand::RemovePort { name } => Request::RemovePort { name: name.clone() },
         CtlCommand::Associate { name, svid } => Request::Associate {

@@ -29,6 +29,26 @@ pub enum SwitchError {
     /// A capture could not start or failed.
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
+    /// Another VM port on the channel has this configured MAC.
+    #[error(
+        "MAC {0} is already port {2:?}'s on channel {1}: give each VM its own MAC (a live \
+         migration's incoming port is added with migration-of={2})"
+    )]
+    DuplicateMac(
+        vswitch_channels::MacAddr,
+        vswitch_channels::ChannelId,
+        String,
+    ),
+    /// A migration target that does not match its source.
+    #[error("port {port:?} cannot be the migration target of {source_port:?}: {why}")]
+    MigrationTarget {
+        /// The target.
+        port: String,
+        /// The source it names.
+        source_port: String,
+        /// What does not match.
+        why: String,
+    },
     /// The vhost-user port could not start.
     #[error("port {0:?}: {1}")]
     Port(String, #[source] vswitch_vhost::PortError),

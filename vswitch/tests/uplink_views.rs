@@ -243,6 +243,7 @@ fn the_api_does_not_change_uplinks_and_checks_vepa_ports() {
                 "vm5,socket={},channel=200,mode=vepa",
                 socket("vm5.sock")
             )),
+            migration_of: None,
         },
     );
     assert!(
@@ -261,6 +262,7 @@ fn the_api_does_not_change_uplinks_and_checks_vepa_ports() {
                 "vm5,socket={},channel=100,mode=vepa",
                 socket("vm5.sock")
             )),
+            migration_of: None,
         },
     ));
     let rows = ok(ask(&net, &ctx, Request::Ports {}));

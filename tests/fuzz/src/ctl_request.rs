@@ -63,7 +63,7 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
-    if let proto::Request::AddPort { spec } = req {
+    if let proto::Request::AddPort { spec, .. } = req {
         // What the handler does before it adds the port.
         let r = match spec {
             Value::String(text) => config::port_from_spec(&text),

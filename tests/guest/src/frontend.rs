@@ -144,6 +144,36 @@ fn raw_request(
     Ok(reply)
 }
 
+/// Sends a request that has no reply of its own on the raw socket; with `need_reply` (REPLY_ACK
+/// negotiated) waits for the ack and fails on a non-zero one.
+pub(crate) fn raw_send(
+    sock: &mut UnixStream,
+    request: &'static str,
+    code: u32,
+    body: &[u8],
+    need_reply: bool,
+) -> Result<(), GuestError> {
+    use vhost::vhost_user::Error as E;
+    let io = |e: io::Error| raw_err(request, E::SocketError(e));
+    let flags: u32 = if need_reply { 0x1 | 0x8 } else { 0x1 };
+    let mut msg = Vec::with_capacity(12 + body.len());
+    msg.extend_from_slice(&code.to_le_bytes());
+    msg.extend_from_slice(&flags.to_le_bytes());
+    msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    msg.extend_from_slice(body);
+    sock.write_all(&msg).map_err(io)?;
+    if !need_reply {
+        return Ok(());
+    }
+    let mut reply = [0u8; 20];
+    sock.read_exact(&mut reply).map_err(io)?;
+    let code_back = u32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
+    if code_back != code || reply[12..].iter().any(|&b| b != 0) {
+        return Err(raw_err(request, E::InvalidMessage));
+    }
+    Ok(())
+}
+
 /// GET_QUEUE_NUM written by hand: the vhost crate's `get_queue_num` stores the answer as its
 /// limit on queue indices, and a backend answering in queue *pairs* (1) would then make it
 /// refuse queue 1.

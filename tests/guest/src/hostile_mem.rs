@@ -109,7 +109,7 @@ impl TestGuest {
         self.tx.q.kick_now()
     }
 
-    fn reply_ack(&self) -> bool {
+    pub(crate) fn reply_ack(&self) -> bool {
         self.neg.protocol & VhostUserProtocolFeatures::REPLY_ACK.bits() != 0
     }
 }

@@ -23,6 +23,7 @@ mod frontend;
 mod guest;
 pub mod hostile_mem;
 mod memory;
+pub mod migration;
 mod notify;
 mod raw;
 mod rx;

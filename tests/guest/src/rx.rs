@@ -62,6 +62,11 @@ impl RxQueue {
         self.fixed_desc = false;
     }
 
+    /// Guest physical address of buffer `i`.
+    pub(crate) fn buf_addr(&self, i: u16) -> u64 {
+        self.buf(i)
+    }
+
     #[inline]
     fn buf(&self, i: u16) -> u64 {
         self.buf_base + u64::from(i) * u64::from(self.buf_size)

@@ -8,6 +8,7 @@ use vhost_user_backend::VringT;
 
 use super::{TxCursor, TxOutcome};
 use crate::backend::NetBackend;
+use crate::dirty_log;
 use crate::features::Negotiated;
 use crate::frame::FrameBatch;
 use crate::memory::Vring;
@@ -28,6 +29,9 @@ impl NetBackend {
             return false;
         };
         let pending = ring.enable_notification();
+        if let Some(log) = self.inner().log.active() {
+            dirty_log::mark_used_ring(&log, &ring, &self.inner().log);
+        }
         cursor.peek = Some(AvailPeek::packed(mem_arc.clone(), &ring));
         pending
     }
@@ -75,6 +79,9 @@ impl NetBackend {
             ring.push_used(PackedHead { id, slots }, 0);
         }
         ring.publish_used();
+        if let Some(log) = inner.log.active() {
+            dirty_log::mark_used_ring(&log, &ring, &inner.log);
+        }
         if ring.needs_notification() && state.signal_used_queue().is_ok() {
             PortStats::add(&inner.port.stats.notifications, 1);
         }

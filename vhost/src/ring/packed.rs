@@ -121,6 +121,9 @@ pub(crate) struct PackedRing<'m> {
     desc: usize,
     driver_evt: usize,
     device_evt: usize,
+    /// Guest physical addresses of the descriptor ring and device event area (dirty logging).
+    desc_gpa: u64,
+    device_evt_gpa: u64,
     size: u16,
     next_avail: Pos,
     next_used: Pos,
@@ -160,6 +163,8 @@ impl<'m> PackedRing<'m> {
             desc,
             driver_evt,
             device_evt,
+            desc_gpa: q.desc_table(),
+            device_evt_gpa: q.used_ring(),
             size,
             next_avail: start,
             next_used: start,
@@ -179,6 +184,13 @@ impl<'m> PackedRing<'m> {
     #[inline]
     pub(crate) fn size(&self) -> u16 {
         self.size
+    }
+
+    /// What the device writes besides buffers, as guest (address, length): the descriptor ring
+    /// and the device event suppression area (`dirty_log.rs`).
+    pub(crate) fn device_written_areas(&self) -> [(u64, u64); 2] {
+        let ring_len = u64::from(self.size) * DESC_SIZE as u64;
+        [(self.desc_gpa, ring_len), (self.device_evt_gpa, 4)]
     }
 
     /// Writes the position back to the queue (end of batch: used and avail positions agree).

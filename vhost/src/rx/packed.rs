@@ -3,10 +3,11 @@
 //! complete, so a frame that does not fit gives its chains back untouched.
 
 use super::{fill_descs, RxDrop, MAX_BUFFERS_PER_FRAME};
+use crate::dirty_log::LogMap;
 use crate::features::Negotiated;
 use crate::frame::FrameRef;
 use crate::memory::{copy_guest, write_guest};
-use crate::ring::{PackedHead, PackedRing};
+use crate::ring::{PackedHead, PackedRing, Pos};
 use crate::wire::net_hdr;
 
 /// Writes one frame with its virtio-net header into the next chain(s) of `ring`. Out of line:
@@ -16,6 +17,7 @@ pub(crate) fn deliver(
     ring: &mut PackedRing<'_>,
     neg: &Negotiated,
     frame: FrameRef<'_>,
+    log: Option<&LogMap>,
 ) -> Result<(), RxDrop> {
     let hdr_len = neg.hdr_len;
     let total = hdr_len + frame.len();
@@ -34,13 +36,16 @@ pub(crate) fn deliver(
                 unsafe { copy_guest(dst, src, n) };
                 dst += n;
             }
+            if let Some(log) = log {
+                log.mark(d.addr, total as u64);
+            }
             let head = PackedHead { id: d.id, slots: 1 };
             ring.take(head);
             ring.push_used(head, total as u32);
             return Ok(());
         }
     }
-    deliver_general(ring, neg, frame)
+    deliver_general(ring, neg, frame, log)
 }
 
 /// Writes a frame's virtio-net header `hdr` (its offload fields, as the receiver negotiated
@@ -62,6 +67,7 @@ fn deliver_general(
     ring: &mut PackedRing<'_>,
     neg: &Negotiated,
     frame: FrameRef<'_>,
+    log: Option<&LogMap>,
 ) -> Result<(), RxDrop> {
     let hdr_len = neg.hdr_len;
     let max_chains = if neg.mrg_rxbuf {
@@ -113,6 +119,9 @@ fn deliver_general(
     let outcome = match (outcome, hdr_at) {
         (Ok(()), Some(at)) => {
             write_hdr(at, hdr_len, frame.hdr.for_rx(ntaken as u16));
+            if let Some(log) = log {
+                mark_written(ring, mark, &taken[..ntaken], log);
+            }
             for &(head, len) in &taken[..ntaken] {
                 ring.push_used(head, len);
             }
@@ -136,4 +145,29 @@ fn deliver_general(
             Err(e)
         }
     }
+}
+
+/// While the guest migrates: marks the buffers of the chains a frame filled, after every byte
+/// (header included) is written and before their used descriptors overwrite the first slot of
+/// each. The chains are walked again from `mark`, where the frame's first chain began; they
+/// were walked once already, so each walk ends as it did.
+#[cold]
+fn mark_written(ring: &mut PackedRing<'_>, mark: Pos, taken: &[(PackedHead, u32)], log: &LogMap) {
+    let end = ring.avail_mark();
+    ring.unpop_to(mark);
+    for &(head, len) in taken {
+        if let Some(chain) = ring.next_chain() {
+            let mut left = u64::from(len);
+            for d in chain.map_while(Result::ok) {
+                if left == 0 {
+                    break;
+                }
+                let n = u64::from(d.len).min(left);
+                log.mark(d.addr, n);
+                left -= n;
+            }
+        }
+        ring.take(head);
+    }
+    ring.unpop_to(end);
 }

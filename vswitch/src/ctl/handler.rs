@@ -61,7 +61,7 @@ fn run(sw: &Switch, ctx: &Context, req: Request) -> Result<Value, String> {
             log::info!("policy set to {}", policy_json(&sw.policy()));
             Ok(policy_json(&sw.policy()))
         }
-        Request::AddPort { spec } => {
+        Request::AddPort { spec, migration_of } => {
             let spec = match spec {
                 Value::String(text) => config::port_from_spec(&text),
                 other => config::port_from_json(other),
@@ -71,7 +71,13 @@ fn run(sw: &Switch, ctx: &Context, req: Request) -> Result<Value, String> {
             config::check_vepa(&spec, &ctx.uplinks, &Origin::Api("add-port"))
                 .map_err(|e| e.to_string())?;
             let name = spec.name.clone();
-            let id = state::record(sw, || sw.add_port(spec).map_err(|e| e.to_string()))?;
+            let id = state::record(sw, || {
+                match &migration_of {
+                    Some(src) => sw.add_migration_target(spec, src),
+                    None => sw.add_port(spec),
+                }
+                .map_err(|e| e.to_string())
+            })?;
             Ok(json!({ "name": name, "id": id.get() }))
         }
         Request::RemovePort { name } => {

@@ -35,6 +35,10 @@ pub enum Request {
     AddPort {
         /// The port.
         spec: Value,
+        /// The port is the incoming side of a live migration of this VM port's guest (same
+        /// MAC, same channel): see docs/migration.md.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        migration_of: Option<String>,
     },
     /// Remove a port by name.
     RemovePort {
@@ -199,6 +203,7 @@ mod tests {
                 r#"{"cmd":"add-port","spec":"a,socket=/x,channel=1"}"#,
                 Request::AddPort {
                     spec: Value::from("a,socket=/x,channel=1"),
+                    migration_of: None,
                 },
             ),
             (
@@ -236,6 +241,7 @@ mod tests {
             (
                 Request::AddPort {
                     spec: Value::from("a,socket=/x,channel=1"),
+                    migration_of: None,
                 },
                 r#"{"cmd":"add-port","spec":"a,socket=/x,channel=1"}"#,
             ),

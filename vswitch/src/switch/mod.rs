@@ -7,8 +7,10 @@
 //! - `views.rs`: what the control API shows (ports, FDB, counters);
 //! - `capture.rs`: captures of ports into pcap files.
 
+mod announce;
 mod capture;
 mod channels;
+mod migration;
 mod ports;
 mod views;
 

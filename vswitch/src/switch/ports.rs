@@ -18,17 +18,31 @@ use crate::spec::{socket_key, PortSpec};
 impl Switch {
     /// Adds a VM port: associates it with its channel, then starts serving its socket.
     pub fn add_port(&self, spec: PortSpec) -> Result<PortId, SwitchError> {
-        self.add_port_on(spec, true)
+        self.add_port_as(spec, None)
+    }
+
+    /// [`Switch::add_port`], as the migration target of `target_of` if set (`migration.rs`).
+    pub(super) fn add_port_as(
+        &self,
+        spec: PortSpec,
+        target_of: Option<&str>,
+    ) -> Result<PortId, SwitchError> {
+        self.add_port_on(spec, true, target_of)
     }
 
     /// Adds a VM port that is on no channel (its spec's channel is not used) until
     /// [`Switch::associate`]: restoring a disassociated port must not put it on a channel even
     /// for an instant.
     pub fn add_port_unassociated(&self, spec: PortSpec) -> Result<PortId, SwitchError> {
-        self.add_port_on(spec, false)
+        self.add_port_on(spec, false, None)
     }
 
-    fn add_port_on(&self, spec: PortSpec, associate: bool) -> Result<PortId, SwitchError> {
+    fn add_port_on(
+        &self,
+        spec: PortSpec,
+        associate: bool,
+        target_of: Option<&str>,
+    ) -> Result<PortId, SwitchError> {
         let mut running = self.lock_ports();
         let table = self.core.ports.load_full();
         if table.find(&spec.name).is_some() {
@@ -39,6 +53,10 @@ impl Switch {
         let key = socket_key(&spec.socket);
         if let Some(owner) = running.sockets.get(&key) {
             return Err(SwitchError::DuplicateSocket(spec.socket, owner.clone()));
+        }
+        if associate {
+            let reg = self.core.registry.snapshot();
+            super::migration::check_mac(&table, &reg, &spec, target_of)?;
         }
         let id = free_id(&table)?;
         // A stale FDB entry for a reused id must not point at the new VM.
@@ -63,6 +81,13 @@ impl Switch {
         cfg.socket_mode = spec.socket_mode.unwrap_or(self.core.settings.socket_mode);
         // A guest's kick wakes the datapath thread that serves this port (event mode).
         cfg.tx_doorbell = self.core.doorbells.of(id);
+        let serial = self.next_serial();
+        // SEND_RARP after a live migration announces the guest (see `announce.rs`).
+        cfg.announce = Some(super::announce::hook(
+            Arc::downgrade(&self.core),
+            id,
+            serial,
+        ));
         let port = match NetPort::start(cfg) {
             Ok(p) => p,
             Err(e) => {
@@ -82,10 +107,11 @@ impl Switch {
             counters: Arc::new(Counters::default()),
             tap: Arc::default(),
             registered_at,
-            serial: self.next_serial(),
+            serial,
         });
         self.core.ports.store(Arc::new(table.with(id, Some(entry))));
-        if associate {
+        // A migration target's MAC stays the source's until the target announces the guest.
+        if associate && target_of.is_none() {
             self.pin_mac(id, spec.channel, spec.mac);
         }
         running.ports.insert(id, port);
