@@ -1,8 +1,10 @@
 //! `vswitch-bench`: the end-to-end benchmark (issue 7, docs/performance.md).
 //!
-//! In-process vhost-user guests generate and sink traffic through each forwarder in turn —
+//! Third-party frontends — DPDK's virtio PMD (dpdk-testpmd txonly → rxonly over
+//! `net_virtio_user`) and Linux guests in QEMU running iperf3 — and the project's own
+//! in-process vhost-user test guest generate and sink traffic through each forwarder in turn —
 //! this switch (event-driven and busy-poll), DPDK testpmd io forwarding, Open vSwitch with
-//! DPDK — plus a memcpy baseline, all in one run with the same generator, sink and core
+//! DPDK — plus a memcpy baseline, all in one run with the same frontends and core
 //! placement; and across two hosts (network namespaces joined by a veth pair), two switches
 //! joined by uplinks beside the Linux kernel's own VXLAN path. Prints tables (Markdown), and
 //! optionally writes JSON and a PNG plot.
@@ -11,6 +13,7 @@
 //! [--scenario NAME]...`
 
 mod frames;
+mod frontends;
 mod generator;
 mod kernel_vxlan;
 mod memcpy;
@@ -94,6 +97,10 @@ struct Args {
     /// Do not try to install missing DPDK/OVS packages (ci/bench-peers.sh).
     #[arg(long)]
     no_install: bool,
+    /// Extra devargs for both DPDK virtio-user frontends of the dpdk-* scenarios, e.g.
+    /// `in_order=0` or `packed_vq=1`.
+    #[arg(long, default_value = "")]
+    virtio_user_args: String,
 }
 
 const ALL_PEERS: [&str; 8] = [
@@ -179,7 +186,13 @@ fn real_main() -> Result<()> {
     let args = Args::parse();
     if args.list {
         for s in scenario::all() {
-            println!("{:<14} {:>5} B  {:?}", s.name, s.frame_len, s.kind);
+            println!(
+                "{:<14} {:>5} B  {:<40} frontend: {}",
+                s.name,
+                s.frame_len,
+                format!("{:?}", s.kind),
+                s.frontend()
+            );
         }
         return Ok(());
     }
@@ -289,12 +302,43 @@ fn real_main() -> Result<()> {
     peers::vswitch::reap();
     let mut rows = rows;
     report::compute_ratios(&mut rows, &scenarios);
-    let (two_host, one_host): (Vec<Row>, Vec<Row>) = rows
-        .iter()
-        .cloned()
-        .partition(|r| peers::TWO_HOST.contains(&r.peer.as_str()));
+    let kind_of = |r: &Row| {
+        scenarios
+            .iter()
+            .find(|s| s.name == r.scenario)
+            .map(|s| s.kind)
+    };
+    let pick = |f: &dyn Fn(&Row) -> bool| rows.iter().filter(|r| f(r)).cloned().collect::<Vec<_>>();
+    let dpdk = pick(&|r| kind_of(r) == Some(Kind::DpdkFrontends));
+    let iperf = pick(&|r| matches!(kind_of(r), Some(Kind::Iperf3 { .. })));
+    let two_host = pick(&|r| peers::TWO_HOST.contains(&r.peer.as_str()));
+    let one_host = pick(&|r| {
+        !peers::TWO_HOST.contains(&r.peer.as_str())
+            && !kind_of(r).is_some_and(|k| matches!(k, Kind::DpdkFrontends | Kind::Iperf3 { .. }))
+    });
+    if !dpdk.is_empty() {
+        println!(
+            "\nFrontend: DPDK virtio-user generator (testpmd txonly) and sink (testpmd rxonly), both on CPU {}; forwarder on CPU {}. Rate: median of the sink's per-second Rx-pps.\n\n{}",
+            args.gen_cpu,
+            args.fwd_cpu,
+            frontends::table::dpdk_table(&dpdk)
+        );
+    }
+    if !iperf.is_empty() {
+        println!(
+            "\nFrontend: Linux virtio-net in two QEMU TCG guests (iperf3 client → server), both on CPU {}; forwarder on CPU {}.\n\n{}",
+            args.gen_cpu,
+            args.fwd_cpu,
+            frontends::table::iperf_table(&iperf)
+        );
+    }
     if !one_host.is_empty() {
-        println!("\n{}", report::table(&one_host));
+        println!(
+            "\nFrontend (second instrument): the project's in-process test guest (vswitch-testguest) as generator and sink, CPU {}; forwarder on CPU {}.\n\n{}",
+            args.gen_cpu,
+            args.fwd_cpu,
+            report::table(&one_host)
+        );
     }
     if !two_host.is_empty() {
         println!("\n{}", report::two_host_table(&two_host));
@@ -315,7 +359,13 @@ fn real_main() -> Result<()> {
         println!("JSON: {}", path.display());
     }
     if let Some(path) = &args.plot {
-        plot::draw(path, &scenarios, &rows).context("drawing the plot")?;
+        // The plot shows the test guest's scenarios (the third-party ones have their tables).
+        let own: Vec<Scenario> = scenarios
+            .iter()
+            .filter(|s| !s.is_third_party())
+            .cloned()
+            .collect();
+        plot::draw(path, &own, &rows).context("drawing the plot")?;
         println!("plot: {}", path.display());
     }
     if let Err(e) = std::fs::remove_dir_all(&run_dir) {
@@ -368,10 +418,11 @@ fn run_all(
                 }
                 wait_quiet(args.wait_quiet);
                 let tag = format!("s{si}-{peer}-{rep}");
-                match measure_once(peer, s, ctx, topts, &tag) {
+                match measure_once(peer, s, ctx, topts, &tag, &args.virtio_user_args) {
                     Ok(m) => {
                         runs.push(serde_json::json!({
                             "mpps": m.mpps,
+                            "gbps": m.gbps,
                             "offered_mpps": m.offered_mpps,
                             "frames_per_batch": m.frames_per_batch,
                             "fwd_busy": m.cost.busy_share,
@@ -380,7 +431,7 @@ fn run_all(
                             "fwd_ns_per_pkt": m.cost.ns_per_pkt,
                             "other_load": m.other_load,
                         }));
-                        if res.as_ref().map_or(true, |b| m.mpps > b.mpps) {
+                        if res.as_ref().map_or(true, |b| m.rate() > b.rate()) {
                             res = Ok(m);
                         }
                     }
@@ -398,7 +449,7 @@ fn run_all(
             match res {
                 Ok(m) => {
                     println!(
-                        "{:<14} {:<13} {:>7.3} Mpps {:>6.2} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%  {:.0} frames/batch",
+                        "{:<14} {:<13} {:>7.3} Mpps {:>7.3} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%  {:.0} frames/batch",
                         s.name,
                         peer,
                         m.mpps,
@@ -450,6 +501,7 @@ fn measure_once(
     ctx: &Ctx,
     topts: &TrafficOpts,
     tag: &str,
+    virtio_user_args: &str,
 ) -> Result<generator::Measurement> {
     if peer == MEMCPY {
         return memcpy::run(
@@ -471,7 +523,19 @@ fn measure_once(
     }
     let topo = s.topology();
     let mut fwd = peers::start(peer, &topo, ctx, tag)?;
-    generator::run(&topo, fwd.as_mut(), s.frame_len, topts)
+    let dir = ctx.dir.join(tag);
+    match s.kind {
+        Kind::DpdkFrontends => frontends::dpdk::run(
+            &topo,
+            fwd.as_mut(),
+            s.frame_len,
+            topts,
+            virtio_user_args,
+            &dir,
+        ),
+        Kind::Iperf3 { udp } => frontends::qemu::run(&topo, fwd.as_mut(), udp, topts, &dir),
+        _ => generator::run(&topo, fwd.as_mut(), s.frame_len, topts),
+    }
 }
 
 /// The commit the binary was built from, "+dirty" when the switch's sources had uncommitted

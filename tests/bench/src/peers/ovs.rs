@@ -302,6 +302,8 @@ impl Forwarder for Ovs {
             busy_share: busy.zip(mhz).map(|(b, m)| b / (m * 1e6 * w.secs)),
             source: "ovs-appctl dpif-netdev/pmd-stats-show (processing cycles)".into(),
             notes,
+            counted: number_after(block, "packets received:")
+                .map(|n| (n as u64, "packets received by the OVS PMD")),
         })
     }
 }
