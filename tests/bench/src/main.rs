@@ -21,6 +21,7 @@ mod netns;
 mod peers;
 mod plot;
 mod report;
+mod runner;
 mod scenario;
 mod sys;
 
@@ -174,14 +175,6 @@ fn select_scenarios(args: &Args) -> Result<Vec<Scenario>> {
         .collect())
 }
 
-/// memcpy is a per-frame-size baseline: measured with the unidirectional pair scenarios.
-fn runs_peer(peer: &str, s: &Scenario) -> bool {
-    match peer {
-        MEMCPY => s.kind == Kind::Pair { bidir: false },
-        _ => peers::supports(peer, s),
-    }
-}
-
 fn real_main() -> Result<()> {
     let args = Args::parse();
     if args.list {
@@ -298,7 +291,13 @@ fn real_main() -> Result<()> {
     if let Some(line) = &skipped_two_host {
         println!("{line}");
     }
-    let rows = run_all(&args, &scenarios, &unavail, &ctx, &topts, &stop);
+    let ropts = runner::RunOpts {
+        peers: &args.peer,
+        repeat: args.repeat.max(1),
+        wait_quiet: args.wait_quiet,
+        virtio_user_args: &args.virtio_user_args,
+    };
+    let rows = runner::run_all(&ropts, &scenarios, &unavail, &ctx, &topts, &stop);
     peers::vswitch::reap();
     let mut rows = rows;
     report::compute_ratios(&mut rows, &scenarios);
@@ -375,167 +374,6 @@ fn real_main() -> Result<()> {
         bail!("interrupted");
     }
     Ok(())
-}
-
-fn run_all(
-    args: &Args,
-    scenarios: &[Scenario],
-    unavail: &[(String, String)],
-    ctx: &Ctx,
-    topts: &TrafficOpts,
-    stop: &AtomicBool,
-) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (si, s) in scenarios.iter().enumerate() {
-        for peer in ALL_PEERS {
-            if !args.peer.is_empty() && !args.peer.iter().any(|p| p == peer) {
-                continue;
-            }
-            if !runs_peer(peer, s) {
-                continue;
-            }
-            if stop.load(Ordering::Relaxed) {
-                return rows;
-            }
-            let mut row = Row {
-                scenario: s.name.clone(),
-                peer: peer.to_string(),
-                frame_len: s.frame_len,
-                result: None,
-                error: None,
-                ratios: Default::default(),
-            };
-            if let Some((_, why)) = unavail.iter().find(|(p, _)| p == peer) {
-                row.error = Some(why.clone());
-                rows.push(row);
-                continue;
-            }
-            let mut res: Result<generator::Measurement> = Err(anyhow::anyhow!("not run"));
-            let mut runs = Vec::new();
-            for rep in 0..args.repeat.max(1) {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                wait_quiet(args.wait_quiet);
-                let tag = format!("s{si}-{peer}-{rep}");
-                match measure_once(peer, s, ctx, topts, &tag, &args.virtio_user_args) {
-                    Ok(m) => {
-                        runs.push(serde_json::json!({
-                            "mpps": m.mpps,
-                            "gbps": m.gbps,
-                            "offered_mpps": m.offered_mpps,
-                            "frames_per_batch": m.frames_per_batch,
-                            "fwd_busy": m.cost.busy_share,
-                            "drops": m.drops,
-                            "written_off": m.written_off,
-                            "fwd_ns_per_pkt": m.cost.ns_per_pkt,
-                            "other_load": m.other_load,
-                        }));
-                        if res.as_ref().map_or(true, |b| m.rate() > b.rate()) {
-                            res = Ok(m);
-                        }
-                    }
-                    Err(e) => {
-                        runs.push(serde_json::json!({ "error": format!("{e:#}") }));
-                        if res.is_err() {
-                            res = Err(e);
-                        }
-                    }
-                }
-            }
-            if let Ok(m) = res.as_mut() {
-                m.runs = runs;
-            }
-            match res {
-                Ok(m) => {
-                    println!(
-                        "{:<14} {:<13} {:>7.3} Mpps {:>7.3} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%  {:.0} frames/batch",
-                        s.name,
-                        peer,
-                        m.mpps,
-                        m.gbps,
-                        m.cost
-                            .ns_per_pkt
-                            .map_or("?".into(), |v| format!("{v:.0}")),
-                        m.drops,
-                        m.other_load * 100.0,
-                        m.frames_per_batch
-                    );
-                    row.result = Some(m);
-                }
-                Err(e) => {
-                    println!("{:<14} {:<13} FAILED: {e:#}", s.name, peer);
-                    row.error = Some(format!("{e:#}"));
-                }
-            }
-            rows.push(row);
-        }
-    }
-    rows
-}
-
-/// Waits (at most `max_s` seconds) until other processes use less than 20 % of a CPU.
-fn wait_quiet(max_s: f64) {
-    if max_s <= 0.0 {
-        return;
-    }
-    let t0 = std::time::Instant::now();
-    loop {
-        let ((), load) = sys::foreign_load(&[], || std::thread::sleep(Duration::from_millis(500)));
-        if load < 0.2 {
-            return;
-        }
-        if t0.elapsed().as_secs_f64() > max_s {
-            println!(
-                "machine still busy ({:.0}% of a CPU used by others): measuring anyway",
-                load * 100.0
-            );
-            return;
-        }
-    }
-}
-
-fn measure_once(
-    peer: &str,
-    s: &Scenario,
-    ctx: &Ctx,
-    topts: &TrafficOpts,
-    tag: &str,
-    virtio_user_args: &str,
-) -> Result<generator::Measurement> {
-    if peer == MEMCPY {
-        return memcpy::run(
-            s.frame_len,
-            topts.queue_size,
-            ctx.fwd_cpu,
-            topts.warmup,
-            topts.duration,
-        );
-    }
-    if peer == KERNEL_VXLAN {
-        return kernel_vxlan::run(
-            s.frame_len,
-            ctx.gen_cpu,
-            topts.max_batch,
-            topts.warmup,
-            topts.duration,
-        );
-    }
-    let topo = s.topology();
-    let mut fwd = peers::start(peer, &topo, ctx, tag)?;
-    let dir = ctx.dir.join(tag);
-    match s.kind {
-        Kind::DpdkFrontends => frontends::dpdk::run(
-            &topo,
-            fwd.as_mut(),
-            s.frame_len,
-            topts,
-            virtio_user_args,
-            &dir,
-        ),
-        Kind::Iperf3 { udp } => frontends::qemu::run(&topo, fwd.as_mut(), udp, topts, &dir),
-        _ => generator::run(&topo, fwd.as_mut(), s.frame_len, topts),
-    }
 }
 
 /// The commit the binary was built from, "+dirty" when the switch's sources had uncommitted
