@@ -69,27 +69,10 @@ impl Testpmd {
         lcores: &str,
         extra_app_args: &[&str],
     ) -> Result<Self> {
-        let bin = find_binary("dpdk-testpmd")?;
         if ports.is_empty() || ports.len() & 1 != 0 {
             bail!("testpmd io forwarding needs an even, non-zero number of ports");
         }
-        let prefix = format!(
-            "vswtp{}-{}",
-            std::process::id(),
-            dir.file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
-        let mut args: Vec<String> = vec![
-            "-l".into(),
-            lcores.into(),
-            "--no-pci".into(),
-            "--no-huge".into(),
-            "-m".into(),
-            "256".into(),
-            format!("--file-prefix={prefix}"),
-            "--log-level=user1,info".into(),
-        ];
+        let mut args: Vec<String> = vec!["-l".into(), lcores.into()];
         for (i, p) in ports.iter().enumerate() {
             check_socket_path(&p.socket)?;
             let s = p
@@ -119,6 +102,79 @@ impl Testpmd {
             .map(|s| s.to_string()),
         );
         args.extend(extra_app_args.iter().map(|s| s.to_string()));
+        let listening: Vec<&Path> = ports
+            .iter()
+            .filter(|p| !p.client)
+            .map(|p| p.socket.as_path())
+            .collect();
+        // Ready when forwarding started ("Press enter to exit"), or at least (no stdbuf) when
+        // every listening socket exists and testpmd still runs.
+        Self::launch(
+            dir,
+            args,
+            &[b"Press enter to exit", b"Start automatic"],
+            &listening,
+        )
+    }
+
+    /// Starts testpmd as a DPDK virtio-user frontend: one port, `net_virtio_user0` connecting
+    /// to the backend listening on `socket` (`queues=1`, plus `devargs`, e.g.
+    /// `mac=..,queue_size=4096`), its lcores placed by EAL `--lcores` (e.g. "0@1,1@1": main
+    /// and forwarding lcore both on CPU 1), with `app_args` after `--` (the forward mode,
+    /// `--stats-period`, descriptor counts). Returns once packet forwarding has started.
+    pub fn spawn_virtio_user(
+        dir: &Path,
+        socket: &Path,
+        devargs: &str,
+        lcores: &str,
+        app_args: &[&str],
+    ) -> Result<Self> {
+        check_socket_path(socket)?;
+        let s = socket
+            .to_str()
+            .with_context(|| format!("socket path {} is not UTF-8", socket.display()))?;
+        if s.contains(',') {
+            bail!("socket path {s} contains ','");
+        }
+        let mut args: Vec<String> = vec![
+            format!("--lcores={lcores}"),
+            "--vdev".into(),
+            format!("net_virtio_user0,path={s},queues=1,{devargs}"),
+            "--".into(),
+        ];
+        args.extend(app_args.iter().map(|s| s.to_string()));
+        // Without `-i` testpmd prints this when it starts forwarding (with `--stats-period`
+        // it never prints "Press enter to exit" before it is told to quit).
+        Self::launch(
+            dir,
+            args,
+            &[b"start packet forwarding", b"Press enter to exit"],
+            &[],
+        )
+    }
+
+    /// Starts dpdk-testpmd with the common EAL arguments (no PCI, no hugepages, its own file
+    /// prefix) followed by `args`; waits until one of `ready` appears in its output and every
+    /// socket of `listening` exists.
+    fn launch(dir: &Path, args: Vec<String>, ready: &[&[u8]], listening: &[&Path]) -> Result<Self> {
+        let bin = find_binary("dpdk-testpmd")?;
+        let prefix = format!(
+            "vswtp{}-{}",
+            std::process::id(),
+            dir.file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        let mut all: Vec<String> = vec![
+            "--no-pci".into(),
+            "--no-huge".into(),
+            "-m".into(),
+            "256".into(),
+            format!("--file-prefix={prefix}"),
+            "--log-level=user1,info".into(),
+        ];
+        all.extend(args);
+        let args = all;
 
         let log = dir.join("testpmd.log");
         let logf =
@@ -167,15 +223,13 @@ impl Testpmd {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        // Ready when forwarding started ("Press enter to exit"), or at least (no stdbuf) when
-        // every listening socket exists and testpmd still runs.
-        let started = me.out.wait_for(0, deadline, |d| {
-            find_bytes(d, b"Press enter to exit").or_else(|| find_bytes(d, b"Start automatic"))
-        });
+        let started = me
+            .out
+            .wait_for(0, deadline, |d| ready.iter().find_map(|r| find_bytes(d, r)));
         let ok = matches!(started, Ok(Some(_)))
-            && ports.iter().filter(|p| !p.client).all(|p| {
+            && listening.iter().all(|p| {
                 crate::util::wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-                    p.socket.exists()
+                    p.exists()
                 })
             });
         if !ok {

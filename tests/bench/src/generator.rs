@@ -13,6 +13,7 @@ use serde::Serialize;
 use vswitch_testguest::TestGuest;
 
 use crate::frames::{build_frame, guest_config};
+use crate::frontends::FrontendReport;
 use crate::peers::{Cost, Forwarder, Window};
 use crate::scenario::Topology;
 use crate::sys;
@@ -82,6 +83,18 @@ pub struct Measurement {
     pub runs: Vec<serde_json::Value>,
     /// The forwarder's own cost.
     pub cost: Cost,
+    /// Third-party frontends only: what they reported themselves.
+    pub frontend: Option<FrontendReport>,
+}
+
+impl Measurement {
+    /// What "best of N" maximises: Mpps, or Gbit/s for iperf3 (TCP has no frame count).
+    pub fn rate(&self) -> f64 {
+        match self.frontend {
+            Some(FrontendReport::Iperf3 { .. }) => self.gbps,
+            _ => self.mpps,
+        }
+    }
 }
 
 /// Counters one traffic thread publishes (it alone writes them).
@@ -442,6 +455,7 @@ pub fn run(
         other_load,
         runs: Vec::new(),
         cost,
+        frontend: None,
     })
 }
 

@@ -235,7 +235,9 @@ pub fn run(
                      decapsulate and count in host B) + ksoftirqd threads' CPU time"
                 .into(),
             notes,
+            counted: None,
         },
+        frontend: None,
     })
 }
 

@@ -1,8 +1,10 @@
 //! `vswitch-bench`: the end-to-end benchmark (issue 7, docs/performance.md).
 //!
-//! In-process vhost-user guests generate and sink traffic through each forwarder in turn —
+//! Third-party frontends — DPDK's virtio PMD (dpdk-testpmd txonly → rxonly over
+//! `net_virtio_user`) and Linux guests in QEMU running iperf3 — and the project's own
+//! in-process vhost-user test guest generate and sink traffic through each forwarder in turn —
 //! this switch (event-driven and busy-poll), DPDK testpmd io forwarding, Open vSwitch with
-//! DPDK — plus a memcpy baseline, all in one run with the same generator, sink and core
+//! DPDK — plus a memcpy baseline, all in one run with the same frontends and core
 //! placement; and across two hosts (network namespaces joined by a veth pair), two switches
 //! joined by uplinks beside the Linux kernel's own VXLAN path. Prints tables (Markdown), and
 //! optionally writes JSON and a PNG plot.
@@ -11,6 +13,7 @@
 //! [--scenario NAME]...`
 
 mod frames;
+mod frontends;
 mod generator;
 mod kernel_vxlan;
 mod memcpy;
@@ -18,6 +21,7 @@ mod netns;
 mod peers;
 mod plot;
 mod report;
+mod runner;
 mod scenario;
 mod sys;
 
@@ -95,6 +99,10 @@ struct Args {
     /// Do not try to install missing DPDK/OVS packages (ci/bench-peers.sh).
     #[arg(long)]
     no_install: bool,
+    /// Extra devargs for both DPDK virtio-user frontends of the dpdk-* scenarios, e.g.
+    /// `in_order=0` or `packed_vq=1`.
+    #[arg(long, default_value = "")]
+    virtio_user_args: String,
 }
 
 const ALL_PEERS: [&str; 9] = [
@@ -169,19 +177,17 @@ fn select_scenarios(args: &Args) -> Result<Vec<Scenario>> {
         .collect())
 }
 
-/// memcpy is a per-frame-size baseline: measured with the unidirectional pair scenarios.
-fn runs_peer(peer: &str, s: &Scenario) -> bool {
-    match peer {
-        MEMCPY => s.kind == Kind::Pair { bidir: false },
-        _ => peers::supports(peer, s),
-    }
-}
-
 fn real_main() -> Result<()> {
     let args = Args::parse();
     if args.list {
         for s in scenario::all() {
-            println!("{:<14} {:>5} B  {:?}", s.name, s.frame_len, s.kind);
+            println!(
+                "{:<14} {:>5} B  {:<40} frontend: {}",
+                s.name,
+                s.frame_len,
+                format!("{:?}", s.kind),
+                s.frontend()
+            );
         }
         return Ok(());
     }
@@ -287,16 +293,53 @@ fn real_main() -> Result<()> {
     if let Some(line) = &skipped_two_host {
         println!("{line}");
     }
-    let rows = run_all(&args, &scenarios, &unavail, &ctx, &topts, &stop);
+    let ropts = runner::RunOpts {
+        peers: &args.peer,
+        repeat: args.repeat.max(1),
+        wait_quiet: args.wait_quiet,
+        virtio_user_args: &args.virtio_user_args,
+    };
+    let rows = runner::run_all(&ropts, &scenarios, &unavail, &ctx, &topts, &stop);
     peers::vswitch::reap();
     let mut rows = rows;
     report::compute_ratios(&mut rows, &scenarios);
-    let (two_host, one_host): (Vec<Row>, Vec<Row>) = rows
-        .iter()
-        .cloned()
-        .partition(|r| peers::TWO_HOST.contains(&r.peer.as_str()));
+    let kind_of = |r: &Row| {
+        scenarios
+            .iter()
+            .find(|s| s.name == r.scenario)
+            .map(|s| s.kind)
+    };
+    let pick = |f: &dyn Fn(&Row) -> bool| rows.iter().filter(|r| f(r)).cloned().collect::<Vec<_>>();
+    let dpdk = pick(&|r| kind_of(r) == Some(Kind::DpdkFrontends));
+    let iperf = pick(&|r| matches!(kind_of(r), Some(Kind::Iperf3 { .. })));
+    let two_host = pick(&|r| peers::TWO_HOST.contains(&r.peer.as_str()));
+    let one_host = pick(&|r| {
+        !peers::TWO_HOST.contains(&r.peer.as_str())
+            && !kind_of(r).is_some_and(|k| matches!(k, Kind::DpdkFrontends | Kind::Iperf3 { .. }))
+    });
+    if !dpdk.is_empty() {
+        println!(
+            "\nFrontend: DPDK virtio-user generator (testpmd txonly) and sink (testpmd rxonly), both on CPU {}; forwarder on CPU {}. Rate: median of the sink's per-second Rx-pps.\n\n{}",
+            args.gen_cpu,
+            args.fwd_cpu,
+            frontends::table::dpdk_table(&dpdk)
+        );
+    }
+    if !iperf.is_empty() {
+        println!(
+            "\nFrontend: Linux virtio-net in two QEMU TCG guests (iperf3 client → server), both on CPU {}; forwarder on CPU {}.\n\n{}",
+            args.gen_cpu,
+            args.fwd_cpu,
+            frontends::table::iperf_table(&iperf)
+        );
+    }
     if !one_host.is_empty() {
-        println!("\n{}", report::table(&one_host));
+        println!(
+            "\nFrontend (second instrument): the project's in-process test guest (vswitch-testguest) as generator and sink, CPU {}; forwarder on CPU {}.\n\n{}",
+            args.gen_cpu,
+            args.fwd_cpu,
+            report::table(&one_host)
+        );
     }
     if !two_host.is_empty() {
         println!("\n{}", report::two_host_table(&two_host));
@@ -317,7 +360,13 @@ fn real_main() -> Result<()> {
         println!("JSON: {}", path.display());
     }
     if let Some(path) = &args.plot {
-        plot::draw(path, &scenarios, &rows).context("drawing the plot")?;
+        // The plot shows the test guest's scenarios (the third-party ones have their tables).
+        let own: Vec<Scenario> = scenarios
+            .iter()
+            .filter(|s| !s.is_third_party())
+            .cloned()
+            .collect();
+        plot::draw(path, &own, &rows).context("drawing the plot")?;
         println!("plot: {}", path.display());
     }
     if let Err(e) = std::fs::remove_dir_all(&run_dir) {
@@ -327,153 +376,6 @@ fn real_main() -> Result<()> {
         bail!("interrupted");
     }
     Ok(())
-}
-
-fn run_all(
-    args: &Args,
-    scenarios: &[Scenario],
-    unavail: &[(String, String)],
-    ctx: &Ctx,
-    topts: &TrafficOpts,
-    stop: &AtomicBool,
-) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (si, s) in scenarios.iter().enumerate() {
-        for peer in ALL_PEERS {
-            if !args.peer.is_empty() && !args.peer.iter().any(|p| p == peer) {
-                continue;
-            }
-            if !runs_peer(peer, s) {
-                continue;
-            }
-            if stop.load(Ordering::Relaxed) {
-                return rows;
-            }
-            let mut row = Row {
-                scenario: s.name.clone(),
-                peer: peer.to_string(),
-                frame_len: s.frame_len,
-                result: None,
-                error: None,
-                ratios: Default::default(),
-            };
-            if let Some((_, why)) = unavail.iter().find(|(p, _)| p == peer) {
-                row.error = Some(why.clone());
-                rows.push(row);
-                continue;
-            }
-            let mut res: Result<generator::Measurement> = Err(anyhow::anyhow!("not run"));
-            let mut runs = Vec::new();
-            for rep in 0..args.repeat.max(1) {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                wait_quiet(args.wait_quiet);
-                let tag = format!("s{si}-{peer}-{rep}");
-                match measure_once(peer, s, ctx, topts, &tag) {
-                    Ok(m) => {
-                        runs.push(serde_json::json!({
-                            "mpps": m.mpps,
-                            "offered_mpps": m.offered_mpps,
-                            "frames_per_batch": m.frames_per_batch,
-                            "fwd_busy": m.cost.busy_share,
-                            "drops": m.drops,
-                            "written_off": m.written_off,
-                            "fwd_ns_per_pkt": m.cost.ns_per_pkt,
-                            "other_load": m.other_load,
-                        }));
-                        if res.as_ref().map_or(true, |b| m.mpps > b.mpps) {
-                            res = Ok(m);
-                        }
-                    }
-                    Err(e) => {
-                        runs.push(serde_json::json!({ "error": format!("{e:#}") }));
-                        if res.is_err() {
-                            res = Err(e);
-                        }
-                    }
-                }
-            }
-            if let Ok(m) = res.as_mut() {
-                m.runs = runs;
-            }
-            match res {
-                Ok(m) => {
-                    println!(
-                        "{:<14} {:<13} {:>7.3} Mpps {:>6.2} Gbit/s  fwd {:>7} ns/pkt  drops {}  other load {:.0}%  {:.0} frames/batch",
-                        s.name,
-                        peer,
-                        m.mpps,
-                        m.gbps,
-                        m.cost
-                            .ns_per_pkt
-                            .map_or("?".into(), |v| format!("{v:.0}")),
-                        m.drops,
-                        m.other_load * 100.0,
-                        m.frames_per_batch
-                    );
-                    row.result = Some(m);
-                }
-                Err(e) => {
-                    println!("{:<14} {:<13} FAILED: {e:#}", s.name, peer);
-                    row.error = Some(format!("{e:#}"));
-                }
-            }
-            rows.push(row);
-        }
-    }
-    rows
-}
-
-/// Waits (at most `max_s` seconds) until other processes use less than 20 % of a CPU.
-fn wait_quiet(max_s: f64) {
-    if max_s <= 0.0 {
-        return;
-    }
-    let t0 = std::time::Instant::now();
-    loop {
-        let ((), load) = sys::foreign_load(&[], || std::thread::sleep(Duration::from_millis(500)));
-        if load < 0.2 {
-            return;
-        }
-        if t0.elapsed().as_secs_f64() > max_s {
-            println!(
-                "machine still busy ({:.0}% of a CPU used by others): measuring anyway",
-                load * 100.0
-            );
-            return;
-        }
-    }
-}
-
-fn measure_once(
-    peer: &str,
-    s: &Scenario,
-    ctx: &Ctx,
-    topts: &TrafficOpts,
-    tag: &str,
-) -> Result<generator::Measurement> {
-    if peer == MEMCPY {
-        return memcpy::run(
-            s.frame_len,
-            topts.queue_size,
-            ctx.fwd_cpu,
-            topts.warmup,
-            topts.duration,
-        );
-    }
-    if peer == KERNEL_VXLAN {
-        return kernel_vxlan::run(
-            s.frame_len,
-            ctx.gen_cpu,
-            topts.max_batch,
-            topts.warmup,
-            topts.duration,
-        );
-    }
-    let topo = s.topology();
-    let mut fwd = peers::start(peer, &topo, ctx, tag)?;
-    generator::run(&topo, fwd.as_mut(), s.frame_len, topts)
 }
 
 /// The commit the binary was built from, "+dirty" when the switch's sources had uncommitted

@@ -107,6 +107,8 @@ fn copy_loop(
             busy_share: Some(cpu / (secs * 1e9)),
             source: "thread CPU time of the copy loop".into(),
             notes: Vec::new(),
+            counted: None,
         },
+        frontend: None,
     }
 }

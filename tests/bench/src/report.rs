@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::frontends::FrontendReport;
 use crate::generator::Measurement;
 use crate::peers::{
     KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH_DOT1AD, VSWITCH_DOT1AD_XDP, VSWITCH_VXLAN,
@@ -213,17 +214,22 @@ pub fn notes(rows: &[Row]) -> String {
     for r in rows {
         if let Some(m) = &r.result {
             if m.runs.len() > 1 {
+                // iperf3's TCP has no frame count: its runs are compared in Gbit/s.
+                let (key, unit) = match m.frontend {
+                    Some(FrontendReport::Iperf3 { .. }) => ("gbps", "Gbit/s"),
+                    _ => ("mpps", "Mpps"),
+                };
                 let v: Vec<String> = m
                     .runs
                     .iter()
-                    .map(|x| match x.get("mpps").and_then(|v| v.as_f64()) {
+                    .map(|x| match x.get(key).and_then(|v| v.as_f64()) {
                         Some(v) => format!("{v:.2}"),
                         None => "error".into(),
                     })
                     .collect();
                 let _ = writeln!(
                     t,
-                    "- {} / {}: runs (Mpps) {}",
+                    "- {} / {}: runs ({unit}) {}",
                     r.scenario,
                     r.peer,
                     v.join(", ")

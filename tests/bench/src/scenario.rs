@@ -27,6 +27,12 @@ pub enum Kind {
     /// Two hosts: guest 0 on host A generates to guest 1 on host B, one channel, across an
     /// uplink on a veth pair (or the kernel's VXLAN path between the same two hosts).
     TwoHost,
+    /// Two ports; DPDK virtio-user frontends (dpdk-testpmd txonly on port 0, rxonly on port 1)
+    /// instead of the test guests.
+    DpdkFrontends,
+    /// Two ports; two QEMU (TCG) guests, iperf3 from the one on port 0 to the one on port 1,
+    /// TCP or UDP.
+    Iperf3 { udp: bool },
 }
 
 /// One benchmark scenario.
@@ -46,17 +52,19 @@ pub struct Scenario {
 
 impl Scenario {
     fn new(name: &str, frame_len: usize, kind: Kind) -> Self {
-        let flat_ref = match kind {
-            Kind::Pair { .. } | Kind::TwoHost => None,
-            _ => Some("64B-uni".to_string()),
-        };
+        let own_baseline = matches!(
+            kind,
+            Kind::Pair { .. } | Kind::TwoHost | Kind::DpdkFrontends | Kind::Iperf3 { .. }
+        );
+        let flat_ref = (!own_baseline).then(|| "64B-uni".to_string());
         Scenario {
             name: name.into(),
             frame_len,
             kind,
-            baseline_of: match kind {
-                Kind::Pair { .. } | Kind::TwoHost => name.into(),
-                _ => "64B-uni".into(),
+            baseline_of: if own_baseline {
+                name.into()
+            } else {
+                "64B-uni".into()
             },
             flat_ref,
         }
@@ -65,6 +73,20 @@ impl Scenario {
     /// True for the two-port scenarios every peer can run.
     pub fn is_pair(&self) -> bool {
         matches!(self.kind, Kind::Pair { .. })
+    }
+
+    /// True for the scenarios whose generator and sink are third-party frontends.
+    pub fn is_third_party(&self) -> bool {
+        matches!(self.kind, Kind::DpdkFrontends | Kind::Iperf3 { .. })
+    }
+
+    /// The frontends that generate and sink the traffic (every figure names them).
+    pub fn frontend(&self) -> &'static str {
+        match self.kind {
+            Kind::DpdkFrontends => "DPDK virtio-user (testpmd txonly → testpmd rxonly)",
+            Kind::Iperf3 { .. } => "Linux virtio-net, QEMU TCG guests (iperf3)",
+            _ => "in-process test guest (vswitch-testguest)",
+        }
     }
 
     /// True for the scenarios across two hosts (only the two-host peers run them).
@@ -125,6 +147,11 @@ pub fn all() -> Vec<Scenario> {
         ),
         Scenario::new("2host-64B", 64, TwoHost),
         Scenario::new("2host-1518B", 1518, TwoHost),
+        Scenario::new("dpdk-64B", 64, DpdkFrontends),
+        Scenario::new("dpdk-1518B", 1518, DpdkFrontends),
+        // Nominal: the guests' MTU is 1500, so their largest frames are 1514 bytes.
+        Scenario::new("iperf3-tcp", 1514, Iperf3 { udp: false }),
+        Scenario::new("iperf3-udp", 1514, Iperf3 { udp: true }),
     ]
 }
 
@@ -185,6 +212,11 @@ impl Topology {
     fn build(s: &Scenario) -> Topology {
         let c = BASE_CHANNEL;
         match s.kind {
+            Kind::DpdkFrontends | Kind::Iperf3 { .. } => Self::build(&Scenario::new(
+                &s.name,
+                s.frame_len,
+                Kind::Pair { bidir: false },
+            )),
             Kind::TwoHost => {
                 let mut t = Self::build(&Scenario::new(
                     &s.name,

@@ -64,6 +64,8 @@ pub struct Cost {
     pub source: String,
     /// Anything worth reading next to the figure (drops by reason, warnings).
     pub notes: Vec<String>,
+    /// Frames the forwarder itself counted in the window, and what that count is.
+    pub counted: Option<(u64, &'static str)>,
 }
 
 /// Settings shared by every peer.
@@ -108,6 +110,7 @@ pub fn supports(peer: &str, scenario: &Scenario) -> bool {
     }
     match peer {
         VSWITCH | VSWITCH_POLL => true,
+        TESTPMD | OVS => scenario.is_pair() || scenario.is_third_party(),
         _ => scenario.is_pair(),
     }
 }

@@ -277,9 +277,11 @@ impl Forwarder for Ovs {
         let out = self.appctl(&["dpif-netdev/pmd-stats-show"])?;
         let key = format!("core_id {}:", self.fwd_cpu);
         let block = out.find(&key).map_or(out.as_str(), |i| &out[i..]);
+        // This PMD's block ends where the next PMD's or the main thread's begins.
         let block = block[key.len().min(block.len())..]
             .split("pmd thread")
             .next()
+            .and_then(|b| b.split("main thread").next())
             .unwrap_or("");
         let cycles = number_after(block, "avg processing cycles per packet:");
         let busy = number_after(block, "processing cycles:");
@@ -302,6 +304,8 @@ impl Forwarder for Ovs {
             busy_share: busy.zip(mhz).map(|(b, m)| b / (m * 1e6 * w.secs)),
             source: "ovs-appctl dpif-netdev/pmd-stats-show (processing cycles)".into(),
             notes,
+            counted: number_after(block, "packets received:")
+                .map(|n| (n as u64, "packets received by the OVS PMD")),
         })
     }
 }

@@ -166,6 +166,7 @@ impl Forwarder for Testpmd {
                 mhz.map_or("?".into(), |m| format!("{m:.0}"))
             ),
             notes,
+            counted: number_after(acc, "TX-packets:").map(|n| (n as u64, "testpmd TX-packets")),
         })
     }
 }

@@ -253,6 +253,7 @@ impl Forwarder for Uplinked {
                      kernel's UDP/IP/veth work done in their system calls and softirqs"
                 .into(),
             notes,
+            counted: None,
         })
     }
 }

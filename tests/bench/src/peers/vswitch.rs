@@ -178,6 +178,7 @@ impl Forwarder for Vswitch {
                 "process CPU time - traffic threads (switch threads: busy time only)".into()
             },
             notes,
+            counted: Some((after.out - b.out, "frames out of the switch's ports")),
         })
     }
 }

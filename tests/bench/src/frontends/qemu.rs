@@ -1,0 +1,171 @@
+//! iperf3 between two QEMU (TCG) guests, each with one vhost-user virtio-net NIC on one of the
+//! forwarder's sockets (QEMU connects), both QEMU processes on the generator CPU: Linux's
+//! virtio-net driver as the frontend. Guest A runs the client, guest B the server; the figure
+//! is what B received. Under TCG the guests, not the forwarder, are the limit: the point is
+//! parity between forwarders and any trouble with notifications (a Linux guest sleeps until
+//! it is notified, unlike the busy-polling DPDK frontends).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use vswitch_tests::{GuestConfig, QemuGuest, SocketRole};
+
+use super::{mac_str, FrontendReport};
+use crate::generator::{Measurement, TrafficOpts};
+use crate::peers::{Forwarder, Window};
+use crate::scenario::Topology;
+use crate::sys;
+
+const IP_A: &str = "10.77.0.1";
+const IP_B: &str = "10.77.0.2";
+/// Booting under TCG on a shared 2-CPU machine.
+const BOOT: Duration = Duration::from_secs(180);
+
+/// iperf3's figures from its JSON (`-J`) output.
+#[derive(Debug, Clone, PartialEq)]
+struct Iperf {
+    /// Receiver's rate, bit/s.
+    bps: f64,
+    lost_percent: Option<f64>,
+    packets: Option<u64>,
+    retransmits: Option<u64>,
+}
+
+/// Parses the client's `iperf3 -J` output. TCP: `end.sum_received`; UDP (iperf 3.12 has no
+/// `sum_received` there): `end.sum`, the sender's rate less the datagrams the server lost.
+fn parse_iperf(json: &str, udp: bool) -> Result<Iperf> {
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).context("iperf3 output is not JSON")?;
+    let num = |p: &str| v.pointer(p).and_then(serde_json::Value::as_f64);
+    if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
+        bail!("iperf3: {e}");
+    }
+    if udp {
+        let sent = num("/end/sum/bits_per_second").context("no end.sum in iperf3 output")?;
+        let lost = num("/end/sum/lost_percent").unwrap_or(0.0);
+        Ok(Iperf {
+            bps: num("/end/sum_received/bits_per_second").unwrap_or(sent * (1.0 - lost / 100.0)),
+            lost_percent: Some(lost),
+            packets: num("/end/sum/packets").map(|p| p as u64),
+            retransmits: None,
+        })
+    } else {
+        Ok(Iperf {
+            bps: num("/end/sum_received/bits_per_second")
+                .context("no end.sum_received in iperf3 output")?,
+            lost_percent: None,
+            packets: None,
+            retransmits: num("/end/sum_sent/retransmits").map(|r| r as u64),
+        })
+    }
+}
+
+fn boot(dir: &Path, name: &str, socket: &Path, mac: [u8; 6], ip: &str) -> Result<QemuGuest> {
+    let mut cfg = GuestConfig::new(name).nic(socket, SocketRole::Client, &mac_str(mac), ip);
+    cfg.console_log = Some(dir.join(format!("{name}.console.log")));
+    QemuGuest::spawn(cfg).with_context(|| format!("starting QEMU guest {name}"))
+}
+
+/// Runs iperf3 (TCP, or UDP at full speed with `udp`) for `secs` seconds from guest A on
+/// port 0 to guest B on port 1 of `topo` through `fwd`.
+pub fn run(
+    topo: &Topology,
+    fwd: &mut dyn Forwarder,
+    udp: bool,
+    o: &TrafficOpts,
+    dir: &Path,
+) -> Result<Measurement> {
+    let sockets = fwd.sockets().to_vec();
+    let ([s0, s1], [p0, p1]) = (sockets.as_slice(), topo.ports.as_slice()) else {
+        bail!("the QEMU guests are measured with two ports");
+    };
+    // Spawned from this thread (pinned to the generator CPU): QEMU inherits its affinity.
+    let mut a = boot(dir, "vswb-a", s0, p0.mac, &format!("{IP_A}/24"))?;
+    let mut b = boot(dir, "vswb-b", s1, p1.mac, &format!("{IP_B}/24"))?;
+    a.wait_ready(BOOT)?;
+    b.wait_ready(BOOT)?;
+    fwd.after_connect(topo).context("preparing the forwarder")?;
+    a.wait_ping(IP_B, Duration::from_secs(60))
+        .context("guest A cannot reach guest B through the forwarder")?;
+    b.iperf3_server()?;
+    let secs = o.duration.as_secs_f64().round().max(5.0) as u32;
+    let cmd = format!(
+        "iperf3 -J -c {IP_B} -t {secs} -O 1{}",
+        if udp { " -u -b 0" } else { "" }
+    );
+    fwd.begin_window()?;
+    let mut pids = fwd.pids();
+    pids.extend([a.pid(), b.pid()]);
+    let fe = [a.pid(), b.pid()];
+    let ticks = |pids: &[u32]| pids.iter().map(|&p| sys::process_ticks(p)).sum::<u64>();
+    let (proc0, self0, fe0) = (sys::process_cpu_ns(), sys::self_thread_cpu_ns(), ticks(&fe));
+    let t0 = std::time::Instant::now();
+    let (out, other_load) = sys::foreign_load(&pids, || {
+        a.run_ok(&cmd, Duration::from_secs(u64::from(secs) + 90))
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let (proc1, self1, fe1) = (sys::process_cpu_ns(), sys::self_thread_cpu_ns(), ticks(&fe));
+    let r = parse_iperf(&out?, udp)?;
+    // Frames of the measured direction (UDP: datagrams received; TCP: full-size segments).
+    let frames = match r.packets {
+        Some(p) => p as f64 * (1.0 - r.lost_percent.unwrap_or(0.0) / 100.0),
+        None => r.bps * f64::from(secs) / 8.0 / 1448.0,
+    };
+    let w = Window {
+        secs: wall,
+        rx_frames: frames as u64,
+        process_cpu_ns: proc1.saturating_sub(proc0),
+        traffic_cpu_ns: self1.saturating_sub(self0),
+    };
+    let cost = fwd.end_window(&w)?;
+    let pps = frames / f64::from(secs);
+    Ok(Measurement {
+        secs: f64::from(secs),
+        rx_frames: frames as u64,
+        tx_frames: r.packets.unwrap_or(frames as u64),
+        mpps: if udp { pps / 1e6 } else { 0.0 },
+        offered_mpps: 0.0,
+        gbps: r.bps / 1e9,
+        ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
+        drops: 0,
+        sent_total: 0,
+        written_off: 0,
+        traffic_cpu_share: fe1.saturating_sub(fe0) as f64 / sys::clk_tck() / wall,
+        frames_per_batch: 0.0,
+        idle_loop_share: 0.0,
+        device_errors: 0,
+        other_load,
+        runs: Vec::new(),
+        cost,
+        frontend: Some(FrontendReport::Iperf3 {
+            proto: if udp { "udp" } else { "tcp" }.into(),
+            bits_per_second: r.bps,
+            lost_percent: r.lost_percent,
+            packets: r.packets,
+            retransmits: r.retransmits,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_rate_is_the_senders_less_the_lost_share() {
+        let j = r#"{"end":{"sum":{"bits_per_second":1e8,"lost_percent":25,"packets":1000}}}"#;
+        let r = parse_iperf(j, true).expect("parses");
+        assert_eq!(r.bps, 7.5e7);
+        assert_eq!(r.packets, Some(1000));
+    }
+
+    #[test]
+    fn tcp_rate_is_the_receivers_and_errors_are_reported() {
+        let j = r#"{"end":{"sum_received":{"bits_per_second":2e8},"sum_sent":{"retransmits":3}}}"#;
+        let r = parse_iperf(j, false).expect("parses");
+        assert_eq!((r.bps, r.retransmits), (2e8, Some(3)));
+        assert!(parse_iperf(r#"{"error":"unable to connect"}"#, false).is_err());
+        assert!(parse_iperf("garbage", false).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! The third-party frontends' tables: every row names its frontend and its forwarder.
+
+use std::fmt::Write;
+
+use super::FrontendReport;
+use crate::peers::{OVS, TESTPMD, VSWITCH, VSWITCH_POLL};
+use crate::report::Row;
+
+/// What a forwarder is, for the tables.
+pub fn forwarder(peer: &str) -> &'static str {
+    match peer {
+        VSWITCH => "vswitch, event mode (default)",
+        VSWITCH_POLL => "vswitch `--poll-cores 0`",
+        TESTPMD => "testpmd io-fwd (`net_vhost` x2)",
+        OVS => "OVS-DPDK (`dpdkvhostuser` x2, NORMAL)",
+        _ => "?",
+    }
+}
+
+fn f(v: Option<f64>, prec: usize) -> String {
+    v.filter(|x| x.is_finite())
+        .map_or("–".into(), |x| format!("{x:.prec$}"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite())
+        .map_or("–".into(), |x| format!("{:.0}%", x * 100.0))
+}
+
+/// `value / value of the testpmd row of the same scenario`.
+fn vs_testpmd(rows: &[Row], r: &Row) -> Option<f64> {
+    let base = rows
+        .iter()
+        .find(|b| b.scenario == r.scenario && b.peer == TESTPMD)?
+        .result
+        .as_ref()?
+        .rate();
+    let v = r.result.as_ref()?.rate();
+    (base > 0.0).then(|| v / base)
+}
+
+/// Every run's rate ("best of N": the table shows the best).
+fn runs(r: &Row, key: &str) -> String {
+    r.result.as_ref().map_or(String::new(), |m| {
+        m.runs
+            .iter()
+            .map(|x| match x.get(key).and_then(|v| v.as_f64()) {
+                Some(v) => format!("{v:.2}"),
+                None => "error".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+fn failed(t: &mut String, r: &Row, frontend: &str, cols: usize) {
+    let why = r.error.as_deref().unwrap_or("not run");
+    let first = why.lines().next().unwrap_or("").replace('|', "/");
+    let _ = writeln!(
+        t,
+        "| {} | {} | {} | n/a: {first} {}",
+        frontend,
+        forwarder(&r.peer),
+        r.scenario,
+        "|".repeat(cols - 3)
+    );
+}
+
+/// The DPDK virtio-user rows.
+pub fn dpdk_table(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| frontend | forwarder | scenario | Mpps at sink (median/s) | per-second Mpps | x testpmd | generator Mpps | fwd counted Mpps | fwd ns/pkt | fwd busy | drops | frontends CPU | other load | runs (Mpps) |\n\
+         |---|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n",
+    );
+    let fe = "DPDK virtio-user (txonly → rxonly)";
+    for r in rows {
+        let Some(m) = &r.result else {
+            failed(&mut t, r, fe, 14);
+            continue;
+        };
+        let per_s = match &m.frontend {
+            Some(FrontendReport::Dpdk { sink_mpps, .. }) => sink_mpps
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e6);
+        let _ = writeln!(
+            t,
+            "| {fe} | {} | {} | **{}** | {per_s} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            forwarder(&r.peer),
+            r.scenario,
+            f(Some(m.mpps), 2),
+            f(vs_testpmd(rows, r), 2),
+            f(Some(m.offered_mpps), 2),
+            f(counted, 2),
+            f(m.cost.ns_per_pkt, 0),
+            pct(m.cost.busy_share),
+            m.drops,
+            pct(Some(m.traffic_cpu_share)),
+            pct(Some(m.other_load)),
+            runs(r, "mpps"),
+        );
+    }
+    t
+}
+
+/// The iperf3 rows.
+pub fn iperf_table(rows: &[Row]) -> String {
+    let mut t = String::from(
+        "| frontend | forwarder | scenario | Gbit/s received | x testpmd | UDP loss | TCP retransmits | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) |\n\
+         |---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n",
+    );
+    let fe = "Linux virtio-net, 2 QEMU TCG guests";
+    for r in rows {
+        let Some(m) = &r.result else {
+            failed(&mut t, r, fe, 12);
+            continue;
+        };
+        let (loss, retr) = match &m.frontend {
+            Some(FrontendReport::Iperf3 {
+                lost_percent,
+                retransmits,
+                ..
+            }) => (
+                lost_percent.map(|l| format!("{l:.1}%")),
+                retransmits.map(|n| n.to_string()),
+            ),
+            _ => (None, None),
+        };
+        let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e3);
+        let _ = writeln!(
+            t,
+            "| {fe} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} |",
+            forwarder(&r.peer),
+            r.scenario,
+            f(Some(m.gbps), 3),
+            f(vs_testpmd(rows, r), 2),
+            loss.unwrap_or_else(|| "–".into()),
+            retr.unwrap_or_else(|| "–".into()),
+            f(counted, 0),
+            pct(m.cost.busy_share),
+            pct(Some(m.traffic_cpu_share)),
+            pct(Some(m.other_load)),
+            runs(r, "gbps"),
+        );
+    }
+    t
+}
