@@ -148,6 +148,17 @@ fn setup(tag: &str) -> Setup {
     cin.console_log = Some(dir.path().join("vm1in.console.log"));
     let dst = QemuGuest::spawn(cin).or_panic();
     sw.wait_connected(&["vm1in"], CMD).or_panic();
+    // QEMU attaches its vhost-user netdev before it listens for the migration stream: wait for
+    // the socket (a loaded machine showed the gap as a migration that failed to connect).
+    let deadline = std::time::Instant::now() + CMD;
+    while !mig.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the incoming QEMU never listened on {}",
+            mig.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mon = Monitor::connect(&mon);
     Setup {
         dir,
