@@ -46,20 +46,25 @@ fn rx_deliver(
     (results, used)
 }
 
+/// One buffer big enough for any frame (id 7), then three small ones (ids 8-10, the second a
+/// two-descriptor chain), on pages BUF .. BUF + 0x4000.
+fn post_one_big_then_three_small(mem: &GuestMemory, d: &mut Driver) {
+    d.post(mem, 7, &[(BUF, 2048, F_WRITE)]);
+    d.post(mem, 8, &[(BUF + 0x1000, 100, F_WRITE)]);
+    d.post(
+        mem,
+        9,
+        &[(BUF + 0x2000, 50, F_WRITE), (BUF + 0x3000, 50, F_WRITE)],
+    );
+    d.post(mem, 10, &[(BUF + 0x4000, 100, F_WRITE)]);
+}
+
 #[test]
 fn rx_frames_fill_one_buffer_or_merge_across_several() {
     let mem = memory();
     let mut q = queue(16);
     let mut d = Driver::new(16);
-    // One buffer big enough; then three small ones (the second a two-descriptor chain).
-    d.post(&mem, 7, &[(BUF, 2048, F_WRITE)]);
-    d.post(&mem, 8, &[(BUF + 0x1000, 100, F_WRITE)]);
-    d.post(
-        &mem,
-        9,
-        &[(BUF + 0x2000, 50, F_WRITE), (BUF + 0x3000, 50, F_WRITE)],
-    );
-    d.post(&mem, 10, &[(BUF + 0x4000, 100, F_WRITE)]);
+    post_one_big_then_three_small(&mem, &mut d);
     let (r, used) = rx_deliver(&mem, &mut q, &mut d, true, &[64, 250], &[1, 1, 2, 1], None);
     assert_eq!(r, [Ok(()), Ok(())]);
     assert_eq!(
@@ -140,14 +145,7 @@ fn rx_marks_every_page_it_writes_in_the_dirty_log() {
     let mem = memory();
     let mut q = queue(16);
     let mut d = Driver::new(16);
-    d.post(&mem, 7, &[(BUF, 2048, F_WRITE)]);
-    d.post(&mem, 8, &[(BUF + 0x1000, 100, F_WRITE)]);
-    d.post(
-        &mem,
-        9,
-        &[(BUF + 0x2000, 50, F_WRITE), (BUF + 0x3000, 50, F_WRITE)],
-    );
-    d.post(&mem, 10, &[(BUF + 0x4000, 100, F_WRITE)]);
+    post_one_big_then_three_small(&mem, &mut d);
     // A posted buffer no frame reaches: its page must stay clean.
     d.post(&mem, 11, &[(BUF + 0x6000, 100, F_WRITE)]);
     let (r, _) = rx_deliver(&mem, &mut q, &mut d, true, &[64, 250], &[], Some(&log));
