@@ -15,6 +15,13 @@ use vswitch_testguest::{RawDesc, DESC_F_NEXT};
 /// Frames the attacker sends (each one a race against the flipper).
 const FRAMES: u64 = 20_000;
 
+/// Every this many rounds the flipper holds the locked MAC while one round is sent and taken,
+/// so some frames certainly carry the locked source: the check must let those through (the
+/// test is not satisfied by a switch that drops everything). Racing alone does not guarantee
+/// it: on two loaded cores the flipper can be descheduled holding the forged MAC for the
+/// whole run.
+const CALM_EVERY: u64 = 8;
+
 #[test]
 fn a_source_mac_flipped_during_forwarding_never_reaches_the_channel_mate() {
     let locked = mac(1);
@@ -33,12 +40,24 @@ fn a_source_mac_flipped_during_forwarding_never_reaches_the_channel_mate() {
     let src_at = vswitch_testguest::GuestAddress(frame.0 + 6);
 
     let stop = Arc::new(AtomicBool::new(false));
+    // `calm` asks the flipper to hold the locked MAC; `held` is its answer that it does.
+    let calm = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicBool::new(false));
     let poker = attacker.mem_poker();
     let flipper = {
-        let stop = stop.clone();
+        let (stop, calm, held) = (stop.clone(), calm.clone(), held.clone());
         thread::spawn(move || {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                if calm.load(Ordering::Acquire) {
+                    assert!(poker.write(src_at, &locked), "source MAC inside guest memory");
+                    held.store(true, Ordering::Release);
+                    while calm.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed) {
+                        thread::yield_now();
+                    }
+                    held.store(false, Ordering::Release);
+                    continue;
+                }
                 let m = if flips.is_multiple_of(2) {
                     forged
                 } else {
@@ -63,12 +82,33 @@ fn a_source_mac_flipped_during_forwarding_never_reaches_the_channel_mate() {
             *forged_seen += 1;
         }
     };
+    let ring_free = attacker.tx_free();
+    // Reclaims until every chain sent so far is taken back (bounded by the deadline).
+    let drain = |attacker: &mut vswitch_testguest::TestGuest| {
+        while attacker.tx_free() < ring_free && Instant::now() < deadline {
+            attacker.wait_tx_used(1, Duration::from_millis(50));
+        }
+    };
+    let mut rounds = 0u64;
     while sent < FRAMES && Instant::now() < deadline {
+        rounds += 1;
+        let calm_round = rounds.is_multiple_of(CALM_EVERY);
+        if calm_round {
+            drain(&mut attacker);
+            calm.store(true, Ordering::Release);
+            while !held.load(Ordering::Acquire) && Instant::now() < deadline {
+                thread::yield_now();
+            }
+        }
         attacker.reclaim_tx();
         let room = attacker.tx_free() / 2;
         for _ in 0..room.min(64) {
             attacker.send_raw_chain(&chain).expect("send");
             sent += 1;
+        }
+        if calm_round {
+            drain(&mut attacker);
+            calm.store(false, Ordering::Release);
         }
         while let Some(f) = mate.recv(Duration::from_millis(0)) {
             check(f, &mut received, &mut forged_seen);
