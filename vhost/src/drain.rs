@@ -171,7 +171,7 @@ impl NetBackend {
             cursor.parked = None;
             inner.tx_broken.fetch_and(!cursor.bit(), Ordering::AcqRel);
             info!(
-                "{}: TX ring {} reset by the frontend: serving it again",
+                "{}: TX ring reset by the frontend (virtqueue {}): serving it again",
                 inner.port.cfg.name,
                 cursor.pair * 2 + 1
             );
@@ -351,7 +351,7 @@ impl NetBackend {
         inner.tx_broken.fetch_or(cursor.bit(), Ordering::AcqRel);
         PortStats::add(&inner.port.stats.tx_ring_broken, 1);
         warn!(
-            "{}: TX ring {} broken: the guest moved its avail index {} entries ahead of the device \
+            "{}: TX ring broken (virtqueue {}): the guest moved its avail index {} entries ahead of the device \
              (ring size {}); the port's TX is parked until the frontend resets the ring \
              (GET_VRING_BASE / SET_VRING_*, device reset) or reconnects",
             inner.port.cfg.name,
