@@ -182,14 +182,19 @@ fn into_queues(
     let mask = ring.usable_queues();
     queues.clear();
     let mut used = 0u32;
-    for &(_, i) in group {
-        let q = flow::pick(mask, flow::flow_hash(&batch.frame(usize::from(i)))).unwrap_or(0);
-        queues.push(q as u8);
-        used |= 1 << q;
-    }
-    if mask == 0 {
+    if mask.count_ones() > 1 {
+        for &(_, i) in group {
+            let q = flow::pick(mask, flow::flow_hash(&batch.frame(usize::from(i)))).unwrap_or(0);
+            queues.push(q as u8);
+            used |= 1 << q;
+        }
+    } else if mask != 0 {
+        // One queue running: every frame goes there, nothing to hash.
+        let q = mask.trailing_zeros() as u8;
+        queues.resize(group.len(), q);
+        used = mask;
+    } else {
         // No queue running: nothing is looked at.
-        used = 0;
         ring.count_not_running(group.len() as u64);
         sink.drops.add(DropReason::NoRxBuffer, group.len() as u64);
     }
