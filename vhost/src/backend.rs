@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -26,12 +26,10 @@ use crate::features::{offered_features, offered_protocol_features, F_LOG_ALL};
 use crate::mem_view::MemView;
 use crate::memory::{GuestMemoryAtomic, Vring};
 use crate::park::RingResets;
-use crate::port::{PortShared, TxPoller, QUEUE_PAIRS};
+use crate::port::{PortShared, TxPoller};
+use crate::queues::pair_of;
 use crate::rx::RxRing;
 use crate::stats::PortStats;
-
-/// Queue index of the first RX queue and TX queue (virtio-net: even RX, odd TX).
-pub(crate) const RX_QUEUE: usize = 0;
 
 /// Device event id of the "publish your rings" event, beyond the queue and exit events.
 pub(crate) fn capture_event_id(num_queues: usize) -> u16 {
@@ -59,10 +57,10 @@ pub(crate) struct Inner {
     /// [`NetBackend::wait_rings_published`]).
     rings_ready: Mutex<bool>,
     rings_ready_cv: Condvar,
-    /// The guest kicked its TX queue since the last pass over it.
-    pub(crate) kicked: AtomicBool,
-    /// The TX ring is parked as broken (see `park.rs`); for `PortHandle::is_tx_broken`.
-    pub(crate) tx_broken: AtomicBool,
+    /// The guest kicked TX queue k (bit k: pair k) since the last pass over it.
+    pub(crate) kicked: AtomicU32,
+    /// TX queue k is parked as broken (bit k; see `park.rs`); for `PortHandle::is_tx_broken`.
+    pub(crate) tx_broken: AtomicU32,
     /// The frontend's ring resets on this connection (unpark a broken ring).
     pub(crate) ring_resets: RingResets,
     /// This connection's number on its port (see `TxCursor`).
@@ -89,8 +87,8 @@ impl NetBackend {
             published: AtomicBool::new(false),
             rings_ready: Mutex::new(false),
             rings_ready_cv: Condvar::new(),
-            kicked: AtomicBool::new(false),
-            tx_broken: AtomicBool::new(false),
+            kicked: AtomicU32::new(0),
+            tx_broken: AtomicU32::new(0),
             ring_resets: RingResets::default(),
             conn,
             capture,
@@ -127,9 +125,9 @@ impl NetBackend {
         self.0.conn
     }
 
-    /// True while the TX ring is parked as broken (until the frontend resets it).
+    /// True while a TX ring is parked as broken (until the frontend resets it).
     pub(crate) fn tx_broken(&self) -> bool {
-        self.0.tx_broken.load(Ordering::Acquire)
+        self.0.tx_broken.load(Ordering::Acquire) != 0
     }
 
     /// The eventfd that, once written, makes the worker publish its rings (see `port.rs`).
@@ -159,25 +157,27 @@ impl NetBackend {
     }
 
     fn num_queues_inner(&self) -> usize {
-        usize::from(QUEUE_PAIRS) * 2
+        usize::from(self.0.port.cfg.queue_pairs) * 2
     }
 
-    /// Publishes this connection's RX ring to the port, so other threads can deliver into it.
+    /// Publishes this connection's rings to the port: the RX rings so that other threads can
+    /// deliver into them, the TX rings for the thread that drains the port.
     fn publish_rings(&self, vrings: &[Vring]) {
         if self.0.published.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Some(rx) = vrings.get(RX_QUEUE) else {
+        let vrings = &vrings[..vrings.len().min(self.num_queues_inner())];
+        if vrings.len() < 2 {
             return;
-        };
-        if let Some(tx) = vrings.get(RX_QUEUE + 1) {
-            self.0.port.tx.store(Some(Arc::new(TxPoller {
-                backend: self.clone(),
-                vring: tx.clone(),
-            })));
         }
+        let rx: Vec<Vring> = vrings.iter().step_by(2).cloned().collect();
+        let tx: Vec<Vring> = vrings.iter().skip(1).step_by(2).cloned().collect();
+        self.0.port.tx.store(Some(Arc::new(TxPoller {
+            backend: self.clone(),
+            vrings: tx,
+        })));
         self.0.port.rx.publish(Some(Arc::new(RxRing {
-            vring: rx.clone(),
+            vrings: rx,
             view: self.0.view.clone(),
             features: self.0.acked.clone(),
             stats: self.0.port.stats.clone(),
@@ -224,7 +224,7 @@ impl VhostUserBackend for NetBackend {
 
     fn features(&self) -> u64 {
         let cfg = &self.0.port.cfg;
-        offered_features(cfg.mac.is_some(), QUEUE_PAIRS)
+        offered_features(cfg.mac.is_some(), cfg.queue_pairs)
     }
 
     fn acked_features(&self, features: u64) {
@@ -262,7 +262,11 @@ impl VhostUserBackend for NetBackend {
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
         let cfg = &self.0.port.cfg;
-        read_window(&config_space(cfg.mac, QUEUE_PAIRS, cfg.mtu), offset, size)
+        read_window(
+            &config_space(cfg.mac, cfg.queue_pairs, cfg.mtu),
+            offset,
+            size,
+        )
     }
 
     fn update_memory(&self, mem: GuestMemoryAtomic) -> io::Result<()> {
@@ -303,13 +307,13 @@ impl VhostUserBackend for NetBackend {
             return Ok(());
         }
         self.publish_rings(vrings);
-        let q = usize::from(device_event);
-        if q >= num_queues {
+        let Some((pair, is_tx)) = pair_of(usize::from(device_event), self.0.port.cfg.queue_pairs)
+        else {
             return Ok(());
-        }
-        if q % 2 == 1 {
+        };
+        if is_tx {
             // The next pass must look at the ring itself; wake whoever drains it.
-            self.0.kicked.store(true, Ordering::Release);
+            self.0.kicked.fetch_or(1 << pair, Ordering::AcqRel);
             if let Some(doorbell) = &self.0.port.cfg.tx_doorbell {
                 let _ = doorbell.write(1);
             }

@@ -28,6 +28,9 @@ pub enum PortError {
     /// Queue size not a power of two in range.
     #[error("max queue size {0} invalid: use a power of two in 256..=32768")]
     QueueSize(u16),
+    /// Queue pairs out of range.
+    #[error("{0} queue pairs invalid: use 1..=16")]
+    QueuePairs(u16),
     /// Guest memory limits out of range.
     #[error(
         "guest memory limits {0:?} invalid: use max_regions in 1..=509 and max_bytes from 1 MiB \

@@ -3,11 +3,11 @@
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use virtio_bindings::virtio_config::{VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1};
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
-    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_USO4, VIRTIO_NET_F_GUEST_USO6,
-    VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_HOST_USO,
-    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
-    VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN,
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_USO4,
+    VIRTIO_NET_F_GUEST_USO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_HOST_USO, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
@@ -62,7 +62,11 @@ pub fn offered_features(has_mac: bool, queue_pairs: u16) -> u64 {
         f |= 1u64 << VIRTIO_NET_F_MAC;
     }
     if queue_pairs > 1 {
-        f |= 1u64 << VIRTIO_NET_F_MQ;
+        // A driver uses MQ only with a control queue to choose the number of pairs (Linux
+        // drops MQ without CTRL_VQ). Frontends serve the control queue themselves (QEMU
+        // always; Cloud Hypervisor and DPDK virtio-user when it is offered) and then enable
+        // the pairs in use with SET_VRING_ENABLE: the port never sees a control queue.
+        f |= (1u64 << VIRTIO_NET_F_MQ) | (1u64 << VIRTIO_NET_F_CTRL_VQ);
     }
     f
 }
@@ -160,5 +164,7 @@ mod tests {
         let f = offered_features(true, 2);
         assert_ne!(f & (1 << VIRTIO_NET_F_MAC), 0);
         assert_ne!(f & (1 << VIRTIO_NET_F_MQ), 0);
+        assert_ne!(f & (1 << VIRTIO_NET_F_CTRL_VQ), 0);
+        assert_eq!(offered_features(true, 1) & (1 << VIRTIO_NET_F_CTRL_VQ), 0);
     }
 }

@@ -207,6 +207,31 @@ impl<'a> FrameRef<'a> {
         done
     }
 
+    /// Copies the frame's bytes from `offset` on into `out` (the bytes a delivery writes, as
+    /// [`FrameRef::copy_to`]): for looking past the parse prefix (a flow hash's L4 ports).
+    /// Returns the bytes copied, 0 for an offset at or past the end.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> usize {
+        let mut skip = offset;
+        let mut done = 0;
+        for (src, len) in self.delivery_pieces() {
+            if done >= out.len() {
+                break;
+            }
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let n = (len - skip).min(out.len() - done);
+            // SAFETY: as in `copy_to`: `src + skip..src + skip + n` lies inside a piece of
+            // this frame (prefix copy or checked segment, mapped while the batch lives), and
+            // `out[done..done + n]` is in bounds.
+            unsafe { copy_guest(out[done..].as_mut_ptr() as usize, src + skip, n) };
+            skip = 0;
+            done += n;
+        }
+        done
+    }
+
     /// How many leading bytes a delivery takes from the prefix copy instead of the frame's
     /// segments.
     #[inline(always)]

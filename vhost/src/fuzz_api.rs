@@ -107,7 +107,7 @@ pub fn rx_ring(vring: Vring, mem: GuestMemoryAtomic, features: u64) -> std::io::
     let view = Arc::new(MemView::new(fault));
     view.publish(mem.memory().into_inner())?;
     Ok(RxRing {
-        vring,
+        vrings: vec![vring],
         view,
         features: Arc::new(AtomicU64::new(features)),
         stats: Arc::new(PortStats::default()),

@@ -23,7 +23,7 @@
 //! - datapath: `drain` (a TX pass for the thread serving the port), `tx` (chains to frames),
 //!   [`frame`] (frames from any port), `rx` (frames into a guest), [`wire`] (header layouts),
 //!   [`offload`] (checksum completion and segmentation in software, pure);
-//! - [`stats`] (the port's counters); [`crossover`] (serving ports without a switch: the
+//! - [`stats`] (the port's counters), [`queues`] (queue pairs and their counters); [`crossover`] (serving ports without a switch: the
 //!   example, tests and fuzzing).
 
 #![deny(missing_docs)]
@@ -45,6 +45,7 @@ mod migrate_msgs;
 pub mod offload;
 mod park;
 mod port;
+pub mod queues;
 mod ring;
 pub mod rx;
 mod shim;
@@ -58,7 +59,8 @@ pub use drain::{TxCursor, TxPass};
 pub use error::PortError;
 pub use frame::{FrameBatch, FrameRef, HostFrameError, HostFrames, NetHdr};
 pub use mem_table::{MemLimits, MAX_MEM_BYTES, MAX_MEM_REGIONS, MIN_MEM_BYTES};
-pub use port::{Announce, NetPort, PortConfig, PortHandle, SocketRole};
+pub use port::{Announce, NetPort, PortConfig, PortHandle, SocketRole, MAX_QUEUE_PAIRS};
+pub use queues::QueuePairSnapshot;
 pub use ring::MAX_CHAIN_DESCS;
 pub use rx::{RxDrop, RxQueue, RxRing, RxWriter};
 pub use stats::{PortCounter, PortStats, PortStatsSnapshot};

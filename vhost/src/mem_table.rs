@@ -8,6 +8,11 @@
 //! st_size`, overflow-checked), and the frontend's regions must stay within the port's limits
 //! on their number and total size. REM_MEM_REG releases a region's share of the limits. A
 //! refused message is counted, logged once, and ends the connection (see the relay).
+//!
+//! With several queue pairs, QEMU 7.2 sends ADD_MEM_REG for every region once per queue pair
+//! (each pair is a vhost device of its own): an ADD_MEM_REG of a region identical to one
+//! already mapped is a *repeat*, acknowledged by the relay without mapping anything again,
+//! and the matching REM_MEM_REG removes a repeat first ([`MemTableGuard::repeat`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -103,6 +108,7 @@ pub(crate) enum MemRefused {
 struct Region {
     gpa: u64,
     size: u64,
+    user: u64,
     offset: u64,
 }
 
@@ -116,6 +122,7 @@ fn region_at(b: &[u8], at: usize) -> Option<Region> {
     Some(Region {
         gpa: u64_at(b, at)?,
         size: u64_at(b, at + 8)?,
+        user: u64_at(b, at + 16)?,
         offset: u64_at(b, at + 24)?,
     })
 }
@@ -125,6 +132,8 @@ fn region_at(b: &[u8], at: usize) -> Option<Region> {
 pub(crate) struct MemTableGuard {
     limits: MemLimits,
     regions: Vec<Region>,
+    /// Repeated ADD_MEM_REGs not passed on (see the module doc); at most `max_regions`.
+    repeats: Vec<Region>,
     name: String,
     stats: Arc<PortStats>,
 }
@@ -134,8 +143,46 @@ impl MemTableGuard {
         MemTableGuard {
             limits,
             regions: Vec::new(),
+            repeats: Vec::new(),
             name,
             stats,
+        }
+    }
+
+    /// True when the message is an ADD_MEM_REG of a region already mapped (identical address,
+    /// size, frontend address and offset), or the REM_MEM_REG of such a repeat: the relay
+    /// acknowledges it itself, nothing is mapped or unmapped. Repeats are bounded by the
+    /// region limit; one more is passed on (and the daemon refuses the overlap).
+    pub(crate) fn repeat(&mut self, request: u32, payload: &[u8]) -> bool {
+        let add = match FrontendReq::try_from(request) {
+            Ok(FrontendReq::ADD_MEM_REG) => true,
+            Ok(FrontendReq::REM_MEM_REG) => false,
+            _ => return false,
+        };
+        if payload.len() != SINGLE_PAD_LEN + REGION_LEN {
+            return false;
+        }
+        let Some(r) = region_at(payload, SINGLE_PAD_LEN) else {
+            return false;
+        };
+        if add {
+            let room = self.repeats.len() < self.limits.max_regions as usize;
+            if room && self.regions.contains(&r) {
+                self.repeats.push(r);
+                return true;
+            }
+            return false;
+        }
+        match self
+            .repeats
+            .iter()
+            .position(|t| t.gpa == r.gpa && t.size == r.size)
+        {
+            Some(i) => {
+                self.repeats.swap_remove(i);
+                true
+            }
+            None => false,
         }
     }
 
@@ -202,6 +249,7 @@ impl MemTableGuard {
         }
         self.within_limits(&regions)?;
         self.regions = regions;
+        self.repeats.clear();
         Ok(())
     }
 
@@ -380,6 +428,26 @@ mod tests {
             g.check(5, &table(&[region(0, 32 << 40, 0)]), &huge),
             Err(MemRefused::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_region_added_again_for_another_queue_pair_is_a_bounded_repeat() {
+        let mut g = guard(2, 1 << 30);
+        let fd = [memfd(1 << 20)];
+        let r = single(region(0, 1 << 20, 0));
+        assert!(!g.repeat(37, &r), "first add: passed on");
+        assert!(g.check(37, &r, &fd).is_ok());
+        assert!(g.repeat(37, &r), "same region again: a repeat");
+        assert!(g.repeat(37, &r));
+        assert!(!g.repeat(37, &r), "repeats are bounded by the region limit");
+        // Another region, or the same address with another offset, is no repeat.
+        assert!(!g.repeat(37, &single(region(0, 1 << 20, 4096))));
+        assert!(!g.repeat(37, &single(region(1 << 20, 1 << 20, 0))));
+        // Removals take the repeats first, then reach the daemon.
+        assert!(g.repeat(38, &r));
+        assert!(g.repeat(38, &r));
+        assert!(!g.repeat(38, &r));
+        assert!(!g.repeat(38, &r[..20]), "malformed: never a repeat");
     }
 
     #[test]

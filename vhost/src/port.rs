@@ -29,6 +29,7 @@ use crate::frame::FrameBatch;
 use crate::mem_table::{MemLimits, MemTableGuard};
 use crate::memory::{GuestMemory, GuestMemoryAtomic};
 use crate::migrate_msgs::MigrationMsgs;
+use crate::queues::QueuePairSnapshot;
 use crate::rx::RxQueue;
 use crate::shim::ShimEndpoint;
 use crate::socket::{FileId, DEFAULT_SOCKET_MODE};
@@ -45,9 +46,9 @@ pub enum SocketRole {
     Connect,
 }
 
-/// Queue pairs (RX/TX) offered: one. Multiqueue needs a datapath thread per queue pair
-/// first; offering more pairs than are served would strand the guests' extra queues.
-pub(crate) const QUEUE_PAIRS: u16 = 1;
+/// Most queue pairs (RX/TX) a port may offer (`PortConfig::queue_pairs`): virtqueues
+/// 0..2N, pair k being RX 2k and TX 2k+1 (docs/multiqueue.md).
+pub const MAX_QUEUE_PAIRS: u16 = 16;
 
 /// How long a new connection's port thread waits for its worker thread to publish the rings
 /// before serving the frontend: a hang guard (the worker does it as soon as it first runs).
@@ -68,6 +69,9 @@ pub struct PortConfig {
     pub mtu: u16,
     /// Largest ring the frontend may configure.
     pub max_queue_size: u16,
+    /// Queue pairs offered (1..=[`MAX_QUEUE_PAIRS`]): with more than one, VIRTIO_NET_F_MQ
+    /// (and CTRL_VQ, which the frontend serves itself) and `max_virtqueue_pairs` = N.
+    pub queue_pairs: u16,
     /// Written (one `write(1)`) when the guest kicks its TX queue after
     /// [`PortHandle::arm_tx`]: the doorbell of the thread that drains this port, which then
     /// polls it ([`PortHandle::poll_tx`]). `None`: that thread polls without sleeping.
@@ -102,6 +106,7 @@ impl PortConfig {
             mac: None,
             mtu: 1500,
             max_queue_size: 32768,
+            queue_pairs: 1,
             tx_doorbell: None,
             mem_limits: MemLimits::default(),
             socket_mode: DEFAULT_SOCKET_MODE,
@@ -163,6 +168,13 @@ impl PortHandle {
     pub fn stats(&self) -> PortStatsSnapshot {
         self.0.stats.snapshot()
     }
+    /// Counters of each queue pair the port offers (`queue_pairs` of them, pair 0 first).
+    pub fn queue_stats(&self) -> Vec<QueuePairSnapshot> {
+        self.0
+            .stats
+            .queues
+            .snapshot(usize::from(self.0.cfg.queue_pairs))
+    }
     /// True while a frontend is connected.
     pub fn is_connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
@@ -198,30 +210,34 @@ impl PortHandle {
         match self.0.tx.load().as_ref() {
             Some(p) => {
                 cursor.follow(p.backend.conn());
-                p.backend.drain_tx(&p.vring, cursor, scratch, &mut each)
+                p.backend.drain_tx(&p.vrings, cursor, scratch, &mut each)
             }
             None => TxPass::default(),
         }
     }
 
-    /// Before the draining thread sleeps: asks the guest to kick its TX queue on its next
-    /// frame (the kick rings [`PortConfig::tx_doorbell`]). Returns true if frames arrived
+    /// Before the draining thread sleeps: asks the guest to kick its TX queues on their next
+    /// frame (a kick rings [`PortConfig::tx_doorbell`]). Returns true if frames arrived
     /// meanwhile (poll again).
     pub fn arm_tx(&self, cursor: &mut TxCursor) -> bool {
         match self.0.tx.load().as_ref() {
             Some(p) => {
                 cursor.follow(p.backend.conn());
-                p.backend.arm_tx(&p.vring, cursor)
+                let mut pending = false;
+                for (k, vring) in p.vrings.iter().enumerate() {
+                    pending |= p.backend.arm_tx(vring, cursor.queue(k));
+                }
+                pending
             }
             None => false,
         }
     }
 }
 
-/// The TX ring of the current connection, for a polling thread.
+/// The TX rings of the current connection (queue pair order), for a polling thread.
 pub(crate) struct TxPoller {
     pub(crate) backend: NetBackend,
-    pub(crate) vring: crate::memory::Vring,
+    pub(crate) vrings: Vec<crate::memory::Vring>,
 }
 
 /// A running port. Dropping it stops it.
@@ -237,6 +253,9 @@ impl NetPort {
     pub fn start(cfg: PortConfig) -> Result<NetPort, PortError> {
         if !(256..=32768).contains(&cfg.max_queue_size) || !cfg.max_queue_size.is_power_of_two() {
             return Err(PortError::QueueSize(cfg.max_queue_size));
+        }
+        if !(1..=MAX_QUEUE_PAIRS).contains(&cfg.queue_pairs) {
+            return Err(PortError::QueuePairs(cfg.queue_pairs));
         }
         if !cfg.mem_limits.is_valid() {
             return Err(PortError::MemLimits(cfg.mem_limits));
@@ -346,7 +365,7 @@ fn new_daemon(shared: &Arc<PortShared>) -> Result<(Daemon, NetBackend), PortErro
         .map_err(|e| PortError::Daemon(e.to_string()))?;
     // Ask the worker to publish its rings now, before any kick: a frontend may never kick its
     // RX queue (DPDK does not), yet others must be able to deliver into it.
-    let num_queues = usize::from(QUEUE_PAIRS) * 2;
+    let num_queues = usize::from(shared.cfg.queue_pairs) * 2;
     let id = capture_event_id(num_queues);
     if let Some(h) = daemon.get_epoll_handlers().first() {
         h.register_listener(

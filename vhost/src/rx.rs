@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use vhost_user_backend::VringT;
+use virtio_queue::QueueT;
 
 use crate::dirty_log::{self, DirtyLog, LogMap};
 use crate::features::Negotiated;
@@ -42,9 +43,10 @@ pub enum RxDrop {
     Offload,
 }
 
-/// The RX ring of the current connection, as published by the port's backend.
+/// The RX rings of the current connection (one per queue pair, pair 0 first), as published
+/// by the port's backend.
 pub struct RxRing {
-    pub(crate) vring: Vring,
+    pub(crate) vrings: Vec<Vring>,
     pub(crate) view: Arc<MemView>,
     pub(crate) features: Arc<AtomicU64>,
     pub(crate) stats: Arc<PortStats>,
@@ -74,12 +76,43 @@ impl RxQueue {
 }
 
 impl RxRing {
-    /// Locks the ring for one batch of deliveries and runs `f` with a writer; afterwards the
-    /// used entries are published with one store and the guest is notified once if it wants.
-    /// Returns `None` (without calling `f`) while the ring is not running (not started,
-    /// disabled, stopped, or its areas are not guest memory).
+    /// Queue pairs of the port (RX rings, running or not).
+    #[inline]
+    pub fn queue_pairs(&self) -> usize {
+        self.vrings.len()
+    }
+
+    /// The RX queues a delivery may use now, bit k for pair k: enabled by the frontend
+    /// (SET_VRING_ENABLE, or every ring when it did not negotiate PROTOCOL_FEATURES) and set
+    /// up. Locks each ring once: call it once per batch, for a port with several pairs.
+    pub fn usable_queues(&self) -> u32 {
+        let mut mask = 0u32;
+        for (k, vring) in self.vrings.iter().enumerate().take(32) {
+            let state = vring.get_ref();
+            if state.is_enabled() && state.get_queue().ready() {
+                mask |= 1 << k;
+            }
+        }
+        mask
+    }
+
+    /// [`RxRing::with_queue_writer`] on queue pair 0.
+    #[inline]
     pub fn with_writer<R>(&self, f: impl FnOnce(&mut RxWriter<'_>) -> R) -> Option<R> {
-        let mut state = self.vring.get_mut();
+        self.with_queue_writer(0, f)
+    }
+
+    /// Locks the RX ring of queue pair `pair` for one batch of deliveries and runs `f` with a
+    /// writer; afterwards the used entries are published with one store and the guest is
+    /// notified once if it wants. Returns `None` (without calling `f`) while the ring is not
+    /// running (not started, disabled, stopped, or its areas are not guest memory), or for a
+    /// pair the port does not have.
+    pub fn with_queue_writer<R>(
+        &self,
+        pair: usize,
+        f: impl FnOnce(&mut RxWriter<'_>) -> R,
+    ) -> Option<R> {
+        let mut state = self.vrings.get(pair)?.get_mut();
         if !state.is_enabled() {
             return None;
         }
@@ -135,6 +168,9 @@ impl RxRing {
         PortStats::add(&stats.rx_no_buffer, counts.no_buffer);
         PortStats::add(&stats.rx_bad_descriptor, counts.bad_descriptor);
         PortStats::add(&stats.rx_oversize, counts.oversize);
+        let q = stats.queues.pair(pair);
+        PortStats::add(&q.to_guest_frames, counts.frames);
+        PortStats::add(&q.to_guest_bytes, counts.bytes);
         if notify {
             match state.signal_used_queue() {
                 Ok(()) => PortStats::add(&stats.notifications, 1),

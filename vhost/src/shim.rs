@@ -229,6 +229,13 @@ fn relay(
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             }
+            if guard.repeat(m.request(), &m.bytes[HDR_LEN..]) {
+                debug!("relay: memory region message repeated for another queue pair: acked here");
+                if ack {
+                    send_msg(frontend, Side::Frontend, &reply_u64(m.request(), 0), &[])?;
+                }
+                continue;
+            }
             if let Err(e) = guard.check(m.request(), &m.bytes[HDR_LEN..], &m.fds) {
                 // Refused before the daemon maps anything: a NACK if the frontend asked for a
                 // reply, then the connection ends (the guard counted and logged it).

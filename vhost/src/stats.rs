@@ -28,6 +28,8 @@ macro_rules! port_counters {
         #[derive(Debug, Default)]
         pub struct PortStats {
             $($(#[doc = $doc])+ pub $name: AtomicU64,)+
+            /// The same traffic per queue pair (`crate::queues`).
+            pub queues: crate::queues::QueueCounters,
         }
 
         /// A point-in-time copy of [`PortStats`].

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vswitch run [--config FILE] [--port SPEC]... [--uplink SPEC]... [--ctl PATH] [--metrics ADDR] [--log-level LEVEL] [--stats-interval SECS]
-//!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N]
+//!   SPEC = NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N][,queues=N]
 //!          [,rate=MBIT[,burst=KB]][,pps=N]
 //!   uplink SPEC = NAME,kind=dot1ad,interface=IF[,channels=LIST][,reflective-relay=on|off][,mac-limit=N][,mtu=N]
 //!               | NAME,kind=vxlan,local=IP[:PORT],remote=IP[,remote=IP...][,channels=LIST][,mac-limit=N][,mtu=N]
@@ -81,6 +81,8 @@ Ports come from --config FILE (first) and --port flags (then). SPEC keys:
                     over an uplink carrying the channel (channel-mode=vepa with mode=connect)
   mac-limit=N       most MACs this port may have learned at once
   mtu=N             MTU offered to the guest, 68..=9000 (default 1500)
+  queues=N          queue pairs offered to the guest (multiqueue), 1..=16 (default 1); give QEMU
+                    the same (-netdev vhost-user,...,queues=N -device virtio-net-pci,mq=on)
   socket-mode=MODE  permissions of the socket, octal (default [switch] socket_mode, 0660)
   rate=MBIT         most the VM may send, Mbit/s; excess frames are dropped (policed)
   burst=KB          depth of the rate= bucket (default 10 ms at the rate, at least 16 KiB)
@@ -127,6 +129,7 @@ FILE (TOML; every table optional, unknown keys are errors):
   mode = \"listen\"
   mac-limit = 64
   mtu = 1500
+  queues = 1             # queue pairs (multiqueue), 1..=16
   [[uplink]]
   name = \"up0\"
   kind = \"dot1ad\"          # or \"vxlan\" with local = \"192.0.2.1\" and remote = [\"192.0.2.2\"]
@@ -144,7 +147,7 @@ struct RunArgs {
     /// TOML file with [[port]], [[uplink]], [policy], [fdb] and [switch] tables.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// A port: NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N].
+    /// A port: NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect|vepa][,mac-limit=N][,mtu=N][,queues=N].
     /// Repeat for more ports; they are added after the file's ports.
     #[arg(long = "port", value_name = "SPEC")]
     ports: Vec<String>,

@@ -35,6 +35,8 @@ pub struct PortSpec {
     pub mac_limit: Option<u32>,
     /// MTU offered to the guest.
     pub mtu: u16,
+    /// Queue pairs offered to the guest (`queues=`, 1..=16; docs/multiqueue.md).
+    pub queues: u16,
     /// Permissions of the socket (listen role; `None`: the switch default).
     pub socket_mode: Option<u32>,
     /// Transmit-side rate limit (`rate=`, `burst=`, `pps=`); default: none.
@@ -53,6 +55,7 @@ impl PortSpec {
             mac: None,
             mac_limit: None,
             mtu: 1500,
+            queues: 1,
             socket_mode: None,
             rate: RateLimit::default(),
         }

@@ -2,7 +2,7 @@
 //! text.
 
 use serde::Serialize;
-use vswitch_vhost::PortStatsSnapshot;
+use vswitch_vhost::{PortStatsSnapshot, QueuePairSnapshot};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +34,8 @@ pub struct PortInfo {
     pub mac: Option<String>,
     /// MAC limit.
     pub mac_limit: u32,
+    /// Queue pairs offered (`queues=`).
+    pub queues: u16,
     /// A frontend is connected.
     pub connected: bool,
     /// The guest broke its TX ring (avail index jump): the port's TX is parked until the
@@ -151,6 +153,31 @@ pub struct PortStatsOut {
     /// vhost-level counters (rings, descriptors, notifications).
     #[serde(serialize_with = "ser_port")]
     pub port: PortStatsSnapshot,
+    /// The traffic of each queue pair (pair 0 first; docs/multiqueue.md).
+    #[serde(serialize_with = "ser_queues")]
+    pub queues: Vec<QueuePairSnapshot>,
+}
+
+/// Each queue pair's counters as an object: `queue` (the pair's number), then the counters
+/// keyed by name, in field order.
+fn ser_queues<S: serde::Serializer>(q: &[QueuePairSnapshot], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::{SerializeMap, SerializeSeq};
+    struct Pair<'a>(usize, &'a QueuePairSnapshot);
+    impl Serialize for Pair<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(QueuePairSnapshot::FIELDS.len() + 1))?;
+            m.serialize_entry("queue", &self.0)?;
+            for (name, value) in QueuePairSnapshot::FIELDS.iter().zip(self.1.values()) {
+                m.serialize_entry(name, &value)?;
+            }
+            m.end()
+        }
+    }
+    let mut seq = s.serialize_seq(Some(q.len()))?;
+    for (k, pair) in q.iter().enumerate() {
+        seq.serialize_element(&Pair(k, pair))?;
+    }
+    seq.end()
 }
 
 /// The vhost-level counters as an object keyed by counter name, in field order.
@@ -320,6 +347,21 @@ impl SwitchStats {
                         .collect(),
                 );
             }
+        }
+        for (i, name) in QueuePairSnapshot::FIELDS.iter().enumerate() {
+            family(
+                &format!("port_queue_{name}"),
+                "Per queue pair: frames and bytes from the guest's TX queue, into its RX queue",
+                self.ports
+                    .iter()
+                    .flat_map(|p| {
+                        p.queues.iter().enumerate().map(move |(k, q)| {
+                            let labels = vec![("port", p.name.clone()), ("queue", k.to_string())];
+                            (labels, q.values()[i])
+                        })
+                    })
+                    .collect(),
+            );
         }
         let drops = |labels: Labels, d: &Drops| -> Vec<(Labels, u64)> {
             DropReason::ALL

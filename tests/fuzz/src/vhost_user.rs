@@ -73,6 +73,8 @@ fn fixture() -> &'static Fixture {
         let mut cfg = PortConfig::new("fuzz", &sock, SocketRole::Listen);
         cfg.mac = Some([0x52, 0x54, 0, 0, 0, 1]);
         cfg.tx_doorbell = Some(doorbell.clone());
+        // Two queue pairs: hostile inputs reach the rings of the second pair (and past it).
+        cfg.queue_pairs = 2;
         let port = NetPort::start(cfg).expect("port starts");
         let loopback = Crossover::start(vec![(port.handle(), port.handle())], doorbell)
             .expect("loopback thread");

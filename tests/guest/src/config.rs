@@ -33,6 +33,10 @@ pub struct GuestConfig {
     pub connect_timeout: Duration,
     /// MAC used by [`crate::TestGuest::mac`] when the backend provides none in config space.
     pub mac: [u8; 6],
+    /// The queue pair the guest drives (default 0): its RX and TX queues are virtqueues
+    /// 2k and 2k+1, and the pairs below it are never set up or enabled (a multiqueue device
+    /// whose driver uses one of its later pairs).
+    pub queue_pair: u16,
 }
 
 impl Default for GuestConfig {
@@ -49,6 +53,19 @@ impl Default for GuestConfig {
             call_fd: true,
             connect_timeout: Duration::from_secs(10),
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            queue_pair: 0,
         }
+    }
+}
+
+impl GuestConfig {
+    /// The virtqueue index of the driven pair's RX queue (its TX queue is the next one).
+    pub fn first_virtqueue(&self) -> usize {
+        usize::from(self.queue_pair) * 2
+    }
+
+    /// Virtqueues up to and including the driven pair's.
+    pub fn virtqueues(&self) -> u64 {
+        (u64::from(self.queue_pair) + 1) * 2
     }
 }

@@ -117,7 +117,7 @@ impl TestGuest {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let mut fe = Frontend::from_stream(sock, 2);
+        let mut fe = Frontend::from_stream(sock, cfg.virtqueues());
         let neg = frontend::negotiate(
             &mut fe,
             &mut raw,
@@ -170,9 +170,10 @@ impl TestGuest {
     /// indices as the base.
     pub(crate) fn start_device(&mut self) -> Result<(), GuestError> {
         frontend::set_mem_table(&mut self.fe, &self.mem, self.neg.protocol)?;
+        let first = self.cfg.first_virtqueue();
         for (index, q) in [(RX_QUEUE, &self.rx.q), (TX_QUEUE, &self.tx.q)] {
             let start = QueueStart {
-                index,
+                index: first + index,
                 ring: q.ring,
                 base: q.device_used_idx(&self.mem)?,
                 kick: &q.kick,
@@ -185,7 +186,7 @@ impl TestGuest {
                 &mut self.fe,
                 self.neg.features,
                 self.neg.protocol,
-                index,
+                first + index,
                 true,
             )?;
         }

@@ -90,7 +90,7 @@ impl TestGuest {
             path: self.path.clone(),
             source: e,
         })?;
-        self.fe = Frontend::from_stream(sock, 2);
+        self.fe = Frontend::from_stream(sock, self.cfg.virtqueues());
         self.sock = raw.try_clone().map_err(|e| GuestError::Connect {
             path: self.path.clone(),
             source: e,
@@ -120,9 +120,10 @@ impl TestGuest {
     /// KICK / CALL and SET_VRING_ENABLE. Returns the base the backend reported.
     pub fn restart_queue(&mut self, queue: usize) -> Result<u32, GuestError> {
         use vhost::VhostBackend;
+        let vq = self.cfg.first_virtqueue() + queue;
         let stopped = self
             .fe
-            .get_vring_base(queue)
+            .get_vring_base(vq)
             .map_err(GuestError::protocol("GET_VRING_BASE"))?;
         let q = match queue {
             RX_QUEUE => &self.rx.q,
@@ -130,20 +131,14 @@ impl TestGuest {
             _ => return Err(GuestError::Config(format!("no queue {queue}"))),
         };
         let start = frontend::QueueStart {
-            index: queue,
+            index: vq,
             ring: q.ring,
             base: q.device_used_idx(&self.mem)?,
             kick: &q.kick,
             call: self.cfg.call_fd.then_some(&q.call),
         };
         frontend::start_queue(&mut self.fe, &self.mem, self.neg.protocol, &start)?;
-        frontend::enable_queue(
-            &mut self.fe,
-            self.neg.features,
-            self.neg.protocol,
-            queue,
-            true,
-        )?;
+        frontend::enable_queue(&mut self.fe, self.neg.features, self.neg.protocol, vq, true)?;
         Ok(stopped)
     }
 

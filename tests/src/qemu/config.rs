@@ -30,6 +30,9 @@ pub struct NicConfig {
     pub ip: Option<String>,
     /// Extra `-device virtio-net-pci` properties, e.g. "mrg_rxbuf=off,csum=off".
     pub device_opts: String,
+    /// Queue pairs (`-netdev vhost-user,...,queues=N`; with more than one, the device gets
+    /// `mq=on`). MSI-X stays off (`vectors=0`: QEMU 7.2 under TCG crashes with it).
+    pub queues: u16,
 }
 
 impl NicConfig {
@@ -40,6 +43,7 @@ impl NicConfig {
             mac: mac.to_string(),
             ip: ip.map(str::to_string),
             device_opts: String::new(),
+            queues: 1,
         }
     }
 }
@@ -52,6 +56,8 @@ pub struct GuestConfig {
     pub nics: Vec<NicConfig>,
     /// Guest RAM in MiB (the memfd backend has the same size).
     pub memory_mb: u32,
+    /// Virtual CPUs (`-smp`; default 1).
+    pub cpus: u32,
     /// Appended to the kernel command line.
     pub extra_cmdline: String,
     /// Appended to QEMU's arguments.
@@ -74,6 +80,7 @@ impl GuestConfig {
             name: name.to_string(),
             nics: Vec::new(),
             memory_mb: 256,
+            cpus: 1,
             extra_cmdline: String::new(),
             extra_args: Vec::new(),
             console_log: None,
@@ -118,7 +125,7 @@ impl GuestConfig {
             "-cpu",
             "max",
             "-smp",
-            "1",
+            &self.cpus.max(1).to_string(),
             "-m",
             &format!("{m}M"),
             "-object",
@@ -154,16 +161,22 @@ impl GuestConfig {
                 cmdline.push_str(&format!(" vsw.ip{suffix}={ip}"));
             }
             cmdline.push_str(&format!(" vsw.mac{suffix}={}", nic.mac));
-            let extra = if nic.device_opts.is_empty() {
+            let mut extra = if nic.device_opts.is_empty() {
                 String::new()
             } else {
                 format!(",{}", nic.device_opts)
+            };
+            let queues = if nic.queues > 1 {
+                extra.push_str(",mq=on");
+                format!(",queues={}", nic.queues)
+            } else {
+                String::new()
             };
             args.extend([
                 "-chardev".into(),
                 format!("socket,id=vhu{i},path={sock}{role}"),
                 "-netdev".into(),
-                format!("vhost-user,id=net{i},chardev=vhu{i}"),
+                format!("vhost-user,id=net{i},chardev=vhu{i}{queues}"),
                 "-device".into(),
                 format!(
                     "virtio-net-pci,netdev=net{i},mac={},vectors=0{extra}",

@@ -30,6 +30,8 @@ pub struct VswitchPort {
     pub channel: u16,
     pub mac: Option<String>,
     pub mode: PortMode,
+    /// Queue pairs (`queues=`, written when more than one).
+    pub queues: u16,
 }
 
 impl VswitchPort {
@@ -41,6 +43,7 @@ impl VswitchPort {
             channel,
             mac: None,
             mode: PortMode::Listen,
+            queues: 1,
         }
     }
 
@@ -55,6 +58,12 @@ impl VswitchPort {
     /// Sets the VM's MAC (`mac=`: offered in the config space, source-locked).
     pub fn mac(mut self, mac: &str) -> Self {
         self.mac = Some(mac.to_string());
+        self
+    }
+
+    /// Sets the queue pairs offered (`queues=`).
+    pub fn queues(mut self, n: u16) -> Self {
+        self.queues = n;
         self
     }
 
@@ -79,6 +88,9 @@ impl VswitchPort {
         if let Some(mac) = &self.mac {
             s.push_str(",mac=");
             s.push_str(mac);
+        }
+        if self.queues > 1 {
+            s.push_str(&format!(",queues={}", self.queues));
         }
         Ok(s)
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use log::warn;
 use vhost_user_backend::VringT;
 
-use super::{TxCursor, TxOutcome};
+use super::{QueueCursor, TxOutcome};
 use crate::backend::NetBackend;
 use crate::dirty_log;
 use crate::features::Negotiated;
@@ -19,7 +19,7 @@ use crate::tx::{take_packed_chains, TxBatchCounts, TxScratch, MAX_BATCH, TX_PASS
 
 impl NetBackend {
     /// [`NetBackend::arm_tx`] for a packed ring.
-    pub(super) fn arm_tx_packed(&self, vring: &Vring, cursor: &mut TxCursor) -> bool {
+    pub(super) fn arm_tx_packed(&self, vring: &Vring, cursor: &mut QueueCursor) -> bool {
         let mem_arc = self.inner().view.load();
         let state = vring.get_mut();
         if !state.is_enabled() {
@@ -40,7 +40,7 @@ impl NetBackend {
     pub(super) fn tx_batch_packed(
         &self,
         vring: &Vring,
-        cursor: &mut TxCursor,
+        cursor: &mut QueueCursor,
         scratch: &mut TxScratch,
         reads: &mut u32,
         total: &mut TxBatchCounts,
@@ -100,7 +100,7 @@ impl NetBackend {
                 state.is_enabled(),
                 state.get_queue(),
             ));
-            inner.tx_broken.store(true, Ordering::Release);
+            inner.tx_broken.fetch_or(cursor.bit(), Ordering::AcqRel);
             PortStats::add(&inner.port.stats.tx_ring_broken, 1);
             warn!(
                 "{}: TX ring broken: a chain of the packed ring does not end within the ring \
@@ -111,12 +111,7 @@ impl NetBackend {
             );
         }
         cursor.peek = Some(AvailPeek::packed(mem_arc.clone(), &ring));
-        let stats = &inner.port.stats;
-        PortStats::add(&stats.from_guest_frames, counts.frames);
-        PortStats::add(&stats.from_guest_bytes, counts.bytes);
-        PortStats::add(&stats.tx_bad_descriptor, counts.bad_descriptor);
-        PortStats::add(&stats.tx_oversize, counts.oversize);
-        PortStats::add(&stats.tx_runt, counts.runt);
+        self.count_batch(cursor, &counts);
         total.add(&counts);
         outcome
     }

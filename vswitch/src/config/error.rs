@@ -143,7 +143,7 @@ pub enum ConfigError {
     /// A `--port` flag whose text does not have the `NAME,key=value,...` shape.
     #[error(
         "{at}: {detail}; write NAME,socket=PATH,channel=SVID[,mac=MAC][,mode=listen|connect]\
-         [,mac-limit=N][,mtu=N], e.g. vm1,socket=/run/vm1.sock,channel=100"
+         [,mac-limit=N][,mtu=N][,queues=N], e.g. vm1,socket=/run/vm1.sock,channel=100"
     )]
     MalformedSpec {
         /// Where.

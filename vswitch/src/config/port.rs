@@ -59,6 +59,9 @@ pub fn port_spec(raw: RawPort, at: &Origin) -> Result<PortSpec, ConfigError> {
     if let Some(mtu) = raw.mtu {
         spec.mtu = mtu_value(&mtu, at)?;
     }
+    if let Some(queues) = raw.queues {
+        spec.queues = queue_pairs(&queues, at)?;
+    }
     if let Some(mode) = raw.socket_mode {
         spec.socket_mode = Some(socket_mode(&mode, "socket-mode", at)?);
     }
@@ -233,6 +236,18 @@ pub fn mtu_value(raw: &RawNumber, at: &Origin) -> Result<u16, ConfigError> {
             key: "mtu",
             value: truncate(&raw.to_string()),
             expected: "use a whole number of bytes in 68..=9000, e.g. 1500",
+        })
+}
+
+/// `queues=`: queue pairs, 1..=[`vswitch_vhost::MAX_QUEUE_PAIRS`].
+pub fn queue_pairs(raw: &RawNumber, at: &Origin) -> Result<u16, ConfigError> {
+    raw.in_range(1..=u64::from(vswitch_vhost::MAX_QUEUE_PAIRS))
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| ConfigError::BadNumber {
+            at: at.clone(),
+            key: "queues",
+            value: truncate(&raw.to_string()),
+            expected: "use a whole number of queue pairs in 1..=16, e.g. queues=4",
         })
 }
 

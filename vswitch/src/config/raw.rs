@@ -111,7 +111,7 @@ impl RawNumber {
 
 /// The keys of a port, for messages.
 pub const PORT_KEYS: &str =
-    "name, socket, channel, mac, mode, mac-limit, mtu, channel-mode, socket-mode, rate, burst, pps";
+    "name, socket, channel, mac, mode, mac-limit, mtu, queues, channel-mode, socket-mode, rate, burst, pps";
 
 /// One port as written: a `[[port]]` table, a control-API object, or parsed `--port` text.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -133,6 +133,8 @@ pub struct RawPort {
     pub mac_limit: Option<RawNumber>,
     /// MTU.
     pub mtu: Option<RawNumber>,
+    /// Queue pairs.
+    pub queues: Option<RawNumber>,
     /// `veb` (default) or `vepa` (needs an uplink carrying the port's channel).
     #[serde(alias = "channel_mode")]
     pub channel_mode: Option<String>,
@@ -301,6 +303,7 @@ impl RawPort {
                 "mode" => set(&mut raw.mode, value),
                 "mac-limit" | "mac_limit" => set(&mut raw.mac_limit, RawNumber::Text(value)),
                 "mtu" => set(&mut raw.mtu, RawNumber::Text(value)),
+                "queues" => set(&mut raw.queues, RawNumber::Text(value)),
                 "channel-mode" | "channel_mode" => set(&mut raw.channel_mode, value),
                 "socket-mode" | "socket_mode" => set(&mut raw.socket_mode, RawNumber::Text(value)),
                 "rate" => set(&mut raw.rate, RawNumber::Text(value)),

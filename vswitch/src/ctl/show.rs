@@ -50,6 +50,7 @@ pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
         ("ROLE", Left),
         ("MAC", Left),
         ("STATE", Left),
+        ("QUEUES", Right),
         ("RX", Right),
         ("TX", Right),
         ("DROPS", Right),
@@ -70,6 +71,7 @@ pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
             cell(&p["role"]),
             cell(&p["mac"]),
             state.into(),
+            cell(&p["queues"]),
             count(&c["in_frames"]),
             count(&c["out_frames"]),
             if c.is_null() {
@@ -211,6 +213,10 @@ pub fn stats(v: &Value) -> String {
         ),
         "no channel has members or traffic\n",
     );
+    let queues = queue_pairs(&v["ports"]);
+    if !queues.is_empty() {
+        add(queues, "");
+    }
     let mut drops = Table::new(&[("WHERE", Left), ("REASON", Left), ("FRAMES", Right)]);
     let mut drop_rows = |what: &str, list: &Value, key: &str, inner: &str| {
         for r in rows(list) {
@@ -230,6 +236,32 @@ pub fn stats(v: &Value) -> String {
     drop_rows("channel", &v["channels"], "channel", "counters");
     add(drops, "no drops\n");
     out
+}
+
+/// The per-queue-pair counters of the ports that have more than one pair (RX: from the
+/// guest's TX queue, TX: into its RX queue, as in the other tables).
+fn queue_pairs(ports: &Value) -> Table {
+    let mut t = Table::new(&[
+        ("PORT", Left),
+        ("QUEUE", Right),
+        ("RX", Right),
+        ("RX-BYTES", Right),
+        ("TX", Right),
+        ("TX-BYTES", Right),
+    ]);
+    for p in rows(ports).iter().filter(|p| rows(&p["queues"]).len() > 1) {
+        for q in rows(&p["queues"]) {
+            t.row(vec![
+                cell(&p["name"]),
+                cell(&q["queue"]),
+                count(&q["from_guest_frames"]),
+                count(&q["from_guest_bytes"]),
+                count(&q["to_guest_frames"]),
+                count(&q["to_guest_bytes"]),
+            ]);
+        }
+    }
+    t
 }
 
 /// `ctl fdb`: the learned (and static) addresses.
@@ -364,10 +396,10 @@ mod tests {
         let ports = json!([
             {"name": "vm1", "kind": "vm", "socket": "/run/vm1.sock", "role": "listen",
              "channel": 100, "channel_mode": "veb", "mac": "52:54:00:00:00:01",
-             "connected": true, "tx_broken": false},
+             "queues": 2, "connected": true, "tx_broken": false},
             {"name": "vm2", "kind": "vm", "socket": "/run/vm2.sock", "role": "connect",
              "channel": null, "channel_mode": "veb", "mac": null,
-             "connected": false, "tx_broken": false},
+             "queues": 1, "connected": false, "tx_broken": false},
             {"name": "up0", "kind": "uplink", "transport": "vxlan", "local": "192.0.2.1:4789",
              "remotes": ["192.0.2.2"], "channels": "1-4094", "reflective_relay": false,
              "mtu": 1450}
@@ -379,9 +411,9 @@ mod tests {
         assert_eq!(
             super::ports(&ports, Some(&stats)),
             "\
-PORT  CHANNEL  MODE  ROLE     MAC                STATE  RX     TX  DROPS  SOCKET
-vm1       100  veb   listen   52:54:00:00:00:01  up      7  12345      3  /run/vm1.sock
-vm2         -  veb   connect  -                  down    -      -      -  /run/vm2.sock
+PORT  CHANNEL  MODE  ROLE     MAC                STATE  QUEUES  RX     TX  DROPS  SOCKET
+vm1       100  veb   listen   52:54:00:00:00:01  up          2   7  12345      3  /run/vm1.sock
+vm2         -  veb   connect  -                  down        1   -      -      -  /run/vm2.sock
 
 UPLINK  TRANSPORT  ENDPOINT                     CHANNELS  RELAY   MTU  RX  TX  DROPS
 up0     vxlan      192.0.2.1:4789 -> 192.0.2.2  1-4094    off    1450   -   -      -
@@ -411,6 +443,31 @@ CHANNEL  PORTS  RX  RX-BYTES  TX  TX-BYTES  FLOODED  DROPS
 WHERE     REASON        FRAMES
 port vm1  source_spoof       2
 "
+        );
+    }
+
+    #[test]
+    fn stats_lists_queue_pairs_of_multiqueue_ports() {
+        let v = json!({"ports": [
+            {"name": "vm1", "channel": 100, "switch": {"drops": {}},
+             "queues": [{"queue": 0, "from_guest_frames": 0, "from_guest_bytes": 0,
+                         "to_guest_frames": 0, "to_guest_bytes": 0}]},
+            {"name": "vm2", "channel": 100, "switch": {"drops": {}},
+             "queues": [{"queue": 0, "from_guest_frames": 3, "from_guest_bytes": 180,
+                         "to_guest_frames": 4, "to_guest_bytes": 240},
+                        {"queue": 1, "from_guest_frames": 5, "from_guest_bytes": 300,
+                         "to_guest_frames": 6, "to_guest_bytes": 360}]}
+        ], "uplinks": [], "channels": []});
+        let out = stats(&v);
+        assert!(
+            out.contains(
+                "\
+PORT  QUEUE  RX  RX-BYTES  TX  TX-BYTES
+vm2       0   3       180   4       240
+vm2       1   5       300   6       360
+"
+            ),
+            "{out}"
         );
     }
 

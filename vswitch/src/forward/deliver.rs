@@ -5,9 +5,10 @@
 
 use vswitch_channels::{ChannelId, PortId};
 use vswitch_vhost::offload::needs_work;
-use vswitch_vhost::{FrameBatch, FrameRef, PortHandle, RxDrop, RxWriter};
+use vswitch_vhost::{FrameBatch, FrameRef, PortHandle, RxDrop, RxRing, RxWriter};
 
 use super::admit::admit;
+use super::flow;
 use super::soft::SoftOffload;
 use super::Scratch;
 use crate::capture::Direction;
@@ -25,7 +26,12 @@ pub(super) fn deliver_all(
     stamps: Stamps<'_>,
     scratch: &mut Scratch,
 ) {
-    let Scratch { dests, soft, .. } = scratch;
+    let Scratch {
+        dests,
+        soft,
+        queues,
+        ..
+    } = scratch;
     let dests = &dests[..];
     let mut start = 0;
     while start < dests.len() {
@@ -47,6 +53,7 @@ pub(super) fn deliver_all(
                 PortId::new(to),
                 group,
                 soft,
+                queues,
             ),
             // An uplink's batch: the check is per frame channel, so per run of equal channel.
             Stamps::PerFrame(of) => {
@@ -66,6 +73,7 @@ pub(super) fn deliver_all(
                         PortId::new(to),
                         &group[a..b],
                         soft,
+                        queues,
                     );
                     a = b;
                 }
@@ -87,6 +95,7 @@ fn deliver_group(
     to: PortId,
     group: &[(u32, u16)],
     soft: &mut SoftOffload,
+    queues: &mut Vec<u8>,
 ) {
     let n = group.len() as u64;
     let chan = core.channel_counters(channel);
@@ -108,7 +117,7 @@ fn deliver_group(
     );
     let mut drops = Drops::default();
     let (out_frames, out_bytes) = match &dest.kind {
-        PortKind::Vm(vm) => into_guest(&vm.handle, batch, group, soft, &mut drops),
+        PortKind::Vm(vm) => into_guest(&vm.handle, batch, group, soft, queues, &mut drops),
         PortKind::Uplink(u) => into_uplink(&*u.io, batch, group, stamps, soft, &mut drops),
     };
     dest.counters.add_out(out_frames, out_bytes);
@@ -118,38 +127,120 @@ fn deliver_group(
     chan.add_drops(&drops);
 }
 
-/// Copies the frames of `group` into the guest behind `port`, under one lock of its RX ring.
-/// Returns the frames and bytes delivered; the rest are counted in `drops`.
+/// Where a delivery into a guest counts what it did, and its buffers.
+struct Sink<'s> {
+    soft: &'s mut SoftOffload,
+    drops: &'s mut Drops,
+    frames: u64,
+    bytes: u64,
+}
+
+/// Copies the frames of `group` into the guest behind `port`, under one lock of its RX ring
+/// (of each RX queue used, for a guest with several queue pairs: see `flow.rs`). Returns the
+/// frames and bytes delivered; the rest are counted in `drops`.
 #[inline]
 fn into_guest(
     port: &PortHandle,
     batch: &FrameBatch<'_>,
     group: &[(u32, u16)],
     soft: &mut SoftOffload,
+    queues: &mut Vec<u8>,
     drops: &mut Drops,
 ) -> (u64, u64) {
     let n = group.len() as u64;
-    let (mut frames, mut bytes) = (0u64, 0u64);
+    let mut sink = Sink {
+        soft,
+        drops,
+        frames: 0,
+        bytes: 0,
+    };
     match port.rx().ring() {
-        None => drops.add(DropReason::NoRxBuffer, n),
-        Some(ring) => {
-            let done = ring.with_writer(|w| {
-                for &(_, i) in group {
-                    let f = batch.frame(usize::from(i));
-                    // The writer refuses a frame whose offloads the guest did not negotiate
-                    // (one test of its header): then it is finished here.
-                    if deliver_one(w, f, &mut frames, &mut bytes, drops) == Err(RxDrop::Offload) {
-                        finish_into(w, soft, f, &mut frames, &mut bytes, drops);
-                    }
-                }
-            });
+        None => sink.drops.add(DropReason::NoRxBuffer, n),
+        Some(ring) if ring.queue_pairs() == 1 => {
+            let all = group.iter().map(|d| d.1);
+            let done = ring.with_writer(|w| fill(w, batch, all, &mut sink));
             if done.is_none() {
                 ring.count_not_running(n);
-                drops.add(DropReason::NoRxBuffer, n);
+                sink.drops.add(DropReason::NoRxBuffer, n);
             }
         }
+        Some(ring) => into_queues(&ring, batch, group, queues, &mut sink),
     }
-    (frames, bytes)
+    (sink.frames, sink.bytes)
+}
+
+/// [`into_guest`] for a guest with several queue pairs: each frame into the RX queue its flow
+/// hash picks among those the guest enabled, one ring lock per queue used.
+#[inline(never)]
+fn into_queues(
+    ring: &RxRing,
+    batch: &FrameBatch<'_>,
+    group: &[(u32, u16)],
+    queues: &mut Vec<u8>,
+    sink: &mut Sink<'_>,
+) {
+    let mask = ring.usable_queues();
+    queues.clear();
+    let mut used = 0u32;
+    if mask.count_ones() > 1 {
+        for &(_, i) in group {
+            let q = flow::pick(mask, flow::flow_hash(&batch.frame(usize::from(i)))).unwrap_or(0);
+            queues.push(q as u8);
+            used |= 1 << q;
+        }
+    } else if mask != 0 {
+        // One queue running: every frame goes there, nothing to hash.
+        let q = mask.trailing_zeros() as u8;
+        queues.resize(group.len(), q);
+        used = mask;
+    } else {
+        // No queue running: nothing is looked at.
+        ring.count_not_running(group.len() as u64);
+        sink.drops.add(DropReason::NoRxBuffer, group.len() as u64);
+    }
+    while used != 0 {
+        let q = used.trailing_zeros() as u8;
+        used &= used - 1;
+        let picked = || {
+            group
+                .iter()
+                .zip(queues.iter())
+                .filter(move |(_, at)| **at == q)
+                .map(|(d, _)| d.1)
+        };
+        let done = ring.with_queue_writer(usize::from(q), |w| fill(w, batch, picked(), sink));
+        if done.is_none() {
+            let k = picked().count() as u64;
+            ring.count_not_running(k);
+            sink.drops.add(DropReason::NoRxBuffer, k);
+        }
+    }
+}
+
+/// Writes the frames `picks` of `batch` into the locked ring `w`.
+#[inline(always)]
+fn fill(
+    w: &mut RxWriter<'_>,
+    batch: &FrameBatch<'_>,
+    picks: impl Iterator<Item = u16>,
+    sink: &mut Sink<'_>,
+) {
+    for i in picks {
+        let f = batch.frame(usize::from(i));
+        // The writer refuses a frame whose offloads the guest did not negotiate (one test of
+        // its header): then it is finished here.
+        if deliver_one(w, f, &mut sink.frames, &mut sink.bytes, sink.drops) == Err(RxDrop::Offload)
+        {
+            finish_into(
+                w,
+                sink.soft,
+                f,
+                &mut sink.frames,
+                &mut sink.bytes,
+                sink.drops,
+            );
+        }
+    }
 }
 
 /// Finishes `f` in software for the locked ring `w` (its segments, or the frame with its

@@ -15,6 +15,7 @@
 
 mod admit;
 mod deliver;
+mod flow;
 mod plan;
 mod soft;
 

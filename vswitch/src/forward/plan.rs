@@ -23,6 +23,9 @@ pub struct Scratch {
     last_dest: u32,
     /// Buffers for offloads finished in software at delivery (allocated on first use).
     pub(crate) soft: super::soft::SoftOffload,
+    /// The RX queue picked for each frame of a group delivered into a guest with several
+    /// queue pairs (`deliver.rs`).
+    pub(crate) queues: Vec<u8>,
 }
 
 impl Scratch {

@@ -61,6 +61,10 @@ pub struct PortRecord {
     pub mac_limit: Option<u32>,
     /// MTU.
     pub mtu: u16,
+    /// Queue pairs; left out for 1, the default (files written before multiqueue stay the
+    /// same).
+    #[serde(skip_serializing_if = "is_one")]
+    pub queues: u16,
     /// Socket permissions, octal text, if the port has its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_mode: Option<String>,
@@ -92,6 +96,7 @@ impl PortRecord {
             mac: spec.mac.map(|m| m.to_string()),
             mac_limit: spec.mac_limit,
             mtu: spec.mtu,
+            queues: spec.queues,
             socket_mode: spec.socket_mode.map(|m| format!("{m:04o}")),
             channel_mode: match spec.channel_mode {
                 ChannelMode::Veb => None,
@@ -102,6 +107,10 @@ impl PortRecord {
             pps: spec.rate.pps,
         }
     }
+}
+
+fn is_one(v: &u16) -> bool {
+    *v == 1
 }
 
 /// The delivery policy's extra pairs, sorted.
@@ -231,6 +240,7 @@ struct SavedPortRaw {
     mac: Option<String>,
     mac_limit: Option<RawNumber>,
     mtu: Option<RawNumber>,
+    queues: Option<RawNumber>,
     socket_mode: Option<RawNumber>,
     channel_mode: Option<String>,
     rate: Option<RawNumber>,
@@ -351,6 +361,7 @@ impl Parsed {
                 mode: p.mode,
                 mac_limit: p.mac_limit,
                 mtu: p.mtu,
+                queues: p.queues,
                 channel_mode: p.channel_mode,
                 socket_mode: p.socket_mode,
                 rate: p.rate,

@@ -73,6 +73,7 @@ fn a_running_switch_round_trips_through_the_file() {
     vm4.mac = Some(MacAddr::new([0x52, 0x54, 0, 0, 0, 4]));
     vm4.mac_limit = Some(7);
     vm4.mtu = 9000;
+    vm4.queues = 4;
     for spec in cfg.ports.iter().cloned().chain([vm4.clone()]) {
         sw.add_port(spec).expect("add");
     }

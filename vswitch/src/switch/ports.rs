@@ -77,6 +77,7 @@ impl Switch {
         let mut cfg = PortConfig::new(spec.name.clone(), spec.socket.clone(), spec.role);
         cfg.mac = spec.mac.map(|m| *m.as_bytes());
         cfg.mtu = spec.mtu;
+        cfg.queue_pairs = spec.queues;
         cfg.mem_limits = self.core.settings.mem_limits;
         cfg.socket_mode = spec.socket_mode.unwrap_or(self.core.settings.socket_mode);
         // A guest's kick wakes the datapath thread that serves this port (event mode).

@@ -29,6 +29,7 @@ impl Switch {
                     channel_mode: vm.spec.channel_mode.as_str(),
                     mac: e.mac.map(|m| m.to_string()),
                     mac_limit: e.mac_limit,
+                    queues: vm.spec.queues,
                     connected: vm.handle.is_connected(),
                     tx_broken: vm.handle.is_tx_broken(),
                     rate_mbit: vm.spec.rate.rate_mbit,
@@ -108,6 +109,7 @@ impl Switch {
                     channel: reg.channel_of(id).map(|c| c.id.get()),
                     switch: e.counters.snapshot(),
                     port: vm.handle.stats(),
+                    queues: vm.handle.queue_stats(),
                 })
             })
             .collect();

@@ -74,7 +74,7 @@ fn flags_only() {
     let d = TempDir::new("flags");
     let a = format!("vm1,socket={},channel=100", d.path("a.sock"));
     let b = format!(
-        "vm2,socket={},channel=200,mac=52:54:00:00:00:02,mode=connect,mac-limit=8,mtu=9000",
+        "vm2,socket={},channel=200,mac=52:54:00:00:00:02,mode=connect,mac-limit=8,mtu=9000,queues=4",
         d.path("b.sock")
     );
     let c = from_flags(&[a, b]).expect("valid");
@@ -84,7 +84,7 @@ fn flags_only() {
         (p.name.as_str(), p.channel, p.role),
         ("vm1", ch(100), SocketRole::Listen)
     );
-    assert_eq!((p.mac, p.mac_limit, p.mtu), (None, None, 1500));
+    assert_eq!((p.mac, p.mac_limit, p.mtu, p.queues), (None, None, 1500, 1));
     assert_eq!(p.channel_mode, ChannelMode::Veb);
     let p = &c.ports[1];
     assert_eq!(
@@ -92,7 +92,7 @@ fn flags_only() {
         ("vm2", ch(200), SocketRole::Connect)
     );
     assert_eq!(p.mac, Some(MacAddr([0x52, 0x54, 0, 0, 0, 2])));
-    assert_eq!((p.mac_limit, p.mtu), (Some(8), 9000));
+    assert_eq!((p.mac_limit, p.mtu, p.queues), (Some(8), 9000, 4));
     assert_eq!(c.policy, Policy::new());
     assert_eq!(c.settings, crate::spec::SwitchSettings::default());
     assert_eq!((c.ctl, c.stats_interval, c.log_level), (None, None, None));
@@ -137,6 +137,7 @@ mac = "52:54:00:00:00:01"
 mode = "listen"
 mac-limit = 64
 mtu = 1500
+queues = 2
 
 [[port]]
 name = "vm2"
@@ -152,6 +153,7 @@ mac_limit = 5
     let c = from_file(&text).expect("valid");
     assert_eq!(c.ports.len(), 2);
     assert_eq!(c.ports[0].mac_limit, Some(64));
+    assert_eq!((c.ports[0].queues, c.ports[1].queues), (2, 1));
     assert_eq!(c.ports[1].mac_limit, Some(5));
     assert_eq!(c.ports[1].channel, ch(200));
     assert_eq!(c.settings.aging, Duration::from_secs(60));

@@ -296,6 +296,17 @@ fn bad_mac_limits_and_mtus() {
         );
         assert!(msg.contains("68..=9000"), "{msg}");
     }
+    for v in ["0", "17", "-1", "two", "1.5"] {
+        let (e, msg) = err_flags(&[format!("vm1,socket=/tmp/a.sock,channel=1,queues={v}")]);
+        assert!(
+            matches!(e, ConfigError::BadNumber { key: "queues", .. }),
+            "{v}"
+        );
+        assert!(msg.contains("1..=16"), "{msg}");
+    }
+    let (e, _) =
+        err_file("[[port]]\nname = \"a\"\nsocket = \"/tmp/a\"\nchannel = 1\nqueues = 32\n");
+    assert!(matches!(e, ConfigError::BadNumber { key: "queues", .. }));
     let (e, _) =
         err_file("[[port]]\nname = \"a\"\nsocket = \"/tmp/a\"\nchannel = 1\nmac-limit = 0\n");
     assert!(matches!(e, ConfigError::BadNumber { .. }));
