@@ -138,3 +138,34 @@ pub fn build_frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
     udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::TSO_FRAME;
+
+    #[test]
+    fn tso_loads_segment_into_full_mss_frames_and_fill_mergeable_buffers() {
+        let whole = Load::Tso {
+            len: TSO_FRAME,
+            segment: false,
+        };
+        let seg = Load::Tso {
+            len: TSO_FRAME,
+            segment: true,
+        };
+        assert_eq!((whole.segments(), whole.rx_len()), (1, TSO_FRAME));
+        assert_eq!(whole.rx_buffers_per_frame(), 32);
+        assert_eq!((seg.segments(), seg.rx_len()), (45, 1502));
+        assert_eq!(seg.rx_buffers_per_frame(), 1);
+        let f = whole.frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 0]);
+        assert_eq!(f.len(), TSO_FRAME);
+        assert_eq!(whole.header().map(|h| (h[0], h[1])), Some((1, 1)));
+        assert_eq!(seg.features(true), DEFAULT_FEATURES);
+        assert_ne!(whole.features(true) & GUEST_TSO4, 0);
+        assert_ne!(whole.features(false) & HOST_TSO4, 0);
+        let plain = Load::Plain { len: 64 };
+        assert_eq!((plain.segments(), plain.rx_buffers_per_frame()), (1, 1));
+        assert_eq!(plain.header(), None);
+    }
+}
