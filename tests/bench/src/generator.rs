@@ -60,7 +60,8 @@ pub struct Measurement {
     pub gbps: f64,
     /// 1e9 / delivered pps.
     pub ns_per_pkt: f64,
-    /// Frames sent and never received, over the whole run (warm-up and drain included).
+    /// Frames sent and never received, over the whole run (warm-up and drain included), in
+    /// received frames (a frame the forwarder segments counts as its segments).
     pub drops: u64,
     /// Frames sent over the whole run.
     pub sent_total: u64,
