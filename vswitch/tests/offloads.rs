@@ -12,6 +12,7 @@ use common::*;
 use vswitch_testguest::features::{
     CSUM, DEFAULT_FEATURES, GUEST_CSUM, GUEST_TSO4, GUEST_TSO6, HOST_TSO4, HOST_TSO6,
 };
+use vswitch_testguest::offload::{self, hdr, sum, tcp4, tcp4_verifies, udp4};
 use vswitch_testguest::{GuestConfig, TestGuest, TxLayout};
 
 const T: Duration = Duration::from_secs(5);
@@ -61,73 +62,9 @@ fn drain_all(g: &mut [TestGuest; 4]) {
     }
 }
 
-/// A plain RFC 1071 sum over the pieces, folded (independent of the switch's code).
-fn sum(parts: &[&[u8]]) -> u16 {
-    let mut s: u32 = 0;
-    let mut odd: Option<u8> = None;
-    for p in parts {
-        for &b in p.iter() {
-            match odd.take() {
-                None => odd = Some(b),
-                Some(h) => {
-                    s += u32::from(h) << 8 | u32::from(b);
-                    s = (s & 0xffff) + (s >> 16);
-                }
-            }
-        }
-    }
-    if let Some(h) = odd {
-        s += u32::from(h) << 8;
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-/// An IPv4/TCP frame from `src` to `dst` with `payload`, the TCP checksum left partial (the
-/// pseudo-header sum), as Linux hands it to a device with CSUM/TSO.
-fn tcp4(dst: [u8; 6], src: [u8; 6], seq: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(54 + payload.len());
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + 20 + payload.len()) as u16;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&tot.to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    let c = !sum(&[&f[14..34]]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    let l4_len = ((20 + payload.len()) as u16).to_be_bytes();
-    let pseudo = sum(&[&f[26..34], &[0, 6], &l4_len]);
-    f[50..52].copy_from_slice(&pseudo.to_be_bytes());
-    f
-}
-
-/// A virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
-fn hdr(flags: u8, gso_type: u8, gso_size: u16, csum_start: u16, csum_offset: u16) -> [u8; 12] {
-    let mut h = [0u8; 12];
-    h[0] = flags;
-    h[1] = gso_type;
-    h[2..4].copy_from_slice(&54u16.to_le_bytes());
-    h[4..6].copy_from_slice(&gso_size.to_le_bytes());
-    h[6..8].copy_from_slice(&csum_start.to_le_bytes());
-    h[8..10].copy_from_slice(&csum_offset.to_le_bytes());
-    h
-}
-
 /// The TSO header of a `tcp4` frame.
 fn tso4() -> [u8; 12] {
-    hdr(1, 1, MSS as u16, 34, 16)
-}
-
-/// True when an IPv4/TCP frame's IP and TCP checksums verify.
-fn verifies(f: &[u8]) -> bool {
-    let l4 = &f[34..];
-    let len = (l4.len() as u16).to_be_bytes();
-    sum(&[&f[14..34]]) == 0xffff && sum(&[&f[26..34], &[0, 6], &len, l4]) == 0xffff
+    offload::tso4(MSS as u16)
 }
 
 fn payload(n: usize) -> Vec<u8> {
@@ -180,7 +117,7 @@ fn a_tso_frame_is_segmented_for_a_guest_without_offloads() {
     assert_eq!(segs.len(), data.len().div_ceil(MSS));
     let mut got = Vec::new();
     for (i, s) in segs.iter().enumerate() {
-        assert!(verifies(s), "segment {i}: checksums");
+        assert!(tcp4_verifies(s), "segment {i}: checksums");
         assert!(s.len() <= 54 + MSS);
         let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
         assert_eq!(seq, 0xffff_f000u32.wrapping_add((i * MSS) as u32));
@@ -212,7 +149,7 @@ fn a_partial_checksum_is_completed_for_a_guest_without_guest_csum() {
         .expect("send");
     let got = drain(&mut g[2]);
     assert_eq!(got.len(), 1);
-    assert!(verifies(&got[0]));
+    assert!(tcp4_verifies(&got[0]));
     assert_eq!(got[0][..50], f[..50]);
     assert_eq!(got[0][52..], f[52..]);
     // To a guest with GUEST_CSUM: as sent, with its header.
@@ -316,34 +253,13 @@ fn a_tso_frame_to_an_uplink_is_segmented_before_the_wire() {
     let mut got = Vec::new();
     for (c, s) in &wire {
         assert_eq!(*c, ch(100));
-        assert!(s.len() <= 1514 && verifies(s));
+        assert!(s.len() <= 1514 && tcp4_verifies(s));
         got.extend_from_slice(&s[54..]);
     }
     assert_eq!(got, data);
     let at_far = drain(&mut far);
     assert_eq!(at_far.len(), n, "the far guest gets every segment");
-    assert!(at_far.iter().all(|s| verifies(s)));
-}
-
-/// An IPv4/UDP frame with the UDP checksum left partial (pseudo-header sum).
-fn udp4(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42 + payload.len());
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + 8 + payload.len()) as u16;
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&tot.to_be_bytes());
-    f.extend_from_slice(&[0, 7, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    let c = !sum(&[&f[14..34]]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    let l4_len = ((8 + payload.len()) as u16).to_be_bytes();
-    f.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
-    f.extend_from_slice(&l4_len);
-    let pseudo = sum(&[&f[26..34], &[0, 17], &l4_len]);
-    f.extend_from_slice(&pseudo.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
+    assert!(at_far.iter().all(|s| tcp4_verifies(s)));
 }
 
 /// UDP segmentation (USO): a sender with HOST_USO, a receiver without: datagrams of

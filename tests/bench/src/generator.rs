@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use vswitch_testguest::TestGuest;
 
-use crate::frames::{build_frame, guest_config};
+use crate::frames::{guest_config, Load};
 use crate::frontends::FrontendReport;
 use crate::peers::{Cost, Forwarder, Window};
 use crate::scenario::Topology;
@@ -60,7 +60,8 @@ pub struct Measurement {
     pub gbps: f64,
     /// 1e9 / delivered pps.
     pub ns_per_pkt: f64,
-    /// Frames sent and never received, over the whole run (warm-up and drain included).
+    /// Frames sent and never received, over the whole run (warm-up and drain included), in
+    /// received frames (a frame the forwarder segments counts as its segments).
     pub drops: u64,
     /// Frames sent over the whole run.
     pub sent_total: u64,
@@ -119,6 +120,8 @@ struct RxCount(AtomicU64);
 struct Driven {
     guest: TestGuest,
     frames: Vec<Vec<u8>>,
+    /// The virtio-net header of every frame it sends (empty: zeroed).
+    hdr: Vec<u8>,
     sink: bool,
     /// This guest's ordinal (its slot in the received-frames array).
     me: usize,
@@ -126,25 +129,42 @@ struct Driven {
     dests: Vec<usize>,
 }
 
+/// How a traffic thread runs its guests.
+#[derive(Debug, Clone, Copy)]
+struct LoopOpts {
+    queue_size: u16,
+    /// Other traffic threads share the CPU: yield when idle.
+    share_cpu: bool,
+    max_batch: usize,
+    /// Frames a sink receives per frame sent (segmentation by the forwarder).
+    segments: u64,
+    /// Most frames a generator has in flight.
+    credit: u64,
+}
+
 /// The closed loop: a generator never has more frames in flight (sent and not yet drained by
-/// its sinks) than a sink has RX buffers, so no forwarder ever drops for want of buffers and
-/// every peer is measured at its lossless rate.
+/// its sinks) than a sink has RX buffers for, so no forwarder ever drops for want of buffers
+/// and every peer is measured at its lossless rate.
 fn traffic_thread(
     mut guests: Vec<Driven>,
     phase: &AtomicU8,
     c: &Counters,
     received: &[RxCount],
-    queue_size: u16,
-    share_cpu: bool,
-    max_batch: usize,
+    lo: LoopOpts,
 ) -> Result<u64> {
+    let LoopOpts {
+        queue_size,
+        share_cpu,
+        max_batch,
+        segments,
+        credit: limit,
+    } = lo;
     let burst = usize::from(queue_size) / 2;
     let max_batch = if max_batch == 0 {
         burst
     } else {
         max_batch.min(burst)
     };
-    let limit = u64::from(queue_size);
     let mut sent = vec![0u64; guests.len()];
     // Frames written off as lost (see below), and when each generator last saw progress.
     let mut lost = vec![0u64; guests.len()];
@@ -184,7 +204,8 @@ fn traffic_thread(
                         .dests
                         .iter()
                         .map(|&o| received[o].0.load(Ordering::Relaxed))
-                        .sum();
+                        .sum::<u64>()
+                        / segments;
                     let now = Instant::now();
                     let mut inflight_i = sent[i].saturating_sub(lost[i] + drained);
                     if drained != progress[i].0 {
@@ -204,10 +225,12 @@ fn traffic_thread(
                     // HeaderSeparate: two descriptors per frame.
                     let n = (d.guest.tx_free() / 2).min(max_batch).min(credit as usize);
                     if n > 0 {
-                        let n_sent = d
-                            .guest
-                            .send_batch(&r[pos[i]..pos[i] + n])
-                            .map_err(|e| anyhow!("send_batch: {e}"))?;
+                        let batch = &r[pos[i]..pos[i] + n];
+                        let n_sent = match d.hdr.is_empty() {
+                            true => d.guest.send_batch(batch),
+                            false => d.guest.send_batch_with_header(&d.hdr, batch),
+                        }
+                        .map_err(|e| anyhow!("send_batch: {e}"))?;
                         pos[i] = (pos[i] + n_sent) % (r.len() - burst);
                         sent[i] += n_sent as u64;
                         tx += n_sent as u64;
@@ -337,7 +360,12 @@ impl Running {
     }
 }
 
-fn connect_all(topo: &Topology, fwd: &dyn Forwarder, q: u16) -> Result<Vec<Vec<Driven>>> {
+fn connect_all(
+    topo: &Topology,
+    fwd: &dyn Forwarder,
+    q: u16,
+    load: &Load,
+) -> Result<Vec<Vec<Driven>>> {
     let socks = fwd.sockets();
     // Guest ordinal of each port (ports without a guest have none).
     let mut ordinal = vec![usize::MAX; topo.ports.len()];
@@ -352,7 +380,7 @@ fn connect_all(topo: &Topology, fwd: &dyn Forwarder, q: u16) -> Result<Vec<Vec<D
             let path = socks
                 .get(r.port)
                 .ok_or_else(|| anyhow!("no socket for port {}", r.port))?;
-            let mut guest = TestGuest::connect(path, guest_config(q, p.mac))
+            let mut guest = TestGuest::connect(path, guest_config(q, p.mac, load, r.sink))
                 .map_err(|e| anyhow!("guest {} connecting to {}: {e}", r.port, path.display()))?;
             if r.sink {
                 guest
@@ -367,9 +395,24 @@ fn connect_all(topo: &Topology, fwd: &dyn Forwarder, q: u16) -> Result<Vec<Vec<D
                     _ => Err(anyhow!("port {p} receives traffic but has no guest")),
                 })
                 .collect::<Result<_>>()?;
+            let hdr = match load.header() {
+                Some(h) => {
+                    let want = load.features(r.sink);
+                    if guest.features() & want != want {
+                        bail!(
+                            "guest {} negotiated {:#x}, not every offload of {want:#x}",
+                            r.port,
+                            guest.features()
+                        );
+                    }
+                    h[..guest.net_hdr_len()].to_vec()
+                }
+                None => Vec::new(),
+            };
             ds.push(Driven {
                 guest,
                 frames: Vec::new(),
+                hdr,
                 sink: r.sink,
                 me: ordinal[r.port],
                 dests,
@@ -380,22 +423,18 @@ fn connect_all(topo: &Topology, fwd: &dyn Forwarder, q: u16) -> Result<Vec<Vec<D
     Ok(out)
 }
 
-/// Runs `topo` through `fwd` with `frame_len`-byte frames.
+/// Runs `topo` through `fwd` with the frames of `load`.
 pub fn run(
     topo: &Topology,
     fwd: &mut dyn Forwarder,
-    frame_len: usize,
+    load: &Load,
     o: &TrafficOpts,
 ) -> Result<Measurement> {
-    let mut groups = connect_all(topo, fwd, o.queue_size)?;
+    let mut groups = connect_all(topo, fwd, o.queue_size, load)?;
     for (roles, ds) in topo.threads.iter().zip(groups.iter_mut()) {
         for (r, d) in roles.iter().zip(ds.iter_mut()) {
             let src = topo.ports[r.port].mac;
-            d.frames = r
-                .dst_macs
-                .iter()
-                .map(|&dst| build_frame(dst, src, frame_len))
-                .collect();
+            d.frames = r.dst_macs.iter().map(|&dst| load.frame(dst, src)).collect();
         }
     }
     fwd.after_connect(topo).context("preparing the forwarder")?;
@@ -414,13 +453,20 @@ pub fn run(
     for (i, ds) in groups.into_iter().enumerate() {
         let c = Arc::new(Counters::default());
         run.counters.push(c.clone());
-        let (ph, q, cpu, rx) = (phase.clone(), o.queue_size, o.gen_cpu, received.clone());
-        let mb = o.max_batch;
+        let (ph, cpu, rx) = (phase.clone(), o.gen_cpu, received.clone());
+        let lo = LoopOpts {
+            queue_size: o.queue_size,
+            share_cpu,
+            max_batch: o.max_batch,
+            segments: load.segments(),
+            credit: (u64::from(o.queue_size) / (load.segments() * load.rx_buffers_per_frame()))
+                .max(1),
+        };
         let t = thread::Builder::new()
             .name(format!("traffic-{i}"))
             .spawn(move || {
                 sys::pin_current_thread(cpu)?;
-                traffic_thread(ds, &ph, &c, &rx, q, share_cpu, mb)
+                traffic_thread(ds, &ph, &c, &rx, lo)
             })
             .context("spawning a traffic thread")?;
         run.threads.push(t);
@@ -435,6 +481,16 @@ pub fn run(
         .unwrap_or(0.0)
         .max(1e-9);
     let rx = s1.rx_frames - s0.rx_frames;
+    let rx_bytes = s1.rx_bytes - s0.rx_bytes;
+    // Whole 64 KiB frames, or full segments: anything else is not the offload under test. (The
+    // snapshots read frames and bytes one after the other: 1 % slack.)
+    let avg = rx_bytes as f64 / rx.max(1) as f64;
+    if matches!(load, Load::Tso { .. }) && (avg - load.rx_len() as f64).abs() > avg / 100.0 {
+        bail!(
+            "the sinks received frames of {avg:.0} bytes on average, expected {} ({load:?})",
+            load.rx_len()
+        );
+    }
     let pps = rx as f64 / secs;
     let loops = (s1.loops - s0.loops).max(1);
     Ok(Measurement {
@@ -443,9 +499,10 @@ pub fn run(
         tx_frames: s1.tx - s0.tx,
         mpps: pps / 1e6,
         offered_mpps: (s1.tx - s0.tx) as f64 / secs / 1e6,
-        gbps: (s1.rx_bytes - s0.rx_bytes) as f64 * 8.0 / secs / 1e9,
+        gbps: rx_bytes as f64 * 8.0 / secs / 1e9,
         ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
-        drops: end.tx.saturating_sub(end.rx_frames),
+        // In received frames: a segmented frame arrives as `segments` frames.
+        drops: (end.tx * load.segments()).saturating_sub(end.rx_frames),
         sent_total: end.tx,
         written_off: end.lost,
         traffic_cpu_share: (s1.traffic_cpu - s0.traffic_cpu) as f64 / secs / 1e9,

@@ -35,8 +35,8 @@ use clap::Parser;
 
 use generator::TrafficOpts;
 use peers::{
-    Ctx, KERNEL_VXLAN, MEMCPY, OVS, TESTPMD, VSWITCH, VSWITCH_DOT1AD, VSWITCH_DOT1AD_XDP,
-    VSWITCH_POLL, VSWITCH_VXLAN,
+    Ctx, KERNEL_VXLAN, MEMCPY, OVS, OVS_TSO, TESTPMD, TESTPMD_TSO, VSWITCH, VSWITCH_DOT1AD,
+    VSWITCH_DOT1AD_XDP, VSWITCH_POLL, VSWITCH_VXLAN,
 };
 use report::{Report, Row};
 use scenario::{Kind, Scenario};
@@ -57,8 +57,9 @@ struct Args {
     /// Run only these scenarios (repeatable or comma-separated; see --list).
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
-    /// Run only these peers (vswitch, vswitch-poll, memcpy, testpmd, ovs-dpdk; two-host
-    /// scenarios: vswitch-vxlan, vswitch-dot1ad, vswitch-dot1ad-xdp, kernel-vxlan).
+    /// Run only these peers (vswitch, vswitch-poll, memcpy, testpmd, ovs-dpdk; iperf3 TCP with
+    /// offloads also: testpmd-tso, ovs-dpdk-tso; two-host scenarios: vswitch-vxlan,
+    /// vswitch-dot1ad, vswitch-dot1ad-xdp, kernel-vxlan).
     #[arg(long, value_delimiter = ',')]
     peer: Vec<String>,
     /// List the scenarios and exit.
@@ -105,12 +106,14 @@ struct Args {
     virtio_user_args: String,
 }
 
-const ALL_PEERS: [&str; 9] = [
+const ALL_PEERS: [&str; 11] = [
     VSWITCH,
     VSWITCH_POLL,
     MEMCPY,
     TESTPMD,
+    TESTPMD_TSO,
     OVS,
+    OVS_TSO,
     VSWITCH_VXLAN,
     VSWITCH_DOT1AD,
     VSWITCH_DOT1AD_XDP,
@@ -130,10 +133,12 @@ fn unavailable(args: &Args) -> Vec<(String, String)> {
     let check = || {
         let mut v = Vec::new();
         if let Some(why) = peers::testpmd::unavailable() {
-            v.push((TESTPMD.to_string(), why));
+            v.push((TESTPMD.to_string(), why.clone()));
+            v.push((TESTPMD_TSO.to_string(), why));
         }
         if let Some(why) = peers::ovs::unavailable() {
-            v.push((OVS.to_string(), why));
+            v.push((OVS.to_string(), why.clone()));
+            v.push((OVS_TSO.to_string(), why));
         }
         v
     };
@@ -152,10 +157,12 @@ fn unavailable(args: &Args) -> Vec<(String, String)> {
         }
     }
     if !root && !v.iter().any(|(p, _)| p == OVS) {
-        v.push((
-            OVS.to_string(),
-            "needs root (the netdev datapath creates tap devices)".into(),
-        ));
+        for p in [OVS, OVS_TSO] {
+            v.push((
+                p.to_string(),
+                "needs root (the netdev datapath creates tap devices)".into(),
+            ));
+        }
     }
     v
 }
@@ -182,7 +189,7 @@ fn real_main() -> Result<()> {
     if args.list {
         for s in scenario::all() {
             println!(
-                "{:<14} {:>5} B  {:<40} frontend: {}",
+                "{:<20} {:>5} B  {:<40} frontend: {}",
                 s.name,
                 s.frame_len,
                 format!("{:?}", s.kind),
@@ -330,7 +337,7 @@ fn real_main() -> Result<()> {
             "\nFrontend: Linux virtio-net in two QEMU TCG guests (iperf3 client → server), both on CPU {}; forwarder on CPU {}.\n\n{}",
             args.gen_cpu,
             args.fwd_cpu,
-            frontends::table::iperf_table(&iperf)
+            frontends::table::iperf_table(&iperf, &scenarios)
         );
     }
     if !one_host.is_empty() {

@@ -223,7 +223,9 @@ fn measure_once(
             virtio_user_args,
             &dir,
         ),
-        Kind::Iperf3 { udp } => frontends::qemu::run(&topo, fwd.as_mut(), udp, topts, &dir),
-        _ => generator::run(&topo, fwd.as_mut(), s.frame_len, topts),
+        Kind::Iperf3 { udp, offloads } => {
+            frontends::qemu::run(&topo, fwd.as_mut(), udp, offloads, topts, &dir)
+        }
+        _ => generator::run(&topo, fwd.as_mut(), &s.load(), topts),
     }
 }

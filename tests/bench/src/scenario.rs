@@ -4,6 +4,11 @@
 
 use serde::Serialize;
 
+use crate::frames::{Load, MSS};
+
+/// Length of the TSO scenarios' frames: 45 segments' worth of TCP payload and the headers.
+pub const TSO_FRAME: usize = 45 * MSS + 54;
+
 /// The S-VID of the first channel.
 pub const BASE_CHANNEL: u16 = 100;
 
@@ -31,9 +36,20 @@ pub enum Kind {
     /// instead of the test guests.
     DpdkFrontends,
     /// Two ports; two QEMU (TCG) guests, iperf3 from the one on port 0 to the one on port 1,
-    /// TCP or UDP.
-    Iperf3 { udp: bool },
+    /// TCP or UDP. `offloads`: the guests' virtio-net devices offer checksum and segmentation
+    /// offloads (QEMU's default; used where the forwarder offers them too); without it every
+    /// offload is off on the QEMU side ([`NO_OFFLOADS`]).
+    Iperf3 { udp: bool, offloads: bool },
+    /// One pair, unidirectional: 64 KiB TSO frames (IPv4/TCP, [`crate::frames::Load::Tso`]);
+    /// the sink takes them whole, or with `segment` negotiates no offload, so the switch
+    /// segments them in software.
+    Tso { segment: bool },
 }
+
+/// The `-device virtio-net-pci` properties that turn every offload of QEMU 7.2's virtio-net
+/// off (the same as tests/tests/qemu_offloads.rs).
+pub const NO_OFFLOADS: &str = "csum=off,guest_csum=off,host_tso4=off,host_tso6=off,host_ecn=off,\
+                               host_ufo=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off";
 
 /// One benchmark scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +70,11 @@ impl Scenario {
     fn new(name: &str, frame_len: usize, kind: Kind) -> Self {
         let own_baseline = matches!(
             kind,
-            Kind::Pair { .. } | Kind::TwoHost | Kind::DpdkFrontends | Kind::Iperf3 { .. }
+            Kind::Pair { .. }
+                | Kind::TwoHost
+                | Kind::DpdkFrontends
+                | Kind::Iperf3 { .. }
+                | Kind::Tso { .. }
         );
         let flat_ref = (!own_baseline).then(|| "64B-uni".to_string());
         Scenario {
@@ -84,8 +104,38 @@ impl Scenario {
     pub fn frontend(&self) -> &'static str {
         match self.kind {
             Kind::DpdkFrontends => "DPDK virtio-user (testpmd txonly → testpmd rxonly)",
-            Kind::Iperf3 { .. } => "Linux virtio-net, QEMU TCG guests (iperf3)",
+            Kind::Iperf3 { offloads: true, .. } => {
+                "Linux virtio-net, QEMU TCG guests (iperf3), offloads as negotiated"
+            }
+            Kind::Iperf3 {
+                offloads: false, ..
+            } => "Linux virtio-net, QEMU TCG guests (iperf3), offloads off in QEMU",
             _ => "in-process test guest (vswitch-testguest)",
+        }
+    }
+
+    /// True for the iperf3 TCP scenarios whose guests offer checksum and segmentation offloads
+    /// (the ones the TSO-enabled peers are measured with).
+    pub fn offers_offloads(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Iperf3 {
+                udp: false,
+                offloads: true
+            }
+        )
+    }
+
+    /// What the in-process generators send.
+    pub fn load(&self) -> Load {
+        match self.kind {
+            Kind::Tso { segment } => Load::Tso {
+                len: self.frame_len,
+                segment,
+            },
+            _ => Load::Plain {
+                len: self.frame_len,
+            },
         }
     }
 
@@ -149,9 +199,34 @@ pub fn all() -> Vec<Scenario> {
         Scenario::new("2host-1518B", 1518, TwoHost),
         Scenario::new("dpdk-64B", 64, DpdkFrontends),
         Scenario::new("dpdk-1518B", 1518, DpdkFrontends),
+        // 45 full segments of 1448 bytes plus the headers: the IP length stays below 64 KiB.
+        Scenario::new("64KiB-tso", TSO_FRAME, Tso { segment: false }),
+        Scenario::new("64KiB-tso-swseg", TSO_FRAME, Tso { segment: true }),
         // Nominal: the guests' MTU is 1500, so their largest frames are 1514 bytes.
-        Scenario::new("iperf3-tcp", 1514, Iperf3 { udp: false }),
-        Scenario::new("iperf3-udp", 1514, Iperf3 { udp: true }),
+        Scenario::new(
+            "iperf3-tcp",
+            1514,
+            Iperf3 {
+                udp: false,
+                offloads: true,
+            },
+        ),
+        Scenario::new(
+            "iperf3-tcp-nooffload",
+            1514,
+            Iperf3 {
+                udp: false,
+                offloads: false,
+            },
+        ),
+        Scenario::new(
+            "iperf3-udp",
+            1514,
+            Iperf3 {
+                udp: true,
+                offloads: true,
+            },
+        ),
     ]
 }
 
@@ -212,11 +287,9 @@ impl Topology {
     fn build(s: &Scenario) -> Topology {
         let c = BASE_CHANNEL;
         match s.kind {
-            Kind::DpdkFrontends | Kind::Iperf3 { .. } => Self::build(&Scenario::new(
-                &s.name,
-                s.frame_len,
-                Kind::Pair { bidir: false },
-            )),
+            Kind::DpdkFrontends | Kind::Iperf3 { .. } | Kind::Tso { .. } => Self::build(
+                &Scenario::new(&s.name, s.frame_len, Kind::Pair { bidir: false }),
+            ),
             Kind::TwoHost => {
                 let mut t = Self::build(&Scenario::new(
                     &s.name,

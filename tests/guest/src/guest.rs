@@ -298,7 +298,16 @@ impl TestGuest {
     /// with one publish and at most one kick. Returns how many were queued.
     pub fn send_batch(&mut self, frames: &[&[u8]]) -> Result<usize, GuestError> {
         let hdr = [0u8; NET_HDR_V1_LEN];
-        let hdr = &hdr[..self.hdr_len];
+        self.send_batch_with_header(&hdr[..self.hdr_len], frames)
+    }
+
+    /// [`Self::send_batch`] with one caller-supplied virtio-net header for every frame (e.g. a
+    /// TSO header, see [`crate::offload`]).
+    pub fn send_batch_with_header(
+        &mut self,
+        hdr: &[u8],
+        frames: &[&[u8]],
+    ) -> Result<usize, GuestError> {
         // The ring areas are resolved once for the whole batch.
         let v = self.tx.q.view(&self.mem)?;
         // Fixed descriptor pairs take what they can; the rest (and any error) goes the general

@@ -25,6 +25,7 @@ pub mod hostile_mem;
 mod memory;
 pub mod migration;
 mod notify;
+pub mod offload;
 mod raw;
 mod rx;
 mod tx;

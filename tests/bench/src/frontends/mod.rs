@@ -36,6 +36,9 @@ pub enum FrontendReport {
         packets: Option<u64>,
         /// TCP: retransmitted segments.
         retransmits: Option<u64>,
+        /// The checksum/segmentation offloads guest A negotiated (the same device and forwarder
+        /// as guest B's), by virtio feature name, or "none".
+        offloads: String,
     },
 }
 

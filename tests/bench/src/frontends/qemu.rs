@@ -9,18 +9,30 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use vswitch_tests::{GuestConfig, QemuGuest, SocketRole};
+use vswitch_tests::{virtio_net_feature_names, GuestConfig, QemuGuest, SocketRole};
 
 use super::{mac_str, FrontendReport};
 use crate::generator::{Measurement, TrafficOpts};
 use crate::peers::{Forwarder, Window};
-use crate::scenario::Topology;
+use crate::scenario::{Topology, NO_OFFLOADS};
 use crate::sys;
 
 const IP_A: &str = "10.77.0.1";
 const IP_B: &str = "10.77.0.2";
 /// Booting under TCG on a shared 2-CPU machine.
 const BOOT: Duration = Duration::from_secs(180);
+
+/// The checksum and segmentation offload bits (CSUM, GUEST_CSUM, GUEST_TSO4/6, HOST_TSO4/6).
+const OFFLOAD_BITS: u64 = 0b1 | 0b10 | 1 << 7 | 1 << 8 | 1 << 11 | 1 << 12;
+
+/// The offloads `g` negotiated on eth0, by name ("none" when none).
+fn offloads_of(g: &mut QemuGuest) -> Result<String> {
+    let names = virtio_net_feature_names(g.features()? & OFFLOAD_BITS);
+    Ok(match names.is_empty() {
+        true => "none".into(),
+        false => names.join(" "),
+    })
+}
 
 /// iperf3's figures from its JSON (`-J`) output.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,18 +73,33 @@ fn parse_iperf(json: &str, udp: bool) -> Result<Iperf> {
     }
 }
 
-fn boot(dir: &Path, name: &str, socket: &Path, mac: [u8; 6], ip: &str) -> Result<QemuGuest> {
-    let mut cfg = GuestConfig::new(name).nic(socket, SocketRole::Client, &mac_str(mac), ip);
+/// Boots a guest on `socket` (QEMU connects, or listens with `role` Server); without
+/// `offloads` its virtio-net device offers none.
+fn boot(
+    dir: &Path,
+    name: &str,
+    (socket, mac, role): (&Path, [u8; 6], SocketRole),
+    ip: &str,
+    offloads: bool,
+) -> Result<QemuGuest> {
+    let mut cfg = GuestConfig::new(name).nic(socket, role, &mac_str(mac), ip);
+    if !offloads {
+        for nic in &mut cfg.nics {
+            nic.device_opts = NO_OFFLOADS.into();
+        }
+    }
     cfg.console_log = Some(dir.join(format!("{name}.console.log")));
     QemuGuest::spawn(cfg).with_context(|| format!("starting QEMU guest {name}"))
 }
 
 /// Runs iperf3 (TCP, or UDP at full speed with `udp`) for `secs` seconds from guest A on
-/// port 0 to guest B on port 1 of `topo` through `fwd`.
+/// port 0 to guest B on port 1 of `topo` through `fwd`; `offloads` false turns every offload
+/// of both guests' devices off.
 pub fn run(
     topo: &Topology,
     fwd: &mut dyn Forwarder,
     udp: bool,
+    offloads: bool,
     o: &TrafficOpts,
     dir: &Path,
 ) -> Result<Measurement> {
@@ -81,13 +108,30 @@ pub fn run(
         bail!("the QEMU guests are measured with two ports");
     };
     // Spawned from this thread (pinned to the generator CPU): QEMU inherits its affinity.
-    let mut a = boot(dir, "vswb-a", s0, p0.mac, &format!("{IP_A}/24"))?;
-    let mut b = boot(dir, "vswb-b", s1, p1.mac, &format!("{IP_B}/24"))?;
+    let role = match fwd.frontend_listens() {
+        true => SocketRole::Server,
+        false => SocketRole::Client,
+    };
+    let mut a = boot(
+        dir,
+        "vswb-a",
+        (s0, p0.mac, role),
+        &format!("{IP_A}/24"),
+        offloads,
+    )?;
+    let mut b = boot(
+        dir,
+        "vswb-b",
+        (s1, p1.mac, role),
+        &format!("{IP_B}/24"),
+        offloads,
+    )?;
     a.wait_ready(BOOT)?;
     b.wait_ready(BOOT)?;
     fwd.after_connect(topo).context("preparing the forwarder")?;
     a.wait_ping(IP_B, Duration::from_secs(60))
         .context("guest A cannot reach guest B through the forwarder")?;
+    let negotiated = offloads_of(&mut a)?;
     b.iperf3_server()?;
     let secs = o.duration.as_secs_f64().round().max(5.0) as u32;
     let cmd = format!(
@@ -144,6 +188,7 @@ pub fn run(
             lost_percent: r.lost_percent,
             packets: r.packets,
             retransmits: r.retransmits,
+            offloads: negotiated,
         }),
     })
 }

@@ -3,8 +3,9 @@
 use std::fmt::Write;
 
 use super::FrontendReport;
-use crate::peers::{OVS, TESTPMD, VSWITCH, VSWITCH_POLL};
+use crate::peers::{OVS, OVS_TSO, TESTPMD, TESTPMD_TSO, VSWITCH, VSWITCH_POLL};
 use crate::report::Row;
+use crate::scenario::Scenario;
 
 /// What a forwarder is, for the tables.
 pub fn forwarder(peer: &str) -> &'static str {
@@ -12,7 +13,9 @@ pub fn forwarder(peer: &str) -> &'static str {
         VSWITCH => "vswitch, event mode (default)",
         VSWITCH_POLL => "vswitch `--poll-cores 0`",
         TESTPMD => "testpmd io-fwd (`net_vhost` x2)",
+        TESTPMD_TSO => "testpmd io-fwd (`net_vhost` x2, `tso=1`)",
         OVS => "OVS-DPDK (`dpdkvhostuser` x2, NORMAL)",
+        OVS_TSO => "OVS-DPDK (`dpdkvhostuserclient` x2, NORMAL, `userspace-tso-enable=true`)",
         _ => "?",
     }
 }
@@ -107,33 +110,38 @@ pub fn dpdk_table(rows: &[Row]) -> String {
     t
 }
 
-/// The iperf3 rows.
-pub fn iperf_table(rows: &[Row]) -> String {
+/// The iperf3 rows; `scenarios` name each row's frontend.
+pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
     let mut t = String::from(
-        "| frontend | forwarder | scenario | Gbit/s received | x testpmd | UDP loss | TCP retransmits | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) |\n\
-         |---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n",
+        "| frontend | forwarder | scenario | Gbit/s received | x testpmd | offloads negotiated | UDP loss | TCP retransmits | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) |\n\
+         |---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|\n",
     );
-    let fe = "Linux virtio-net, 2 QEMU TCG guests";
     for r in rows {
+        let fe = scenarios
+            .iter()
+            .find(|s| s.name == r.scenario)
+            .map_or("?", Scenario::frontend);
         let Some(m) = &r.result else {
-            failed(&mut t, r, fe, 12);
+            failed(&mut t, r, fe, 13);
             continue;
         };
-        let (loss, retr) = match &m.frontend {
+        let (loss, retr, offl) = match &m.frontend {
             Some(FrontendReport::Iperf3 {
                 lost_percent,
                 retransmits,
+                offloads,
                 ..
             }) => (
                 lost_percent.map(|l| format!("{l:.1}%")),
                 retransmits.map(|n| n.to_string()),
+                offloads.as_str(),
             ),
-            _ => (None, None),
+            _ => (None, None, "?"),
         };
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e3);
         let _ = writeln!(
             t,
-            "| {fe} | {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {fe} | {} | {} | **{}** | {} | {offl} | {} | {} | {} | {} | {} | {} | {} |",
             forwarder(&r.peer),
             r.scenario,
             f(Some(m.gbps), 3),

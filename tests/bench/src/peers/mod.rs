@@ -13,7 +13,7 @@ use ::vswitch::uplink::AfXdp;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::scenario::{Scenario, Topology};
+use crate::scenario::{Kind, Scenario, Topology};
 
 /// Peer names, in table order.
 pub const VSWITCH: &str = "vswitch";
@@ -21,6 +21,10 @@ pub const VSWITCH_POLL: &str = "vswitch-poll";
 pub const MEMCPY: &str = "memcpy";
 pub const TESTPMD: &str = "testpmd";
 pub const OVS: &str = "ovs-dpdk";
+/// testpmd whose `net_vhost` ports offer TSO (`tso=1`): iperf3 scenarios with offloads only.
+pub const TESTPMD_TSO: &str = "testpmd-tso";
+/// OVS-DPDK with `other_config:userspace-tso-enable=true`: the same scenarios only.
+pub const OVS_TSO: &str = "ovs-dpdk-tso";
 /// Two switches joined by VXLAN uplinks across a veth pair (two-host scenarios).
 pub const VSWITCH_VXLAN: &str = "vswitch-vxlan";
 /// Two switches joined by 802.1ad uplinks on a veth pair (two-host scenarios), over AF_PACKET.
@@ -85,6 +89,11 @@ pub struct Ctx {
 pub trait Forwarder {
     /// Socket of each topology port, in port order (guests connect to them).
     fn sockets(&self) -> &[PathBuf];
+    /// True when the frontends create the sockets and the forwarder connects (vhost-user
+    /// client ports); the in-process guests always connect, QEMU then listens.
+    fn frontend_listens(&self) -> bool {
+        false
+    }
     /// Called once every guest is connected and has posted its RX buffers.
     fn after_connect(&mut self, _topo: &Topology) -> Result<()> {
         Ok(())
@@ -110,6 +119,8 @@ pub fn supports(peer: &str, scenario: &Scenario) -> bool {
     }
     match peer {
         VSWITCH | VSWITCH_POLL => true,
+        TESTPMD_TSO | OVS_TSO => scenario.offers_offloads(),
+        TESTPMD | OVS if matches!(scenario.kind, Kind::Tso { .. }) => false,
         TESTPMD | OVS => scenario.is_pair() || scenario.is_third_party(),
         _ => scenario.is_pair(),
     }
@@ -122,8 +133,10 @@ pub fn start(peer: &str, topo: &Topology, ctx: &Ctx, tag: &str) -> Result<Box<dy
     Ok(match peer {
         VSWITCH => Box::new(vswitch::Vswitch::start(topo, ctx, &dir, false)?),
         VSWITCH_POLL => Box::new(vswitch::Vswitch::start(topo, ctx, &dir, true)?),
-        TESTPMD => Box::new(testpmd::Testpmd::start(topo, ctx, &dir)?),
-        OVS => Box::new(ovs::Ovs::start(topo, ctx, &dir)?),
+        TESTPMD => Box::new(testpmd::Testpmd::start(topo, ctx, &dir, false)?),
+        TESTPMD_TSO => Box::new(testpmd::Testpmd::start(topo, ctx, &dir, true)?),
+        OVS => Box::new(ovs::Ovs::start(topo, ctx, &dir, false)?),
+        OVS_TSO => Box::new(ovs::Ovs::start(topo, ctx, &dir, true)?),
         VSWITCH_VXLAN => Box::new(uplinked::Uplinked::start(
             topo,
             ctx,

@@ -63,6 +63,8 @@ pub struct Ovs {
     own_taps: Vec<&'static str>,
     fwd_cpu: usize,
     tsc_mhz: Option<f64>,
+    /// `userspace-tso-enable=true`.
+    tso: bool,
 }
 
 impl Ovs {
@@ -92,7 +94,11 @@ impl Ovs {
     }
 
     /// Starts the instance and creates the two vhost-user sockets.
-    pub fn start(topo: &Topology, ctx: &Ctx, dir: &Path) -> Result<Self> {
+    /// With `tso`, `other_config:userspace-tso-enable=true` (set before ovs-vswitchd starts)
+    /// and `dpdkvhostuserclient` ports (the frontend listens, OVS connects): OVS 3.1 asks the
+    /// vhost library for external buffers, without which it offers no host TSO, only on
+    /// client ports.
+    pub fn start(topo: &Topology, ctx: &Ctx, dir: &Path, tso: bool) -> Result<Self> {
         if topo.ports.len() != 2 {
             bail!("OVS-DPDK is measured with two ports only");
         }
@@ -114,6 +120,7 @@ impl Ovs {
             own_taps,
             fwd_cpu: ctx.fwd_cpu,
             tsc_mhz: ctx.tsc_mhz,
+            tso,
         };
         me.launch().context("setting up OVS-DPDK")?;
         Ok(me)
@@ -150,6 +157,7 @@ impl Ovs {
         )?;
         self.vsctl(&["--no-wait", "init"])?;
         let mask = format!("other_config:pmd-cpu-mask={:#x}", 1u64 << self.fwd_cpu);
+        let tso = format!("other_config:userspace-tso-enable={}", self.tso);
         self.vsctl(&[
             "--no-wait",
             "set",
@@ -159,6 +167,7 @@ impl Ovs {
             "other_config:dpdk-extra=--no-huge --legacy-mem -m 1024 --no-pci",
             "other_config:per-port-memory=true",
             &mask,
+            &tso,
         ])?;
         let mut c = self.cmd(VSWITCHD);
         c.arg(format!("unix:{}", d.join("db.sock").display()))
@@ -194,19 +203,17 @@ impl Ovs {
         .map_err(|e| self.explain(e))?;
         for (i, s) in self.sockets.clone().iter().enumerate() {
             let name = format!("vhu{i}");
-            self.vsctl(&[
-                "add-port",
-                BRIDGE,
-                &name,
-                "--",
-                "set",
-                "Interface",
-                &name,
-                "type=dpdkvhostuser",
-            ])
-            .map_err(|e| self.explain(e))?;
-            wait_path(s, Duration::from_secs(20), self.vswitchd.as_mut())
-                .map_err(|e| self.explain(e))?;
+            let server_path = format!("options:vhost-server-path={}", s.display());
+            let mut args = vec!["add-port", BRIDGE, &name, "--", "set", "Interface", &name];
+            match self.tso {
+                true => args.extend(["type=dpdkvhostuserclient", server_path.as_str()]),
+                false => args.push("type=dpdkvhostuser"),
+            }
+            self.vsctl(&args).map_err(|e| self.explain(e))?;
+            if !self.tso {
+                wait_path(s, Duration::from_secs(20), self.vswitchd.as_mut())
+                    .map_err(|e| self.explain(e))?;
+            }
         }
         Ok(())
     }
@@ -244,6 +251,10 @@ fn wait_path(p: &Path, timeout: Duration, owner: Option<&mut Proc>) -> Result<()
 impl Forwarder for Ovs {
     fn sockets(&self) -> &[PathBuf] {
         &self.sockets
+    }
+
+    fn frontend_listens(&self) -> bool {
+        self.tso
     }
 
     /// NORMAL floods to the bridge's own port until it learns a destination, and a sink never

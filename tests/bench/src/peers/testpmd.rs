@@ -28,8 +28,10 @@ pub fn unavailable() -> Option<String> {
 }
 
 impl Testpmd {
-    /// Starts testpmd with one vhost port per topology port (two).
-    pub fn start(topo: &Topology, ctx: &Ctx, dir: &Path) -> Result<Self> {
+    /// Starts testpmd with one vhost port per topology port (two); with `tso` the ports offer
+    /// TSO to the guests (`net_vhost` devarg `tso=1`: HOST_TSO4/6 besides the checksum
+    /// offloads the vhost library offers anyway).
+    pub fn start(topo: &Topology, ctx: &Ctx, dir: &Path, tso: bool) -> Result<Self> {
         if topo.ports.len() != 2 {
             bail!("testpmd io forwarding is measured with two ports only");
         }
@@ -57,8 +59,9 @@ impl Testpmd {
             ));
         for (i, s) in sockets.iter().enumerate() {
             cmd.arg("--vdev").arg(format!(
-                "net_vhost{i},iface={},queues=1,client=0",
-                s.display()
+                "net_vhost{i},iface={},queues=1,client=0{}",
+                s.display(),
+                if tso { ",tso=1" } else { "" }
             ));
         }
         cmd.args([
