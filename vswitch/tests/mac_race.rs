@@ -50,7 +50,10 @@ fn a_source_mac_flipped_during_forwarding_never_reaches_the_channel_mate() {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 if calm.load(Ordering::Acquire) {
-                    assert!(poker.write(src_at, &locked), "source MAC inside guest memory");
+                    assert!(
+                        poker.write(src_at, &locked),
+                        "source MAC inside guest memory"
+                    );
                     held.store(true, Ordering::Release);
                     while calm.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed) {
                         thread::yield_now();
