@@ -136,8 +136,11 @@ fn a_looping_tx_ring_costs_its_budget_per_pass_and_the_neighbour_gets_through() 
         "the attacker got {reads} descriptor reads in {passes} passes: more than \
          {per_pass} per pass"
     );
+    // The snapshots are taken while the datapath runs: a pass's refused chains are counted
+    // per batch, its reads once when the pass ends, so one pass may sit on either side of a
+    // snapshot (CI once saw 24576 reads for 92 chains: 24 passes of 4 chains, one pass split).
     assert!(
-        reads <= chains * u64::from(MAX_CHAIN_DESCS),
+        reads <= chains * u64::from(MAX_CHAIN_DESCS) + per_pass,
         "a looping chain cost more than {MAX_CHAIN_DESCS} reads ({reads} for {chains})"
     );
     assert!(cut > 0, "the budget cut the attacker's passes short");
