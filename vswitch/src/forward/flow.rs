@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(pick(0, 7), None);
         for h in [0, 1, u32::MAX / 2, u32::MAX] {
             assert_eq!(pick(0b100, h), Some(2));
-            let q = pick(0b1010, h).unwrap();
+            let q = pick(0b1010, h).expect("an enabled queue");
             assert!(q == 1 || q == 3);
         }
         assert_eq!(pick(0b1010, 0), Some(1));

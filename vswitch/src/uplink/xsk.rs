@@ -392,10 +392,10 @@ impl XskRx {
             }
             let kept = len.min(slot_len);
             let start = d.addr as usize;
-            // SAFETY: `d.addr .. d.addr + len` lies within one receive frame of the UMEM
-            // (checked above); the kernel hands out each frame once per fill, so the frames of
-            // one batch are distinct, and none is written by the kernel until `release` gives
-            // it back; the borrow ends before `release` (`&mut self`).
+            // Each frame is handed out by the kernel once per fill, so the frames of one batch
+            // are distinct, and none is written by the kernel until `release` gives it back.
+            // SAFETY: in bounds of one UMEM receive frame (checked above); distinct and not
+            // written meanwhile; the borrow ends before `release` (`&mut self`).
             let data = unsafe { std::slice::from_raw_parts_mut(base.as_ptr().add(start), kept) };
             RxFrame {
                 data,
