@@ -95,3 +95,15 @@ fn build_assets() -> Result<GuestAssets> {
         kernel_kind,
     })
 }
+
+/// What every QEMU guest test starts with: QEMU present (else an error saying so), the guest
+/// image built, a scratch directory named after `tag` and socket paths `vm1.sock..vmN.sock`.
+pub fn qemu_scratch(tag: &str, vms: usize) -> Result<(crate::ScratchDir, Vec<PathBuf>)> {
+    crate::find_binary("qemu-system-x86_64").context("the QEMU tests need QEMU")?;
+    guest_assets()?;
+    let dir = crate::ScratchDir::new(tag)?;
+    let socks = (1..=vms)
+        .map(|i| dir.socket_path(&format!("vm{i}.sock")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((dir, socks))
+}

@@ -29,7 +29,7 @@ pub mod testpmd;
 pub mod usage;
 pub mod util;
 
-pub use assets::{guest_assets, repo_root, GuestAssets};
+pub use assets::{guest_assets, qemu_scratch, repo_root, GuestAssets};
 pub use frontend::FrontendProcess;
 pub use libvirt::{libvirt_binaries, Domain, Libvirt};
 pub use netns::Netns;

@@ -15,8 +15,7 @@
 
 use std::time::{Duration, Instant};
 use vswitch_tests::{
-    find_binary, guest_assets, GuestConfig, QemuGuest, ScratchDir, SocketRole, Stats, Vswitch,
-    VswitchPort,
+    qemu_scratch, GuestConfig, QemuGuest, SocketRole, Stats, Vswitch, VswitchPort,
 };
 
 const BOOT: Duration = Duration::from_secs(300);
@@ -66,14 +65,7 @@ fn pairs(s: &Stats, port: &str) -> Vec<Pair> {
 
 #[test]
 fn two_queue_pairs_carry_traffic_both_ways() {
-    if let Err(e) = find_binary("qemu-system-x86_64") {
-        panic!("the QEMU tests need QEMU: {e:#}");
-    }
-    guest_assets().or_panic();
-    let dir = ScratchDir::new("qemu-mq").or_panic();
-    let socks: Vec<_> = (1..=3)
-        .map(|i| dir.socket_path(&format!("vm{i}.sock")).or_panic())
-        .collect();
+    let (dir, socks) = qemu_scratch("qemu-mq", 3).or_panic();
     let sw = Vswitch::start(
         dir.path(),
         &[

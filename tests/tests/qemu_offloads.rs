@@ -15,8 +15,8 @@
 
 use std::time::{Duration, Instant};
 use vswitch_tests::{
-    find_binary, guest_assets, virtio_net_feature_names, GuestConfig, QemuGuest, ScratchDir,
-    SocketRole, Stats, Vswitch, VswitchPort,
+    qemu_scratch, virtio_net_feature_names, GuestConfig, QemuGuest, SocketRole, Stats, Vswitch,
+    VswitchPort,
 };
 
 const BOOT: Duration = Duration::from_secs(300);
@@ -81,14 +81,7 @@ fn iperf(client: &mut QemuGuest, server: &mut QemuGuest, server_ip: &str, what: 
 
 #[test]
 fn offloads_between_guests_and_software_fallback() {
-    if let Err(e) = find_binary("qemu-system-x86_64") {
-        panic!("the QEMU tests need QEMU: {e:#}");
-    }
-    guest_assets().or_panic();
-    let dir = ScratchDir::new("qemu-offloads").or_panic();
-    let socks: Vec<_> = (1..=4)
-        .map(|i| dir.socket_path(&format!("vm{i}.sock")).or_panic())
-        .collect();
+    let (dir, socks) = qemu_scratch("qemu-offloads", 4).or_panic();
     let sw = Vswitch::start(
         dir.path(),
         &[
