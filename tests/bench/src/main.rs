@@ -81,7 +81,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     gen_cpu: usize,
     /// Most frames a generator queues per step, i.e. per kick (0: every free TX slot). Larger
-    /// bursts make every forwarder's rate bimodal on this machine (docs/performance.md).
+    /// bursts make every forwarder's rate bimodal on this machine (docs/perf-history.md).
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
     /// Drive generators and sinks from separate threads (both on the generator CPU, yielding
