@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::FrontendReport;
 use crate::peers::{OVS, OVS_TSO, TESTPMD, TESTPMD_TSO, VSWITCH, VSWITCH_POLL};
-use crate::report::Row;
+use crate::report::{f, pct, Row};
 use crate::scenario::Scenario;
 
 /// What a forwarder is, for the tables.
@@ -18,16 +18,6 @@ pub fn forwarder(peer: &str) -> &'static str {
         OVS_TSO => "OVS-DPDK (`dpdkvhostuserclient` x2, NORMAL, `userspace-tso-enable=true`)",
         _ => "?",
     }
-}
-
-fn f(v: Option<f64>, prec: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map_or("–".into(), |x| format!("{x:.prec$}"))
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.filter(|x| x.is_finite())
-        .map_or("–".into(), |x| format!("{:.0}%", x * 100.0))
 }
 
 /// `value / value of the testpmd row of the same scenario`.
@@ -57,14 +47,13 @@ fn runs(r: &Row, key: &str) -> String {
 }
 
 fn failed(t: &mut String, r: &Row, frontend: &str, cols: usize) {
-    let why = r.error.as_deref().unwrap_or("not run");
-    let first = why.lines().next().unwrap_or("").replace('|', "/");
     let _ = writeln!(
         t,
-        "| {} | {} | {} | n/a: {first} {}",
+        "| {} | {} | {} | n/a: {} {}",
         frontend,
         forwarder(&r.peer),
         r.scenario,
+        r.failure(),
         "|".repeat(cols - 3)
     );
 }
