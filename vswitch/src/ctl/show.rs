@@ -82,11 +82,7 @@ pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
             cell(&p["socket"]),
         ]);
     }
-    let mut out = if t.is_empty() {
-        "no VM ports\n".to_owned()
-    } else {
-        t.render()
-    };
+    let mut out = t.render_or("no VM ports\n");
     let up = uplinks(ports, Some(stats));
     if !up.starts_with("no uplinks") {
         out.push('\n');
@@ -141,11 +137,7 @@ pub fn uplinks(ports: &Value, stats: Option<&Value>) -> String {
             },
         ]);
     }
-    if t.is_empty() {
-        "no uplinks\n".into()
-    } else {
-        t.render()
-    }
+    t.render_or("no uplinks\n")
 }
 
 /// `ctl stats`: counters per port, per uplink and per channel, then drops by reason.
@@ -178,11 +170,7 @@ pub fn stats(v: &Value) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        if t.is_empty() {
-            out.push_str(none);
-        } else {
-            out.push_str(&t.render());
-        }
+        out.push_str(&t.render_or(none));
     };
     add(
         section(
@@ -282,11 +270,7 @@ pub fn fdb(v: &Value) -> String {
             if e["static"] == true { "yes" } else { "no" }.into(),
         ]);
     }
-    if t.is_empty() {
-        "the FDB is empty\n".into()
-    } else {
-        t.render()
-    }
+    t.render_or("the FDB is empty\n")
 }
 
 /// `ctl channels`: which ports are on which channel.
@@ -306,11 +290,7 @@ pub fn channels(v: &Value) -> String {
         }
         t.row(row);
     }
-    let mut out = if t.is_empty() {
-        "no channel has members\n".to_owned()
-    } else {
-        t.render()
-    };
+    let mut out = t.render_or("no channel has members\n");
     let loose: Vec<String> = rows(&v["unassociated"]).iter().map(cell).collect();
     if !loose.is_empty() {
         out.push_str(&format!("\nnot on a channel: {}\n", loose.join(", ")));
@@ -350,11 +330,7 @@ pub fn captures(v: &Value) -> String {
             cell(&c["file"]),
         ]);
     }
-    if t.is_empty() {
-        "no capture is running\n".into()
-    } else {
-        t.render()
-    }
+    t.render_or("no capture is running\n")
 }
 
 /// `ctl policy` / `ctl set-policy`: the directed pairs beyond equal channels.
