@@ -191,19 +191,15 @@ pub fn run(
         ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
         drops: sent.zip(received).map_or(0, |(s, r)| s.saturating_sub(r)),
         sent_total: sent.unwrap_or(0),
-        written_off: 0,
         traffic_cpu_share: spent.frontend_share,
-        frames_per_batch: 0.0,
-        idle_loop_share: 0.0,
-        device_errors: 0,
         other_load,
-        runs: Vec::new(),
         cost,
         frontend: Some(FrontendReport::Dpdk {
             sink_mpps,
             gen_mpps,
             gen_tx_refused: accumulated(&gout, "TX-dropped:"),
         }),
+        ..Measurement::default()
     })
 }
 

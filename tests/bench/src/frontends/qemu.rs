@@ -154,18 +154,10 @@ pub fn run(
         rx_frames: frames as u64,
         tx_frames: r.packets.unwrap_or(frames as u64),
         mpps: if udp { pps / 1e6 } else { 0.0 },
-        offered_mpps: 0.0,
         gbps: r.bps / 1e9,
         ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
-        drops: 0,
-        sent_total: 0,
-        written_off: 0,
         traffic_cpu_share: spent.frontend_share,
-        frames_per_batch: 0.0,
-        idle_loop_share: 0.0,
-        device_errors: 0,
         other_load,
-        runs: Vec::new(),
         cost,
         frontend: Some(FrontendReport::Iperf3 {
             proto: if udp { "udp" } else { "tcp" }.into(),
@@ -175,6 +167,7 @@ pub fn run(
             retransmits: r.retransmits,
             offloads: negotiated,
         }),
+        ..Measurement::default()
     })
 }
 

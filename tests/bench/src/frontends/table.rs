@@ -46,6 +46,17 @@ fn runs(r: &Row, key: &str) -> String {
     })
 }
 
+/// A measured row: frontend, forwarder, scenario, the rate in bold, then `rest`.
+fn row(t: &mut String, frontend: &str, r: &Row, rate: &str, rest: &[String]) {
+    let _ = writeln!(
+        t,
+        "| {frontend} | {} | {} | **{rate}** | {} |",
+        forwarder(&r.peer),
+        r.scenario,
+        rest.join(" | ")
+    );
+}
+
 fn failed(t: &mut String, r: &Row, frontend: &str, cols: usize) {
     let _ = writeln!(
         t,
@@ -79,22 +90,19 @@ pub fn dpdk_table(rows: &[Row]) -> String {
             _ => String::new(),
         };
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e6);
-        let _ = writeln!(
-            t,
-            "| {fe} | {} | {} | **{}** | {per_s} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            forwarder(&r.peer),
-            r.scenario,
-            f(Some(m.mpps), 2),
+        let rest = [
+            per_s,
             f(vs_testpmd(rows, r), 2),
             f(Some(m.offered_mpps), 2),
             f(counted, 2),
             f(m.cost.ns_per_pkt, 0),
             pct(m.cost.busy_share),
-            m.drops,
+            m.drops.to_string(),
             pct(Some(m.traffic_cpu_share)),
             pct(Some(m.other_load)),
             runs(r, "mpps"),
-        );
+        ];
+        row(&mut t, fe, r, &f(Some(m.mpps), 2), &rest);
     }
     t
 }
@@ -128,13 +136,9 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             _ => (None, None, "?"),
         };
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e3);
-        let _ = writeln!(
-            t,
-            "| {fe} | {} | {} | **{}** | {} | {offl} | {} | {} | {} | {} | {} | {} | {} |",
-            forwarder(&r.peer),
-            r.scenario,
-            f(Some(m.gbps), 3),
+        let rest = [
             f(vs_testpmd(rows, r), 2),
+            offl.to_owned(),
             loss.unwrap_or_else(|| "–".into()),
             retr.unwrap_or_else(|| "–".into()),
             f(counted, 0),
@@ -142,7 +146,8 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             pct(Some(m.traffic_cpu_share)),
             pct(Some(m.other_load)),
             runs(r, "gbps"),
-        );
+        ];
+        row(&mut t, fe, r, &f(Some(m.gbps), 3), &rest);
     }
     t
 }
