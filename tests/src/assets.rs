@@ -97,13 +97,27 @@ fn build_assets() -> Result<GuestAssets> {
 }
 
 /// What every QEMU guest test starts with: QEMU present (else an error saying so), the guest
-/// image built, a scratch directory named after `tag` and socket paths `vm1.sock..vmN.sock`.
+/// image built (its kernel printed), a scratch directory named after `tag` and socket paths
+/// `vm1.sock..vmN.sock`.
 pub fn qemu_scratch(tag: &str, vms: usize) -> Result<(crate::ScratchDir, Vec<PathBuf>)> {
+    let names: Vec<String> = (1..=vms).map(|i| format!("vm{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    qemu_scratch_named(tag, &names)
+}
+
+/// [`qemu_scratch`] with socket paths `NAME.sock`, one for each of `names`, in that order.
+pub fn qemu_scratch_named(tag: &str, names: &[&str]) -> Result<(crate::ScratchDir, Vec<PathBuf>)> {
     crate::find_binary("qemu-system-x86_64").context("the QEMU tests need QEMU")?;
-    guest_assets()?;
+    let assets = guest_assets()?;
+    eprintln!(
+        "guest kernel {} ({})",
+        assets.kernel.display(),
+        assets.kernel_kind
+    );
     let dir = crate::ScratchDir::new(tag)?;
-    let socks = (1..=vms)
-        .map(|i| dir.socket_path(&format!("vm{i}.sock")))
+    let socks = names
+        .iter()
+        .map(|n| dir.socket_path(&format!("{n}.sock")))
         .collect::<Result<Vec<_>>>()?;
     Ok((dir, socks))
 }

@@ -29,12 +29,14 @@ pub mod testpmd;
 pub mod usage;
 pub mod util;
 
-pub use assets::{guest_assets, qemu_scratch, repo_root, GuestAssets};
+pub use assets::{guest_assets, qemu_scratch, qemu_scratch_named, repo_root, GuestAssets};
 pub use frontend::FrontendProcess;
 pub use libvirt::{libvirt_binaries, Domain, Libvirt};
 pub use netns::Netns;
-pub use qemu::{virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole};
+pub use qemu::{
+    virtio_net_feature_names, GuestConfig, NicConfig, QemuGuest, SocketRole, BASE_FEATURES,
+};
 pub use switch::{vswitch_binary, Counters, PortMode, Stats, Vswitch, VswitchPort};
 pub use testpmd::{Testpmd, TestpmdPort};
 pub use usage::{MemTolerance, ProcUsage};
-pub use util::{find_binary, ScratchDir};
+pub use util::{find_binary, OrPanic, ScratchDir};

@@ -293,3 +293,16 @@ pub fn terminate_child(child: &mut std::process::Child, grace: Duration) {
     }
     let _ = child.wait();
 }
+
+/// `anyhow::Result` → its value, or a panic that shows the whole error chain (`{e:#}`): what the
+/// integration tests use instead of `unwrap`.
+pub trait OrPanic<T> {
+    /// The value, or a panic with the error and its causes.
+    fn or_panic(self) -> T;
+}
+
+impl<T> OrPanic<T> for Result<T> {
+    fn or_panic(self) -> T {
+        self.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+}

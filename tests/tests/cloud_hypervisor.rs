@@ -17,20 +17,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vswitch_tests::{find_binary, repo_root, PortMode, ScratchDir, Vswitch, VswitchPort};
+use vswitch_tests::{find_binary, repo_root, OrPanic, PortMode, ScratchDir, Vswitch, VswitchPort};
 
 const RESULT_TIMEOUT: Duration = Duration::from_secs(120);
 const MRG_RXBUF: u64 = 1 << 15;
 const EVENT_IDX: u64 = 1 << 29;
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
 
 /// The Cloud Hypervisor binary: `$CH_BIN` (must then exist), else `cloud-hypervisor` on PATH.
 fn cloud_hypervisor() -> Result<Option<PathBuf>> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use vswitch_testguest::{EthFrame, GuestConfig, GuestError, TestGuest};
 use vswitch_tests::frontend::{PING, PONG, STREAM};
 use vswitch_tests::{
-    FrontendProcess, MemTolerance, ProcUsage, ScratchDir, SocketRole, Vswitch, VswitchPort,
+    FrontendProcess, MemTolerance, OrPanic, ProcUsage, ScratchDir, SocketRole, Vswitch, VswitchPort,
 };
 
 const CYCLES: u32 = 100;
@@ -52,15 +52,6 @@ const READY: Duration = Duration::from_secs(30);
 const EXCHANGE: Duration = Duration::from_secs(20);
 const GONE: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(10);
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
 
 /// Sends two rings' worth of frames from the peer the way the pings go (`send`, which
 /// reclaims completed chains only when it runs out of descriptors, so successive frames use

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vswitch_tests::{
-    guest_assets, libvirt_binaries, repo_root, Libvirt, QemuGuest, ScratchDir, Vswitch, VswitchPort,
+    guest_assets, libvirt_binaries, repo_root, Libvirt, OrPanic, QemuGuest, ScratchDir, Vswitch,
+    VswitchPort,
 };
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -32,15 +33,6 @@ const OVERRIDE: &str = "<qemu:override>
     </qemu:frontend>
   </qemu:device>
 </qemu:override>";
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
 
 fn words(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

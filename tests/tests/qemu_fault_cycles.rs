@@ -19,29 +19,13 @@
 
 use std::time::{Duration, Instant};
 use vswitch_tests::{
-    find_binary, guest_assets, MemTolerance, ProcUsage, QemuGuest, ScratchDir, SocketRole, Vswitch,
+    qemu_scratch_named, MemTolerance, OrPanic, ProcUsage, QemuGuest, SocketRole, Vswitch,
     VswitchPort,
 };
 
 const BOOT: Duration = Duration::from_secs(240);
 const PATH_UP: Duration = Duration::from_secs(90);
 const SETTLE: Duration = Duration::from_secs(20);
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
-
-fn preflight() {
-    if let Err(e) = find_binary("qemu-system-x86_64") {
-        panic!("the QEMU tests need QEMU: {e:#}");
-    }
-    guest_assets().or_panic();
-}
 
 /// `a` and `b` reach each other through the switch: `a` pings until `b` answers (the path may
 /// need a moment after a reconnect), then `b` pings `a`.
@@ -57,26 +41,26 @@ fn ping_both_ways(a: &mut QemuGuest, b: &mut QemuGuest, ip_a: &str, ip_b: &str) 
 
 #[test]
 fn switch_sigkilled_twenty_times_under_running_guests() {
-    preflight();
     const RESTARTS: u32 = 20;
     const MAC_A: &str = "52:54:00:00:66:0a";
     const MAC_B: &str = "52:54:00:00:66:0b";
     const IP_A: &str = "10.0.2.10";
     const IP_B: &str = "10.0.2.11";
     let t0 = Instant::now();
-    let dir = ScratchDir::new("qemu-sw-kill").or_panic();
-    let sa = dir.socket_path("a.sock").or_panic();
-    let sb = dir.socket_path("b.sock").or_panic();
+    let (dir, socks) = qemu_scratch_named("qemu-sw-kill", &["a", "b"]).or_panic();
+    let [sa, sb] = &socks[..] else {
+        unreachable!("two sockets")
+    };
     let mut sw = Vswitch::start(
         dir.path(),
         &[
-            VswitchPort::listen("a", &sa, 100).mac(MAC_A),
-            VswitchPort::connect("b", &sb, 100).mac(MAC_B),
+            VswitchPort::listen("a", sa, 100).mac(MAC_A),
+            VswitchPort::connect("b", sb, 100).mac(MAC_B),
         ],
     )
     .or_panic();
-    let mut a = QemuGuest::boot("a", &sa, SocketRole::Client, MAC_A, "10.0.2.10/24").or_panic();
-    let mut b = QemuGuest::boot("b", &sb, SocketRole::Server, MAC_B, "10.0.2.11/24").or_panic();
+    let mut a = QemuGuest::boot("a", sa, SocketRole::Client, MAC_A, "10.0.2.10/24").or_panic();
+    let mut b = QemuGuest::boot("b", sb, SocketRole::Server, MAC_B, "10.0.2.11/24").or_panic();
     for g in [&mut a, &mut b] {
         let t = g.wait_ready(BOOT).or_panic();
         eprintln!("{} ready after {t:.1?}", g.name());
@@ -169,7 +153,6 @@ const GUEST_TOLERANCE: MemTolerance = MemTolerance {
 
 #[test]
 fn guests_sigkilled_ten_times() {
-    preflight();
     const CYCLES: u32 = 10;
     /// Cycles before the baseline: one guest of each role has come and gone.
     const WARMUP: u32 = 2;
@@ -178,31 +161,30 @@ fn guests_sigkilled_ten_times() {
     const MAC_B: &str = "52:54:00:00:67:0b";
     const IP_P: &str = "10.0.3.1";
     let t0 = Instant::now();
-    let dir = ScratchDir::new("qemu-guest-kill").or_panic();
-    let sp = dir.socket_path("peer.sock").or_panic();
-    let sa = dir.socket_path("a.sock").or_panic();
-    let sb = dir.socket_path("b.sock").or_panic();
+    let (dir, socks) = qemu_scratch_named("qemu-guest-kill", &["peer", "a", "b"]).or_panic();
+    let [sp, sa, sb] = &socks[..] else {
+        unreachable!("three sockets")
+    };
     let sw = Vswitch::start(
         dir.path(),
         &[
-            VswitchPort::listen("peer", &sp, 100).mac(MAC_P),
-            VswitchPort::listen("a", &sa, 100).mac(MAC_A),
-            VswitchPort::connect("b", &sb, 100).mac(MAC_B),
+            VswitchPort::listen("peer", sp, 100).mac(MAC_P),
+            VswitchPort::listen("a", sa, 100).mac(MAC_A),
+            VswitchPort::connect("b", sb, 100).mac(MAC_B),
         ],
     )
     .or_panic();
     let pid = sw.pid().expect("running");
-    let mut peer =
-        QemuGuest::boot("peer", &sp, SocketRole::Client, MAC_P, "10.0.3.1/24").or_panic();
+    let mut peer = QemuGuest::boot("peer", sp, SocketRole::Client, MAC_P, "10.0.3.1/24").or_panic();
 
     let mut baseline: Option<ProcUsage> = None;
     for cycle in 1..=CYCLES {
         let t = Instant::now();
         // Odd cycles: a QEMU client of the listen port `a`; even: a QEMU server for `b`.
         let (port, sock, role, mac, ip) = if cycle % 2 == 1 {
-            ("a", &sa, SocketRole::Client, MAC_A, "10.0.3.10")
+            ("a", sa, SocketRole::Client, MAC_A, "10.0.3.10")
         } else {
-            ("b", &sb, SocketRole::Server, MAC_B, "10.0.3.11")
+            ("b", sb, SocketRole::Server, MAC_B, "10.0.3.11")
         };
         let mut g = QemuGuest::boot(
             &format!("{port}{cycle}"),

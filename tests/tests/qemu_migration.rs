@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vswitch_tests::{
-    find_binary, guest_assets, GuestConfig, QemuGuest, ScratchDir, SocketRole, Vswitch, VswitchPort,
+    find_binary, guest_assets, GuestConfig, OrPanic, QemuGuest, ScratchDir, SocketRole, Vswitch,
+    VswitchPort,
 };
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -26,15 +27,6 @@ const MAC2: &str = "52:54:00:00:64:02";
 const MAC3: &str = "52:54:00:00:c8:03";
 const IP2: &str = "10.0.0.2";
 const PINGS: u32 = 1500;
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
 
 /// QEMU's human monitor on a Unix socket: one command, its output up to the next prompt.
 struct Monitor(BufReader<UnixStream>);

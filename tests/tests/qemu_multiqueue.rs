@@ -14,9 +14,7 @@
 //! The test fails (never skips) when QEMU or the guest image is missing.
 
 use std::time::{Duration, Instant};
-use vswitch_tests::{
-    qemu_scratch, GuestConfig, QemuGuest, SocketRole, Stats, Vswitch, VswitchPort,
-};
+use vswitch_tests::{qemu_scratch, GuestConfig, OrPanic, QemuGuest, Stats, Vswitch, VswitchPort};
 
 const BOOT: Duration = Duration::from_secs(300);
 const PATH_UP: Duration = Duration::from_secs(90);
@@ -29,15 +27,6 @@ const MAC: [&str; 3] = [
     "52:54:00:00:c9:13",
 ];
 const IP: [&str; 3] = ["10.0.1.11", "10.0.1.12", "10.0.1.13"];
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
 
 /// One queue pair's counters of a port, from `ctl stats --json`'s `queues` list.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,25 +68,12 @@ fn two_queue_pairs_carry_traffic_both_ways() {
         ],
     )
     .or_panic();
-    let mut vms: Vec<QemuGuest> = (0..3)
-        .map(|i| {
-            let mut cfg = GuestConfig::new(&format!("vm{}", i + 1)).nic(
-                &socks[i],
-                SocketRole::Client,
-                MAC[i],
-                &format!("{}/24", IP[i]),
-            );
-            if i < 2 {
-                cfg.cpus = u32::from(QUEUES);
-                cfg.nics[0].queues = QUEUES;
-            }
-            QemuGuest::spawn(cfg).or_panic()
-        })
-        .collect();
-    for g in vms.iter_mut() {
-        let t = g.wait_ready(BOOT).or_panic();
-        eprintln!("{} ready after {t:.1?}", g.name());
+    let mut cfgs = GuestConfig::client_vms(&socks, &MAC, &IP);
+    for cfg in &mut cfgs[..2] {
+        cfg.cpus = u32::from(QUEUES);
+        cfg.nics[0].queues = QUEUES;
     }
+    let mut vms = QemuGuest::spawn_ready(cfgs, BOOT).or_panic();
     sw.wait_connected(&["vm1", "vm2", "vm3"], Duration::from_secs(60))
         .or_panic();
     let [vm1, vm2, vm3] = &mut vms[..] else {

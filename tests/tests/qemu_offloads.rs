@@ -14,10 +14,7 @@
 //! The test fails (never skips) when QEMU or the guest image is missing.
 
 use std::time::{Duration, Instant};
-use vswitch_tests::{
-    qemu_scratch, virtio_net_feature_names, GuestConfig, QemuGuest, SocketRole, Stats, Vswitch,
-    VswitchPort,
-};
+use vswitch_tests::{qemu_scratch, GuestConfig, OrPanic, QemuGuest, Stats, Vswitch, VswitchPort};
 
 const BOOT: Duration = Duration::from_secs(300);
 const PATH_UP: Duration = Duration::from_secs(90);
@@ -42,25 +39,6 @@ const MAC: [&str; 4] = [
     "52:54:00:00:c8:14",
 ];
 const IP: [&str; 4] = ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"];
-
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
-
-fn features(g: &mut QemuGuest) -> u64 {
-    let f = g.features().or_panic();
-    eprintln!(
-        "{} negotiated {f:#x}: {}",
-        g.name(),
-        virtio_net_feature_names(f).join(" ")
-    );
-    f
-}
 
 fn port_counter(s: &Stats, port: &str, name: &str) -> u64 {
     s.port(port).or_panic().port.get(name).copied().unwrap_or(0)
@@ -92,24 +70,9 @@ fn offloads_between_guests_and_software_fallback() {
         ],
     )
     .or_panic();
-    let mut vms: Vec<QemuGuest> = (0..4)
-        .map(|i| {
-            let mut cfg = GuestConfig::new(&format!("vm{}", i + 1)).nic(
-                &socks[i],
-                SocketRole::Client,
-                MAC[i],
-                &format!("{}/24", IP[i]),
-            );
-            if i == 2 {
-                cfg.nics[0].device_opts = NO_OFFLOADS.into();
-            }
-            QemuGuest::spawn(cfg).or_panic()
-        })
-        .collect();
-    for g in vms.iter_mut() {
-        let t = g.wait_ready(BOOT).or_panic();
-        eprintln!("{} ready after {t:.1?}", g.name());
-    }
+    let mut cfgs = GuestConfig::client_vms(&socks, &MAC, &IP);
+    cfgs[2].nics[0].device_opts = NO_OFFLOADS.into();
+    let mut vms = QemuGuest::spawn_ready(cfgs, BOOT).or_panic();
     sw.wait_connected(&["vm1", "vm2", "vm3", "vm4"], Duration::from_secs(60))
         .or_panic();
     let [vm1, vm2, vm3, vm4] = &mut vms[..] else {
@@ -118,7 +81,7 @@ fn offloads_between_guests_and_software_fallback() {
 
     // Negotiated, as each guest's driver sees it.
     for g in [&mut *vm1, &mut *vm2, &mut *vm4] {
-        let f = features(g);
+        let f = g.logged_features().or_panic();
         assert_eq!(
             f & OFFLOADS,
             OFFLOADS,
@@ -126,7 +89,7 @@ fn offloads_between_guests_and_software_fallback() {
             g.name()
         );
     }
-    let f3 = features(vm3);
+    let f3 = vm3.logged_features().or_panic();
     assert_eq!(f3 & OFFLOADS, 0, "vm3 must run without offloads");
 
     let t = Instant::now();

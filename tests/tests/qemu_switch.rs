@@ -20,20 +20,17 @@
 //!
 //! The tests fail (never skip) when QEMU or the guest image is missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use vswitch_tests::{
-    find_binary, guest_assets, virtio_net_feature_names, GuestConfig, QemuGuest, ScratchDir,
-    SocketRole, Stats, Vswitch, VswitchPort,
+    qemu_scratch, qemu_scratch_named, GuestConfig, OrPanic, QemuGuest, ScratchDir, SocketRole,
+    Stats, Vswitch, VswitchPort, BASE_FEATURES,
 };
 
 const BOOT: Duration = Duration::from_secs(240);
 const PATH_UP: Duration = Duration::from_secs(90);
 const CMD: Duration = Duration::from_secs(60);
 
-const MRG_RXBUF: u64 = 1 << 15;
-const EVENT_IDX: u64 = 1 << 29;
-const VERSION_1: u64 = 1 << 32;
 const RING_PACKED: u64 = 1 << 34;
 
 const MAC1: &str = "52:54:00:00:64:01";
@@ -42,24 +39,6 @@ const MAC3: &str = "52:54:00:00:c8:03";
 const IP1: &str = "10.0.0.1";
 const IP2: &str = "10.0.0.2";
 const IP3: &str = "10.0.0.3";
-
-/// `anyhow::Result` → value, or a panic that shows the whole error chain.
-trait OrPanic<T> {
-    fn or_panic(self) -> T;
-}
-impl<T> OrPanic<T> for anyhow::Result<T> {
-    fn or_panic(self) -> T {
-        self.unwrap_or_else(|e| panic!("{e:#}"))
-    }
-}
-
-fn preflight() {
-    if let Err(e) = find_binary("qemu-system-x86_64") {
-        panic!("the QEMU tests need QEMU: {e:#}");
-    }
-    let a = guest_assets().or_panic();
-    eprintln!("guest kernel {} ({})", a.kernel.display(), a.kernel_kind);
-}
 
 /// The guest's ARP table entry for `ip`: (flags, MAC) from /proc/net/arp, if any.
 /// Flags 0x2 = resolved; 0x0 = incomplete or failed.
@@ -107,53 +86,51 @@ fn assert_unreachable(g: &mut QemuGuest, ip: &str) {
     eprintln!("{} -> {ip}: no reply ({:.1?})", g.name(), t.elapsed());
 }
 
-fn check_features(g: &mut QemuGuest) {
-    let f = g.features().or_panic();
-    eprintln!(
-        "{} negotiated {f:#x}: {}",
-        g.name(),
-        virtio_net_feature_names(f).join(" ")
-    );
-    for (bit, name) in [
-        (VERSION_1, "VERSION_1"),
-        (MRG_RXBUF, "MRG_RXBUF"),
-        (EVENT_IDX, "RING_EVENT_IDX"),
-    ] {
-        assert!(f & bit != 0, "{}: {name} not negotiated ({f:#x})", g.name());
-    }
-}
-
 fn print_stats(what: &str, s: &Stats) {
     eprintln!("--- switch counters {what} ---\n{}", s.summary());
 }
 
-#[test]
-fn two_channels_both_roles_then_switch_restart() {
-    preflight();
-    let t0 = Instant::now();
-    let dir = ScratchDir::new("qemu-switch").or_panic();
-    let s1 = dir.socket_path("vm1.sock").or_panic();
-    let s2 = dir.socket_path("vm2.sock").or_panic();
-    let s3 = dir.socket_path("vm3.sock").or_panic();
-    let mut sw = Vswitch::start(
+/// The two-channel setup: the switch with vm1 (listen) and vm2 (connect) on channel 100 and
+/// vm3 (listen) on channel 200, and the three guests, each NIC with `device_opts`, booted in
+/// parallel (vm1 and vm3 connect to the switch, vm2 waits for the switch to connect), ready and
+/// connected. Returns the scratch dir (keep it), the socket paths, the switch and the guests.
+fn three_guests(
+    tag: &str,
+    device_opts: &str,
+) -> (ScratchDir, Vec<PathBuf>, Vswitch, [QemuGuest; 3]) {
+    let (dir, socks) = qemu_scratch(tag, 3).or_panic();
+    let sw = Vswitch::start(
         dir.path(),
         &[
-            VswitchPort::listen("vm1", &s1, 100).mac(MAC1),
-            VswitchPort::connect("vm2", &s2, 100).mac(MAC2),
-            VswitchPort::listen("vm3", &s3, 200).mac(MAC3),
+            VswitchPort::listen("vm1", &socks[0], 100).mac(MAC1),
+            VswitchPort::connect("vm2", &socks[1], 100).mac(MAC2),
+            VswitchPort::listen("vm3", &socks[2], 200).mac(MAC3),
         ],
     )
     .or_panic();
-
-    // Booted in parallel: vm1 and vm3 connect to the switch, vm2 waits for the switch to connect.
-    let mut vm1 = QemuGuest::boot("vm1", &s1, SocketRole::Client, MAC1, "10.0.0.1/24").or_panic();
-    let mut vm2 = QemuGuest::boot("vm2", &s2, SocketRole::Server, MAC2, "10.0.0.2/24").or_panic();
-    let mut vm3 = QemuGuest::boot("vm3", &s3, SocketRole::Client, MAC3, "10.0.0.3/24").or_panic();
-    for g in [&mut vm1, &mut vm2, &mut vm3] {
-        let t = g.wait_ready(BOOT).or_panic();
-        eprintln!("{} ready after {t:.1?}", g.name());
-    }
+    let guests = [
+        ("vm1", SocketRole::Client, MAC1, "10.0.0.1/24"),
+        ("vm2", SocketRole::Server, MAC2, "10.0.0.2/24"),
+        ("vm3", SocketRole::Client, MAC3, "10.0.0.3/24"),
+    ];
+    let cfgs = guests
+        .iter()
+        .zip(&socks)
+        .map(|(&(name, role, mac, ip), sock)| {
+            let mut cfg = GuestConfig::new(name).nic(sock, role, mac, ip);
+            cfg.nics[0].device_opts = device_opts.into();
+            cfg
+        });
+    let vms = QemuGuest::spawn_ready(cfgs, BOOT).or_panic();
     sw.wait_connected(&["vm1", "vm2", "vm3"], CMD).or_panic();
+    let vms = vms.try_into().expect("three guests");
+    (dir, socks, sw, vms)
+}
+
+#[test]
+fn two_channels_both_roles_then_switch_restart() {
+    let t0 = Instant::now();
+    let (_dir, socks, mut sw, [mut vm1, mut vm2, mut vm3]) = three_guests("qemu-switch", "");
 
     // --- channel 100: vm1 <-> vm2, both socket roles -------------------------------------------
     let t = vm1.wait_ping(IP2, PATH_UP).or_panic();
@@ -168,7 +145,7 @@ fn two_channels_both_roles_then_switch_restart() {
     // The guests' own virtio-net drivers negotiated mergeable RX buffers and EVENT_IDX (and
     // the traffic above and below ran with them).
     for g in [&mut vm1, &mut vm2, &mut vm3] {
-        check_features(g);
+        g.require_features(BASE_FEATURES).or_panic();
     }
 
     vm2.iperf3_server().or_panic();
@@ -327,7 +304,7 @@ fn two_channels_both_roles_then_switch_restart() {
     }
     let status = sw.terminate(Duration::from_secs(10)).or_panic();
     assert!(status.success(), "vswitch exited {status} on SIGTERM");
-    for s in [&s1, &s3] {
+    for s in [&socks[0], &socks[2]] {
         assert!(!s.exists(), "{} left behind", s.display());
     }
     eprintln!("total {:.1?}", t0.elapsed());
@@ -335,37 +312,11 @@ fn two_channels_both_roles_then_switch_restart() {
 
 #[test]
 fn packed_rings_two_channels() {
-    preflight();
     let t0 = Instant::now();
-    let dir = ScratchDir::new("qemu-packed").or_panic();
-    let s1 = dir.socket_path("vm1.sock").or_panic();
-    let s2 = dir.socket_path("vm2.sock").or_panic();
-    let s3 = dir.socket_path("vm3.sock").or_panic();
-    let mut sw = Vswitch::start(
-        dir.path(),
-        &[
-            VswitchPort::listen("vm1", &s1, 100).mac(MAC1),
-            VswitchPort::connect("vm2", &s2, 100).mac(MAC2),
-            VswitchPort::listen("vm3", &s3, 200).mac(MAC3),
-        ],
-    )
-    .or_panic();
-    let boot = |name: &str, sock: &Path, role, mac: &str, ip: &str| {
-        let mut cfg = GuestConfig::new(name).nic(sock, role, mac, ip);
-        cfg.nics[0].device_opts = "packed=on".into();
-        QemuGuest::spawn(cfg).or_panic()
-    };
-    let mut vm1 = boot("vm1", &s1, SocketRole::Client, MAC1, "10.0.0.1/24");
-    let mut vm2 = boot("vm2", &s2, SocketRole::Server, MAC2, "10.0.0.2/24");
-    let mut vm3 = boot("vm3", &s3, SocketRole::Client, MAC3, "10.0.0.3/24");
+    let (_dir, _socks, mut sw, [mut vm1, mut vm2, mut vm3]) =
+        three_guests("qemu-packed", "packed=on");
     for g in [&mut vm1, &mut vm2, &mut vm3] {
-        let t = g.wait_ready(BOOT).or_panic();
-        eprintln!("{} ready after {t:.1?}", g.name());
-    }
-    sw.wait_connected(&["vm1", "vm2", "vm3"], CMD).or_panic();
-    for g in [&mut vm1, &mut vm2, &mut vm3] {
-        check_features(g);
-        let f = g.features().or_panic();
+        let f = g.require_features(BASE_FEATURES).or_panic();
         assert!(
             f & RING_PACKED != 0,
             "{}: RING_PACKED not negotiated ({f:#x})",
@@ -415,13 +366,12 @@ fn packed_rings_two_channels() {
 
 #[test]
 fn guest_restarts() {
-    preflight();
     const CYCLES: u32 = 5;
     let t0 = Instant::now();
-    let dir = ScratchDir::new("qemu-restarts").or_panic();
-    let sp = dir.socket_path("peer.sock").or_panic();
-    let sa = dir.socket_path("a.sock").or_panic();
-    let sb = dir.socket_path("b.sock").or_panic();
+    let (dir, socks) = qemu_scratch_named("qemu-restarts", &["peer", "a", "b"]).or_panic();
+    let [sp, sa, sb] = &socks[..] else {
+        unreachable!("three sockets")
+    };
     let (mac_p, mac_a, mac_b) = (
         "52:54:00:00:65:01",
         "52:54:00:00:65:0a",
@@ -430,14 +380,13 @@ fn guest_restarts() {
     let sw = Vswitch::start(
         dir.path(),
         &[
-            VswitchPort::listen("peer", &sp, 101).mac(mac_p),
-            VswitchPort::listen("a", &sa, 101).mac(mac_a),
-            VswitchPort::connect("b", &sb, 101).mac(mac_b),
+            VswitchPort::listen("peer", sp, 101).mac(mac_p),
+            VswitchPort::listen("a", sa, 101).mac(mac_a),
+            VswitchPort::connect("b", sb, 101).mac(mac_b),
         ],
     )
     .or_panic();
-    let mut peer =
-        QemuGuest::boot("peer", &sp, SocketRole::Client, mac_p, "10.0.1.1/24").or_panic();
+    let mut peer = QemuGuest::boot("peer", sp, SocketRole::Client, mac_p, "10.0.1.1/24").or_panic();
 
     for cycle in 1..=CYCLES {
         let t = Instant::now();
@@ -451,14 +400,14 @@ fn guest_restarts() {
         };
         let mut a = boot(
             format!("a{cycle}"),
-            &sa,
+            sa,
             SocketRole::Client,
             mac_a,
             "10.0.1.10/24",
         );
         let mut b = boot(
             format!("b{cycle}"),
-            &sb,
+            sb,
             SocketRole::Server,
             mac_b,
             "10.0.1.11/24",

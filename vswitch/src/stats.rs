@@ -305,37 +305,20 @@ impl SwitchStats {
         };
         let port = |p: &PortStatsOut| vec![("port", p.name.clone())];
         let chan = |c: &ChannelStats| vec![("channel", c.channel.to_string())];
-        let per_port = |get: fn(&CountersSnapshot) -> u64| {
-            self.ports
-                .iter()
-                .map(|p| (port(p), get(&p.switch)))
-                .collect()
+        // Each port's and each uplink's labels and counters.
+        let ports: Vec<(Labels, &CountersSnapshot)> =
+            self.ports.iter().map(|p| (port(p), &p.switch)).collect();
+        let uplinks: Vec<(Labels, &CountersSnapshot)> = self
+            .uplinks
+            .iter()
+            .map(|u| (vec![("uplink", u.name.clone())], &u.switch))
+            .collect();
+        let each = |of: &[(Labels, &CountersSnapshot)], get: fn(&CountersSnapshot) -> u64| {
+            of.iter().map(|(l, c)| (l.clone(), get(c))).collect()
         };
-        family(
-            "port_in_frames",
-            "Frames received from the port's guest",
-            per_port(|c| c.in_frames),
-        );
-        family(
-            "port_in_bytes",
-            "Bytes received from the port's guest",
-            per_port(|c| c.in_bytes),
-        );
-        family(
-            "port_out_frames",
-            "Frames delivered to the port's guest",
-            per_port(|c| c.out_frames),
-        );
-        family(
-            "port_out_bytes",
-            "Bytes delivered to the port's guest",
-            per_port(|c| c.out_bytes),
-        );
-        family(
-            "port_flooded",
-            "Copies planned by flooding, by sending port",
-            per_port(|c| c.flooded),
-        );
+        for (name, get, help, _) in SIDE_COUNTERS {
+            family(&format!("port_{name}"), help, each(&ports, get));
+        }
         for (i, field) in PortStatsSnapshot::FIELDS.iter().enumerate() {
             if let Some(help) = field.metric_help {
                 family(
@@ -376,49 +359,20 @@ impl SwitchStats {
         family(
             "port_drops",
             "Frames dropped, by port and reason",
-            self.ports
+            ports
                 .iter()
-                .flat_map(|p| drops(port(p), &p.switch.drops))
+                .flat_map(|(l, c)| drops(l.clone(), &c.drops))
                 .collect(),
         );
-        let uplink = |u: &UplinkStatsOut| vec![("uplink", u.name.clone())];
-        let per_uplink = |get: fn(&CountersSnapshot) -> u64| {
-            self.uplinks
-                .iter()
-                .map(|u| (uplink(u), get(&u.switch)))
-                .collect()
-        };
-        family(
-            "uplink_in_frames",
-            "Frames received from the uplink's wire",
-            per_uplink(|c| c.in_frames),
-        );
-        family(
-            "uplink_in_bytes",
-            "Bytes received from the uplink's wire",
-            per_uplink(|c| c.in_bytes),
-        );
-        family(
-            "uplink_out_frames",
-            "Frames sent out of the uplink",
-            per_uplink(|c| c.out_frames),
-        );
-        family(
-            "uplink_out_bytes",
-            "Bytes sent out of the uplink",
-            per_uplink(|c| c.out_bytes),
-        );
-        family(
-            "uplink_flooded",
-            "Copies planned by flooding, by sending uplink",
-            per_uplink(|c| c.flooded),
-        );
+        for (name, get, _, help) in SIDE_COUNTERS {
+            family(&format!("uplink_{name}"), help, each(&uplinks, get));
+        }
         family(
             "uplink_drops",
             "Frames dropped, by uplink and reason",
-            self.uplinks
+            uplinks
                 .iter()
-                .flat_map(|u| drops(uplink(u), &u.switch.drops))
+                .flat_map(|(l, c)| drops(l.clone(), &c.drops))
                 .collect(),
         );
         let per_chan = |get: fn(&CountersSnapshot) -> u64| {
@@ -452,6 +406,47 @@ impl SwitchStats {
         out
     }
 }
+
+/// The counters ports and uplinks both have, as metric families `port_NAME` and `uplink_NAME`:
+/// NAME, what reads it, its help for ports, its help for uplinks.
+type SideCounter = (
+    &'static str,
+    fn(&CountersSnapshot) -> u64,
+    &'static str,
+    &'static str,
+);
+const SIDE_COUNTERS: [SideCounter; 5] = [
+    (
+        "in_frames",
+        |c| c.in_frames,
+        "Frames received from the port's guest",
+        "Frames received from the uplink's wire",
+    ),
+    (
+        "in_bytes",
+        |c| c.in_bytes,
+        "Bytes received from the port's guest",
+        "Bytes received from the uplink's wire",
+    ),
+    (
+        "out_frames",
+        |c| c.out_frames,
+        "Frames delivered to the port's guest",
+        "Frames sent out of the uplink",
+    ),
+    (
+        "out_bytes",
+        |c| c.out_bytes,
+        "Bytes delivered to the port's guest",
+        "Bytes sent out of the uplink",
+    ),
+    (
+        "flooded",
+        |c| c.flooded,
+        "Copies planned by flooding, by sending port",
+        "Copies planned by flooding, by sending uplink",
+    ),
+];
 
 /// The gauges: `vswitch_fdb_entries{channel}`, `vswitch_port_connected{port}`,
 /// `vswitch_port_tx_broken{port}`.

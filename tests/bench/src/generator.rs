@@ -43,8 +43,9 @@ pub struct TrafficOpts {
     pub split_threads: bool,
 }
 
-/// One run of one scenario through one forwarder.
-#[derive(Debug, Clone, Serialize)]
+/// One run of one scenario through one forwarder (`Default`: all zero, for what a kind of
+/// run does not measure).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Measurement {
     /// Window length (s).
     pub secs: f64,

@@ -50,6 +50,13 @@ pub struct Row {
 }
 
 impl Row {
+    /// The first line of why it did not run ("not run" when it has no error), with '|'
+    /// replaced so that it fits a table cell.
+    pub fn failure(&self) -> String {
+        let why = self.error.as_deref().unwrap_or("not run");
+        why.lines().next().unwrap_or("").replace('|', "/")
+    }
+
     fn cost(&self) -> Option<f64> {
         self.result.as_ref().and_then(|m| m.cost.ns_per_pkt)
     }
@@ -100,12 +107,14 @@ pub fn compute_ratios(rows: &mut [Row], scenarios: &[Scenario]) {
     }
 }
 
-fn f(v: Option<f64>, prec: usize) -> String {
+/// `v` with `prec` decimals, "–" when missing or not finite.
+pub fn f(v: Option<f64>, prec: usize) -> String {
     v.filter(|x| x.is_finite())
         .map_or("–".into(), |x| format!("{x:.prec$}"))
 }
 
-fn pct(v: Option<f64>) -> String {
+/// `v` as a whole percentage, "–" when missing or not finite.
+pub fn pct(v: Option<f64>) -> String {
     v.filter(|x| x.is_finite())
         .map_or("–".into(), |x| format!("{:.0}%", x * 100.0))
 }
@@ -119,14 +128,12 @@ pub fn table(rows: &[Row]) -> String {
     t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in rows {
         let Some(m) = &r.result else {
-            let why = r.error.as_deref().unwrap_or("not run");
-            let first = why.lines().next().unwrap_or("");
             let _ = writeln!(
                 t,
                 "| {} | {} | n/a: {} ||||||||||||||",
                 r.scenario,
                 r.peer,
-                first.replace('|', "/")
+                r.failure()
             );
             continue;
         };
@@ -176,15 +183,13 @@ pub fn two_host_table(rows: &[Row]) -> String {
     t.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in rows {
         let Some(m) = &r.result else {
-            let why = r.error.as_deref().unwrap_or("not run");
-            let first = why.lines().next().unwrap_or("");
             let _ = writeln!(
                 t,
                 "| {} | {} | {} | n/a: {} ||||||||",
                 r.scenario,
                 r.peer,
                 two_host_path(&r.peer),
-                first.replace('|', "/")
+                r.failure()
             );
             continue;
         };

@@ -258,6 +258,29 @@ pub struct GuestRole {
     pub sink: bool,
 }
 
+impl GuestRole {
+    /// A guest on `port` sending to `dst_macs` (received by the guests of `dst_ports`) that
+    /// does not sink what it receives.
+    fn sender(port: usize, dst_macs: Vec<[u8; 6]>, dst_ports: Vec<usize>) -> Self {
+        Self {
+            port,
+            dst_macs,
+            dst_ports,
+            sink: false,
+        }
+    }
+
+    /// A guest on `port` that only counts and recycles what it receives.
+    fn sink(port: usize) -> Self {
+        Self {
+            port,
+            dst_macs: vec![],
+            dst_ports: vec![],
+            sink: true,
+        }
+    }
+}
+
 /// Ports and the guests' roles, grouped by the traffic thread that drives them.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -284,6 +307,17 @@ impl Topology {
         }
     }
 
+    /// Port 0's guest sends to `dst_macs` on port 1, whose guest sinks: one thread each.
+    fn one_way(ports: Vec<PortDef>, dst_macs: Vec<[u8; 6]>) -> Topology {
+        Topology {
+            ports,
+            threads: vec![
+                vec![GuestRole::sender(0, dst_macs, vec![1])],
+                vec![GuestRole::sink(1)],
+            ],
+        }
+    }
+
     fn build(s: &Scenario) -> Topology {
         let c = BASE_CHANNEL;
         match s.kind {
@@ -302,38 +336,17 @@ impl Topology {
             Kind::Pair { bidir } => {
                 let ports = vec![Self::port(c, 0), Self::port(c, 1)];
                 let (m0, m1) = (ports[0].mac, ports[1].mac);
-                let threads = if bidir {
-                    vec![
-                        vec![GuestRole {
-                            port: 0,
-                            dst_macs: vec![m1],
-                            dst_ports: vec![1],
-                            sink: true,
-                        }],
-                        vec![GuestRole {
-                            port: 1,
-                            dst_macs: vec![m0],
-                            dst_ports: vec![0],
-                            sink: true,
-                        }],
-                    ]
-                } else {
-                    vec![
-                        vec![GuestRole {
-                            port: 0,
-                            dst_macs: vec![m1],
-                            dst_ports: vec![1],
-                            sink: false,
-                        }],
-                        vec![GuestRole {
-                            port: 1,
-                            dst_macs: vec![],
-                            dst_ports: vec![],
-                            sink: true,
-                        }],
-                    ]
+                if !bidir {
+                    return Self::one_way(ports, vec![m1]);
+                }
+                let both = |port, dst: [u8; 6], dst_port| GuestRole {
+                    sink: true,
+                    ..GuestRole::sender(port, vec![dst], vec![dst_port])
                 };
-                Topology { ports, threads }
+                Topology {
+                    ports,
+                    threads: vec![vec![both(0, m1, 1)], vec![both(1, m0, 0)]],
+                }
             }
             Kind::Pairs {
                 ports: n,
@@ -347,21 +360,9 @@ impl Topology {
                     ports.push(Self::port(ch, 2 * p + 1));
                 }
                 let gens = (0..pairs)
-                    .map(|p| GuestRole {
-                        port: 2 * p,
-                        dst_macs: vec![ports[2 * p + 1].mac],
-                        dst_ports: vec![2 * p + 1],
-                        sink: false,
-                    })
+                    .map(|p| GuestRole::sender(2 * p, vec![ports[2 * p + 1].mac], vec![2 * p + 1]))
                     .collect();
-                let sinks = (0..pairs)
-                    .map(|p| GuestRole {
-                        port: 2 * p + 1,
-                        dst_macs: vec![],
-                        dst_ports: vec![],
-                        sink: true,
-                    })
-                    .collect();
+                let sinks = (0..pairs).map(|p| GuestRole::sink(2 * p + 1)).collect();
                 Topology {
                     ports,
                     threads: vec![gens, sinks],
@@ -369,20 +370,12 @@ impl Topology {
             }
             Kind::Fanout { ports: n } => {
                 let ports: Vec<PortDef> = (0..n).map(|i| Self::port(c, i)).collect();
-                let gen = GuestRole {
-                    port: 0,
-                    dst_macs: ports[1..].iter().map(|p| p.mac).collect(),
-                    dst_ports: (1..n).collect(),
-                    sink: false,
-                };
-                let sinks = (1..n)
-                    .map(|i| GuestRole {
-                        port: i,
-                        dst_macs: vec![],
-                        dst_ports: vec![],
-                        sink: true,
-                    })
-                    .collect();
+                let gen = GuestRole::sender(
+                    0,
+                    ports[1..].iter().map(|p| p.mac).collect(),
+                    (1..n).collect(),
+                );
+                let sinks = (1..n).map(GuestRole::sink).collect();
                 Topology {
                     ports,
                     threads: vec![vec![gen], sinks],
@@ -394,23 +387,7 @@ impl Topology {
                 ports[1].extra_macs = (1..macs).map(|i| mac(1, i as u32)).collect();
                 let mut dst = vec![ports[1].mac];
                 dst.extend(ports[1].extra_macs.iter().copied());
-                Topology {
-                    threads: vec![
-                        vec![GuestRole {
-                            port: 0,
-                            dst_macs: dst,
-                            dst_ports: vec![1],
-                            sink: false,
-                        }],
-                        vec![GuestRole {
-                            port: 1,
-                            dst_macs: vec![],
-                            dst_ports: vec![],
-                            sink: true,
-                        }],
-                    ],
-                    ports,
-                }
+                Self::one_way(ports, dst)
             }
             Kind::Channels { channels } => {
                 // Idle channels first, the measured pair in the last channel.
@@ -422,23 +399,7 @@ impl Topology {
                     ports.push(p);
                 }
                 let m1 = ports[1].mac;
-                Topology {
-                    ports,
-                    threads: vec![
-                        vec![GuestRole {
-                            port: 0,
-                            dst_macs: vec![m1],
-                            dst_ports: vec![1],
-                            sink: false,
-                        }],
-                        vec![GuestRole {
-                            port: 1,
-                            dst_macs: vec![],
-                            dst_ports: vec![],
-                            sink: true,
-                        }],
-                    ],
-                }
+                Self::one_way(ports, vec![m1])
             }
         }
     }

@@ -30,6 +30,7 @@ mod raw;
 mod rx;
 mod tx;
 mod vring;
+mod wait;
 
 pub use config::GuestConfig;
 pub use error::GuestError;
@@ -40,3 +41,4 @@ pub use memory::MemPoker;
 pub use tx::{TxLayout, MAX_INDIRECT};
 pub use vm_memory::GuestAddress;
 pub use vring::{RawDesc, RingAddrs, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, DESC_SIZE};
+pub use wait::wait_for;

@@ -89,6 +89,25 @@ impl GuestConfig {
         }
     }
 
+    /// Configs of guests `vm1`, `vm2`, ...: guest i a QEMU client ([`SocketRole::Client`]) of
+    /// `socks[i]` with MAC `macs[i]` and address `ips[i]/24` (as many as the shortest list).
+    pub fn client_vms(socks: &[PathBuf], macs: &[&str], ips: &[&str]) -> Vec<Self> {
+        socks
+            .iter()
+            .zip(macs)
+            .zip(ips)
+            .enumerate()
+            .map(|(i, ((sock, mac), ip))| {
+                Self::new(&format!("vm{}", i + 1)).nic(
+                    sock,
+                    SocketRole::Client,
+                    mac,
+                    &format!("{ip}/24"),
+                )
+            })
+            .collect()
+    }
+
     /// Adds a vhost-user NIC (eth0 first, then eth1).
     pub fn nic(
         mut self,

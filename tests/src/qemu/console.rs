@@ -1,6 +1,7 @@
 //! The guest's serial console protocol: `VSW-READY`, then `N COMMAND` in and `VSW-BEGIN-N`,
 //! output, `VSW-DONE-N RC` out.
 
+use super::config::GuestConfig;
 use super::guest::QemuGuest;
 use crate::util::find_bytes;
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,23 @@ impl QemuGuest {
         let t = self.started.elapsed();
         self.ready_at = Some(t);
         Ok(t)
+    }
+
+    /// Starts one guest for each config (they boot in parallel), then waits up to `timeout` for
+    /// each in turn to be ready, printing how long each took.
+    pub fn spawn_ready(
+        cfgs: impl IntoIterator<Item = GuestConfig>,
+        timeout: Duration,
+    ) -> Result<Vec<QemuGuest>> {
+        let mut guests = cfgs
+            .into_iter()
+            .map(QemuGuest::spawn)
+            .collect::<Result<Vec<_>>>()?;
+        for g in guests.iter_mut() {
+            let t = g.wait_ready(timeout)?;
+            eprintln!("{} ready after {t:.1?}", g.name());
+        }
+        Ok(guests)
     }
 
     /// Treats the guest as ready without waiting for `VSW-READY`: for the destination QEMU of

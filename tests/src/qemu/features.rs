@@ -4,7 +4,37 @@ use super::guest::QemuGuest;
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
 
+/// What a guest's driver negotiates with any backend that offers it (the switch, testpmd):
+/// `(bit, name)` for VERSION_1, MRG_RXBUF and RING_EVENT_IDX, to pass to
+/// [`QemuGuest::require_features`].
+pub const BASE_FEATURES: &[(u64, &str)] = &[
+    (1 << 32, "VERSION_1"),
+    (1 << 15, "MRG_RXBUF"),
+    (1 << 29, "RING_EVENT_IDX"),
+];
+
 impl QemuGuest {
+    /// [`QemuGuest::features`], printed with their names on stderr.
+    pub fn logged_features(&mut self) -> Result<u64> {
+        let f = self.features()?;
+        eprintln!(
+            "{} negotiated {f:#x}: {}",
+            self.name,
+            virtio_net_feature_names(f).join(" ")
+        );
+        Ok(f)
+    }
+
+    /// [`QemuGuest::logged_features`], or an error naming the first of `wanted` (`(bit, name)`)
+    /// that was not negotiated.
+    pub fn require_features(&mut self, wanted: &[(u64, &str)]) -> Result<u64> {
+        let f = self.logged_features()?;
+        if let Some((_, name)) = wanted.iter().find(|(bit, _)| f & bit == 0) {
+            bail!("{}: {name} not negotiated (features {f:#x})", self.name);
+        }
+        Ok(f)
+    }
+
     /// The virtio feature bits negotiated for eth0 (bit N = feature N).
     pub fn features(&mut self) -> Result<u64> {
         self.features_of("eth0")

@@ -21,7 +21,7 @@ mod guest;
 mod net;
 
 pub use config::{GuestConfig, NicConfig, SocketRole};
-pub use features::{parse_features, virtio_net_feature_names};
+pub use features::{parse_features, virtio_net_feature_names, BASE_FEATURES};
 pub use guest::QemuGuest;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::fmt::{Display, Write};
 
 /// Switch counters of a port or a channel (the `switch` / `counters` objects of `ctl stats`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -217,53 +218,73 @@ impl Stats {
     /// A table: one line per port, per uplink and per channel (in/out frames, flooded, drops by
     /// reason).
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
-            "port", "channel", "in", "out", "flooded"
-        );
+        let mut s = String::new();
+        summary_line(&mut s, &"port", &"channel", None);
         for p in &self.ports {
-            s.push_str(&format!(
-                "{:<10} {:>7} {:>10} {:>10} {:>8}  {}\n",
-                p.name,
-                p.channel.map(|c| c.to_string()).unwrap_or("-".into()),
-                p.switch.in_frames,
-                p.switch.out_frames,
-                p.switch.flooded,
-                p.switch.drops_text()
-            ));
+            let channel = p.channel.map(|c| c.to_string()).unwrap_or("-".into());
+            summary_line(&mut s, &p.name, &channel, Some(&p.switch));
         }
         if !self.uplinks.is_empty() {
-            s.push_str(&format!(
-                "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
-                "uplink", "carries", "in", "out", "flooded"
-            ));
+            summary_line(&mut s, &"uplink", &"carries", None);
         }
         for u in &self.uplinks {
-            s.push_str(&format!(
-                "{:<10} {:>7} {:>10} {:>10} {:>8}  {}\n",
-                u.name,
-                u.channels,
-                u.switch.in_frames,
-                u.switch.out_frames,
-                u.switch.flooded,
-                u.switch.drops_text()
-            ));
+            summary_line(&mut s, &u.name, &u.channels, Some(&u.switch));
         }
-        s.push_str(&format!(
-            "{:<10} {:>7} {:>10} {:>10} {:>8}  drops\n",
-            "channel", "ports", "in", "out", "flooded"
-        ));
+        summary_line(&mut s, &"channel", &"ports", None);
         for c in &self.channels {
-            s.push_str(&format!(
-                "{:<10} {:>7} {:>10} {:>10} {:>8}  {}\n",
-                c.channel,
-                c.ports,
-                c.counters.in_frames,
-                c.counters.out_frames,
-                c.counters.flooded,
-                c.counters.drops_text()
-            ));
+            summary_line(&mut s, &c.channel, &c.ports, Some(&c.counters));
         }
         s
     }
+}
+
+/// One line of [`Stats::summary`]: a name, a second column, then `c`'s in/out frames, flooded
+/// copies and drops, or with `c` None the header of those columns.
+fn summary_line(s: &mut String, name: &dyn Display, second: &dyn Display, c: Option<&Counters>) {
+    let _ = match c {
+        None => writeln!(
+            s,
+            "{name:<10} {second:>7} {:>10} {:>10} {:>8}  drops",
+            "in", "out", "flooded"
+        ),
+        Some(c) => writeln!(
+            s,
+            "{name:<10} {second:>7} {:>10} {:>10} {:>8}  {}",
+            c.in_frames,
+            c.out_frames,
+            c.flooded,
+            c.drops_text()
+        ),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn summary_has_a_line_per_port_uplink_and_channel() {
+        let c = json!({"in_frames": 7, "in_bytes": 1, "out_frames": 12345, "out_bytes": 2,
+                       "flooded": 3, "drops": {"source_spoof": 2, "no_channel": 0}});
+        let s = Stats::from_json(json!({
+            "ports": [{"name": "vm1", "channel": 100, "switch": c},
+                      {"name": "vm2", "channel": null, "switch": c}],
+            "uplinks": [{"name": "up0", "channels": "1-4094", "switch": c}],
+            "channels": [{"channel": 100, "ports": 2, "counters": c}]
+        }))
+        .expect("parses");
+        assert_eq!(s.summary(), SUMMARY);
+    }
+
+    /// What the summary printed before it was written with `summary_line`.
+    const SUMMARY: &str = "\
+port       channel         in        out  flooded  drops
+vm1            100          7      12345        3  source_spoof=2
+vm2              -          7      12345        3  source_spoof=2
+uplink     carries         in        out  flooded  drops
+up0         1-4094          7      12345        3  source_spoof=2
+channel      ports         in        out  flooded  drops
+100              2          7      12345        3  source_spoof=2
+";
 }

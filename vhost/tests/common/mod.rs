@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
+pub use vswitch_testguest::wait_for;
 use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
 use vswitch_vhost::crossover::Crossover;
 use vswitch_vhost::{NetPort, PortConfig, SocketRole};
@@ -64,17 +64,6 @@ impl Pair {
         wait_for(|| port.handle().rx().is_attached(), "rx ring published");
         g
     }
-}
-
-pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 pub const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];

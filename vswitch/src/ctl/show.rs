@@ -39,10 +39,43 @@ fn by_name<'a>(list: &'a Value, name: &Value) -> Option<&'a Value> {
     rows(list).iter().find(|r| &r["name"] == name)
 }
 
+/// `yes` when `v` is `true`, else `no`.
+fn flag(v: &Value, yes: &str, no: &str) -> String {
+    if *v == true { yes } else { no }.into()
+}
+
+/// The RX, TX and DROPS cells of the entry named `name` in `stats[list]` ("-" without one).
+fn traffic(stats: Option<&Value>, list: &str, name: &Value) -> [String; 3] {
+    match stats
+        .and_then(|s| by_name(&s[list], name))
+        .map(|s| &s["switch"])
+    {
+        Some(c) if !c.is_null() => [
+            count(&c["in_frames"]),
+            count(&c["out_frames"]),
+            drops_total(&c["drops"]).to_string(),
+        ],
+        _ => ["-".into(), "-".into(), "-".into()],
+    }
+}
+
+/// A table of these columns with a row made by `row` for each entry of the list `v`, or
+/// `none` when it is empty.
+fn listing(
+    v: &Value,
+    columns: &[(&'static str, Align)],
+    row: impl Fn(&Value) -> Vec<String>,
+    none: &str,
+) -> String {
+    let mut t = Table::new(columns);
+    for e in rows(v) {
+        t.row(row(e));
+    }
+    t.render_or(none)
+}
+
 /// `ctl ports`: the VM ports (with their counters from `stats`, when given), then the uplinks.
 pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
-    let null = Value::Null;
-    let stats = stats.unwrap_or(&null);
     let mut t = Table::new(&[
         ("PORT", Left),
         ("CHANNEL", Right),
@@ -57,8 +90,7 @@ pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
         ("SOCKET", Left),
     ]);
     for p in rows(ports).iter().filter(|p| p["kind"] != "uplink") {
-        let c = by_name(&stats["ports"], &p["name"]).map(|s| &s["switch"]);
-        let c = c.unwrap_or(&null);
+        let [rx, tx, drops] = traffic(stats, "ports", &p["name"]);
         let state = match (p["connected"].as_bool(), p["tx_broken"].as_bool()) {
             (_, Some(true)) => "tx-broken",
             (Some(true), _) => "up",
@@ -72,22 +104,14 @@ pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
             cell(&p["mac"]),
             state.into(),
             cell(&p["queues"]),
-            count(&c["in_frames"]),
-            count(&c["out_frames"]),
-            if c.is_null() {
-                "-".into()
-            } else {
-                drops_total(&c["drops"]).to_string()
-            },
+            rx,
+            tx,
+            drops,
             cell(&p["socket"]),
         ]);
     }
-    let mut out = if t.is_empty() {
-        "no VM ports\n".to_owned()
-    } else {
-        t.render()
-    };
-    let up = uplinks(ports, Some(stats));
+    let mut out = t.render_or("no VM ports\n");
+    let up = uplinks(ports, stats);
     if !up.starts_with("no uplinks") {
         out.push('\n');
         out.push_str(&up);
@@ -97,8 +121,6 @@ pub fn ports(ports: &Value, stats: Option<&Value>) -> String {
 
 /// `ctl uplinks` (and the second table of `ctl ports`).
 pub fn uplinks(ports: &Value, stats: Option<&Value>) -> String {
-    let null = Value::Null;
-    let stats = stats.unwrap_or(&null);
     let mut t = Table::new(&[
         ("UPLINK", Left),
         ("TRANSPORT", Left),
@@ -111,8 +133,7 @@ pub fn uplinks(ports: &Value, stats: Option<&Value>) -> String {
         ("DROPS", Right),
     ]);
     for u in rows(ports).iter().filter(|p| p["kind"] == "uplink") {
-        let c = by_name(&stats["uplinks"], &u["name"]).map(|s| &s["switch"]);
-        let c = c.unwrap_or(&null);
+        let [rx, tx, drops] = traffic(stats, "uplinks", &u["name"]);
         let endpoint = match (&u["interface"], &u["local"]) {
             (Value::String(i), _) => i.clone(),
             (_, Value::String(l)) => {
@@ -126,26 +147,14 @@ pub fn uplinks(ports: &Value, stats: Option<&Value>) -> String {
             cell(&u["transport"]),
             endpoint,
             cell(&u["channels"]),
-            if u["reflective_relay"] == true {
-                "on".into()
-            } else {
-                "off".into()
-            },
+            flag(&u["reflective_relay"], "on", "off"),
             cell(&u["mtu"]),
-            count(&c["in_frames"]),
-            count(&c["out_frames"]),
-            if c.is_null() {
-                "-".into()
-            } else {
-                drops_total(&c["drops"]).to_string()
-            },
+            rx,
+            tx,
+            drops,
         ]);
     }
-    if t.is_empty() {
-        "no uplinks\n".into()
-    } else {
-        t.render()
-    }
+    t.render_or("no uplinks\n")
 }
 
 /// `ctl stats`: counters per port, per uplink and per channel, then drops by reason.
@@ -178,11 +187,7 @@ pub fn stats(v: &Value) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        if t.is_empty() {
-            out.push_str(none);
-        } else {
-            out.push_str(&t.render());
-        }
+        out.push_str(&t.render_or(none));
     };
     add(
         section(
@@ -266,27 +271,20 @@ fn queue_pairs(ports: &Value) -> Table {
 
 /// `ctl fdb`: the learned (and static) addresses.
 pub fn fdb(v: &Value) -> String {
-    let mut t = Table::new(&[
+    let columns = [
         ("CHANNEL", Right),
         ("MAC", Left),
         ("PORT", Left),
         ("AGE(S)", Right),
         ("STATIC", Left),
-    ]);
-    for e in rows(v) {
-        t.row(vec![
-            cell(&e["channel"]),
-            cell(&e["mac"]),
-            cell(&e["port"]),
-            cell(&e["age_s"]),
-            if e["static"] == true { "yes" } else { "no" }.into(),
-        ]);
-    }
-    if t.is_empty() {
-        "the FDB is empty\n".into()
-    } else {
-        t.render()
-    }
+    ];
+    let row = |e: &Value| {
+        let cells = [&e["channel"], &e["mac"], &e["port"], &e["age_s"]];
+        let mut row: Vec<String> = cells.into_iter().map(cell).collect();
+        row.push(flag(&e["static"], "yes", "no"));
+        row
+    };
+    listing(v, &columns, row, "the FDB is empty\n")
 }
 
 /// `ctl channels`: which ports are on which channel.
@@ -306,11 +304,7 @@ pub fn channels(v: &Value) -> String {
         }
         t.row(row);
     }
-    let mut out = if t.is_empty() {
-        "no channel has members\n".to_owned()
-    } else {
-        t.render()
-    };
+    let mut out = t.render_or("no channel has members\n");
     let loose: Vec<String> = rows(&v["unassociated"]).iter().map(cell).collect();
     if !loose.is_empty() {
         out.push_str(&format!("\nnot on a channel: {}\n", loose.join(", ")));
@@ -327,34 +321,25 @@ pub fn channels(v: &Value) -> String {
 
 /// `ctl capture list`: the running captures.
 pub fn captures(v: &Value) -> String {
-    let mut t = Table::new(&[
+    let columns = [
         ("PORT", Left),
         ("DIRECTION", Left),
         ("CAPTURED", Right),
         ("NOT CAPTURED", Right),
         ("STATE", Left),
         ("FILE", Left),
-    ]);
-    for c in rows(v) {
-        t.row(vec![
+    ];
+    let row = |c: &Value| {
+        vec![
             cell(&c["port"]),
             cell(&c["direction"]),
             count(&c["captured"]),
             count(&c["not_captured"]),
-            if c["running"] == true {
-                "capturing"
-            } else {
-                "count reached"
-            }
-            .into(),
+            flag(&c["running"], "capturing", "count reached"),
             cell(&c["file"]),
-        ]);
-    }
-    if t.is_empty() {
-        "no capture is running\n".into()
-    } else {
-        t.render()
-    }
+        ]
+    };
+    listing(v, &columns, row, "no capture is running\n")
 }
 
 /// `ctl policy` / `ctl set-policy`: the directed pairs beyond equal channels.

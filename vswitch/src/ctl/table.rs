@@ -37,6 +37,15 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// [`Table::render`], or `none` when no row was added.
+    pub fn render_or(&self, none: &str) -> String {
+        if self.is_empty() {
+            none.to_owned()
+        } else {
+            self.render()
+        }
+    }
+
     /// The table as text, one line per row after the header, each ending in a newline.
     pub fn render(&self) -> String {
         let width = |i: usize| {

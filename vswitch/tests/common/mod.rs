@@ -7,10 +7,11 @@ pub mod vxlan_net;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vswitch::{PortSpec, Switch, SwitchSettings};
 use vswitch_channels::{ChannelId, MacAddr, Policy};
+pub use vswitch_testguest::wait_for;
 use vswitch_testguest::{EthFrame, GuestConfig, TestGuest};
 
 pub fn ch(n: u16) -> ChannelId {
@@ -78,17 +79,6 @@ impl Net {
         g.post_rx(256).expect("post rx");
         g
     }
-}
-
-pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// A plain frame from `src` to `dst` with a marker payload.

@@ -7,14 +7,14 @@
 //! per-second `Rx-pps` over the window.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use vswitch_tests::Testpmd;
 
-use super::{mac_str, median, FrontendReport};
+use super::{mac_str, median, two_ports, CpuWindow, FrontendReport};
 use crate::generator::{Measurement, TrafficOpts};
-use crate::peers::{Forwarder, Window};
+use crate::peers::Forwarder;
 use crate::scenario::Topology;
 use crate::sys;
 
@@ -120,15 +120,12 @@ pub fn run(
     devargs: &str,
     dir: &Path,
 ) -> Result<Measurement> {
-    let sockets = fwd.sockets().to_vec();
-    let ([s0, s1], [p0, p1]) = (sockets.as_slice(), topo.ports.as_slice()) else {
-        bail!("the DPDK frontends are measured with two ports");
-    };
+    let ([s0, s1], [p0, p1]) = two_ports(fwd, topo, "the DPDK frontends")?;
     let (gen_mac, sink_mac) = (p0.mac, p1.mac);
     let mut sink = spawn(
         dir,
         "sink",
-        s1,
+        &s1,
         sink_mac,
         o,
         devargs,
@@ -138,24 +135,19 @@ pub fn run(
     let mut gen_args = app_args("txonly", o.queue_size);
     gen_args.push(format!("--txpkts={frame_len}"));
     gen_args.push(format!("--eth-peer=0,{}", mac_str(sink_mac)));
-    let mut gen = spawn(dir, "gen", s0, gen_mac, o, devargs, &gen_args)?;
+    let mut gen = spawn(dir, "gen", &s0, gen_mac, o, devargs, &gen_args)?;
     std::thread::sleep(o.warmup);
     fwd.begin_window()?;
-    let mut pids = fwd.pids();
-    pids.extend([gen.pid(), sink.pid()]);
-    let ticks = |pids: &[u32]| pids.iter().map(|&p| sys::process_ticks(p)).sum::<u64>();
-    let fe = [gen.pid(), sink.pid()];
     let (n0, g0) = (
         stat_blocks(&sink.output()).len(),
         stat_blocks(&gen.output()).len(),
     );
-    let (proc0, self0, fe0) = (sys::process_cpu_ns(), sys::self_thread_cpu_ns(), ticks(&fe));
-    let t0 = Instant::now();
-    let ((), other_load) = sys::foreign_load(&pids, || std::thread::sleep(o.duration));
+    let cpu = CpuWindow::start(fwd, [gen.pid(), sink.pid()]);
+    let ((), other_load) = sys::foreign_load(&cpu.pids, || std::thread::sleep(o.duration));
     // The block covering the window's last second is printed up to a second later.
     std::thread::sleep(Duration::from_millis(200));
-    let secs = t0.elapsed().as_secs_f64();
-    let (proc1, self1, fe1) = (sys::process_cpu_ns(), sys::self_thread_cpu_ns(), ticks(&fe));
+    let spent = cpu.stop();
+    let secs = spent.secs;
     let sblocks = stat_blocks(&sink.output());
     let gblocks = stat_blocks(&gen.output());
     let sink_w = sblocks.get(n0..).unwrap_or_default();
@@ -176,15 +168,7 @@ pub fn run(
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let rx_frames = (mean(&sink_mpps) * 1e6 * secs) as u64;
     let tx_frames = (mean(&gen_mpps) * 1e6 * secs) as u64;
-    let w = Window {
-        secs,
-        rx_frames,
-        process_cpu_ns: proc1.saturating_sub(proc0),
-        // Only this thread (and the frontends' output readers, a few KiB/s) besides the
-        // forwarder runs in this process: the frontends are other processes.
-        traffic_cpu_ns: self1.saturating_sub(self0),
-    };
-    let cost = fwd.end_window(&w)?;
+    let cost = fwd.end_window(&spent.window(rx_frames))?;
     // Stop the generator (SIGTERM: testpmd prints its accumulated statistics), let the sink
     // receive what is still on its way, then stop the sink: drops = sent - received.
     gen.kill();
@@ -207,19 +191,15 @@ pub fn run(
         ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
         drops: sent.zip(received).map_or(0, |(s, r)| s.saturating_sub(r)),
         sent_total: sent.unwrap_or(0),
-        written_off: 0,
-        traffic_cpu_share: (fe1.saturating_sub(fe0)) as f64 / sys::clk_tck() / secs,
-        frames_per_batch: 0.0,
-        idle_loop_share: 0.0,
-        device_errors: 0,
+        traffic_cpu_share: spent.frontend_share,
         other_load,
-        runs: Vec::new(),
         cost,
         frontend: Some(FrontendReport::Dpdk {
             sink_mpps,
             gen_mpps,
             gen_tx_refused: accumulated(&gout, "TX-dropped:"),
         }),
+        ..Measurement::default()
     })
 }
 

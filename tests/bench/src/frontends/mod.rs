@@ -8,7 +8,15 @@ pub mod dpdk;
 pub mod qemu;
 pub mod table;
 
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
 use serde::Serialize;
+
+use crate::peers::{Forwarder, Window};
+use crate::scenario::{PortDef, Topology};
+use crate::sys;
 
 /// What the third-party frontends reported for one run.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +48,89 @@ pub enum FrontendReport {
         /// as guest B's), by virtio feature name, or "none".
         offloads: String,
     },
+}
+
+/// The forwarder's two sockets and `topo`'s two ports (generator, sink), or an error saying that
+/// `who` are measured with two ports.
+pub fn two_ports<'t>(
+    fwd: &dyn Forwarder,
+    topo: &'t Topology,
+    who: &str,
+) -> Result<([PathBuf; 2], [&'t PortDef; 2])> {
+    match (fwd.sockets(), topo.ports.as_slice()) {
+        ([s0, s1], [p0, p1]) => Ok(([s0.clone(), s1.clone()], [p0, p1])),
+        _ => bail!("{who} are measured with two ports"),
+    }
+}
+
+/// The CPU spent over a measured window by this process, this thread and the two frontend
+/// processes, read when it starts ([`CpuWindow::start`]) and when it ends ([`CpuWindow::stop`]).
+pub struct CpuWindow {
+    /// The forwarder's processes and the frontends: the CPU that is not foreign load.
+    pub pids: Vec<u32>,
+    frontends: [u32; 2],
+    t0: Instant,
+    process0: u64,
+    thread0: u64,
+    frontend_ticks0: u64,
+}
+
+impl CpuWindow {
+    /// Reads the counters at the start of the window.
+    pub fn start(fwd: &mut dyn Forwarder, frontends: [u32; 2]) -> Self {
+        let mut pids = fwd.pids();
+        pids.extend(frontends);
+        Self {
+            pids,
+            frontends,
+            process0: sys::process_cpu_ns(),
+            thread0: sys::self_thread_cpu_ns(),
+            frontend_ticks0: frontend_ticks(&frontends),
+            t0: Instant::now(),
+        }
+    }
+
+    /// Reads them again at its end.
+    pub fn stop(&self) -> CpuSpent {
+        let secs = self.t0.elapsed().as_secs_f64();
+        let ticks = frontend_ticks(&self.frontends).saturating_sub(self.frontend_ticks0);
+        CpuSpent {
+            secs,
+            process_cpu_ns: sys::process_cpu_ns().saturating_sub(self.process0),
+            traffic_cpu_ns: sys::self_thread_cpu_ns().saturating_sub(self.thread0),
+            frontend_share: ticks as f64 / sys::clk_tck() / secs,
+        }
+    }
+}
+
+/// What [`CpuWindow::stop`] read.
+pub struct CpuSpent {
+    /// The window's length in seconds.
+    pub secs: f64,
+    /// CPU time of this whole process in the window.
+    pub process_cpu_ns: u64,
+    /// CPU time of this thread in it.
+    pub traffic_cpu_ns: u64,
+    /// The share of one CPU the two frontend processes used in it.
+    pub frontend_share: f64,
+}
+
+impl CpuSpent {
+    /// The forwarder's [`Window`]: these figures and the `rx_frames` the sink received.
+    pub fn window(&self, rx_frames: u64) -> Window {
+        Window {
+            secs: self.secs,
+            rx_frames,
+            process_cpu_ns: self.process_cpu_ns,
+            // Only this thread (and the frontends' output readers, a few KiB/s) besides the
+            // forwarder runs in this process: the frontends are other processes.
+            traffic_cpu_ns: self.traffic_cpu_ns,
+        }
+    }
+}
+
+fn frontend_ticks(pids: &[u32; 2]) -> u64 {
+    pids.iter().map(|&p| sys::process_ticks(p)).sum()
 }
 
 /// The median of `v` (None when empty).

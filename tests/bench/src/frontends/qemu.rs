@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use vswitch_tests::{virtio_net_feature_names, GuestConfig, QemuGuest, SocketRole};
 
-use super::{mac_str, FrontendReport};
+use super::{mac_str, two_ports, CpuWindow, FrontendReport};
 use crate::generator::{Measurement, TrafficOpts};
-use crate::peers::{Forwarder, Window};
+use crate::peers::Forwarder;
 use crate::scenario::{Topology, NO_OFFLOADS};
 use crate::sys;
 
@@ -103,10 +103,7 @@ pub fn run(
     o: &TrafficOpts,
     dir: &Path,
 ) -> Result<Measurement> {
-    let sockets = fwd.sockets().to_vec();
-    let ([s0, s1], [p0, p1]) = (sockets.as_slice(), topo.ports.as_slice()) else {
-        bail!("the QEMU guests are measured with two ports");
-    };
+    let ([s0, s1], [p0, p1]) = two_ports(fwd, topo, "the QEMU guests")?;
     // Spawned from this thread (pinned to the generator CPU): QEMU inherits its affinity.
     let role = match fwd.frontend_listens() {
         true => SocketRole::Server,
@@ -115,14 +112,14 @@ pub fn run(
     let mut a = boot(
         dir,
         "vswb-a",
-        (s0, p0.mac, role),
+        (&s0, p0.mac, role),
         &format!("{IP_A}/24"),
         offloads,
     )?;
     let mut b = boot(
         dir,
         "vswb-b",
-        (s1, p1.mac, role),
+        (&s1, p1.mac, role),
         &format!("{IP_B}/24"),
         offloads,
     )?;
@@ -139,48 +136,28 @@ pub fn run(
         if udp { " -u -b 0" } else { "" }
     );
     fwd.begin_window()?;
-    let mut pids = fwd.pids();
-    pids.extend([a.pid(), b.pid()]);
-    let fe = [a.pid(), b.pid()];
-    let ticks = |pids: &[u32]| pids.iter().map(|&p| sys::process_ticks(p)).sum::<u64>();
-    let (proc0, self0, fe0) = (sys::process_cpu_ns(), sys::self_thread_cpu_ns(), ticks(&fe));
-    let t0 = std::time::Instant::now();
-    let (out, other_load) = sys::foreign_load(&pids, || {
+    let cpu = CpuWindow::start(fwd, [a.pid(), b.pid()]);
+    let (out, other_load) = sys::foreign_load(&cpu.pids, || {
         a.run_ok(&cmd, Duration::from_secs(u64::from(secs) + 90))
     });
-    let wall = t0.elapsed().as_secs_f64();
-    let (proc1, self1, fe1) = (sys::process_cpu_ns(), sys::self_thread_cpu_ns(), ticks(&fe));
+    let spent = cpu.stop();
     let r = parse_iperf(&out?, udp)?;
     // Frames of the measured direction (UDP: datagrams received; TCP: full-size segments).
     let frames = match r.packets {
         Some(p) => p as f64 * (1.0 - r.lost_percent.unwrap_or(0.0) / 100.0),
         None => r.bps * f64::from(secs) / 8.0 / 1448.0,
     };
-    let w = Window {
-        secs: wall,
-        rx_frames: frames as u64,
-        process_cpu_ns: proc1.saturating_sub(proc0),
-        traffic_cpu_ns: self1.saturating_sub(self0),
-    };
-    let cost = fwd.end_window(&w)?;
+    let cost = fwd.end_window(&spent.window(frames as u64))?;
     let pps = frames / f64::from(secs);
     Ok(Measurement {
         secs: f64::from(secs),
         rx_frames: frames as u64,
         tx_frames: r.packets.unwrap_or(frames as u64),
         mpps: if udp { pps / 1e6 } else { 0.0 },
-        offered_mpps: 0.0,
         gbps: r.bps / 1e9,
         ns_per_pkt: if pps > 0.0 { 1e9 / pps } else { f64::INFINITY },
-        drops: 0,
-        sent_total: 0,
-        written_off: 0,
-        traffic_cpu_share: fe1.saturating_sub(fe0) as f64 / sys::clk_tck() / wall,
-        frames_per_batch: 0.0,
-        idle_loop_share: 0.0,
-        device_errors: 0,
+        traffic_cpu_share: spent.frontend_share,
         other_load,
-        runs: Vec::new(),
         cost,
         frontend: Some(FrontendReport::Iperf3 {
             proto: if udp { "udp" } else { "tcp" }.into(),
@@ -190,6 +167,7 @@ pub fn run(
             retransmits: r.retransmits,
             offloads: negotiated,
         }),
+        ..Measurement::default()
     })
 }
 

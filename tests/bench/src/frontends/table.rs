@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::FrontendReport;
 use crate::peers::{OVS, OVS_TSO, TESTPMD, TESTPMD_TSO, VSWITCH, VSWITCH_POLL};
-use crate::report::Row;
+use crate::report::{f, pct, Row};
 use crate::scenario::Scenario;
 
 /// What a forwarder is, for the tables.
@@ -18,16 +18,6 @@ pub fn forwarder(peer: &str) -> &'static str {
         OVS_TSO => "OVS-DPDK (`dpdkvhostuserclient` x2, NORMAL, `userspace-tso-enable=true`)",
         _ => "?",
     }
-}
-
-fn f(v: Option<f64>, prec: usize) -> String {
-    v.filter(|x| x.is_finite())
-        .map_or("–".into(), |x| format!("{x:.prec$}"))
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.filter(|x| x.is_finite())
-        .map_or("–".into(), |x| format!("{:.0}%", x * 100.0))
 }
 
 /// `value / value of the testpmd row of the same scenario`.
@@ -56,15 +46,25 @@ fn runs(r: &Row, key: &str) -> String {
     })
 }
 
-fn failed(t: &mut String, r: &Row, frontend: &str, cols: usize) {
-    let why = r.error.as_deref().unwrap_or("not run");
-    let first = why.lines().next().unwrap_or("").replace('|', "/");
+/// A measured row: frontend, forwarder, scenario, the rate in bold, then `rest`.
+fn row(t: &mut String, frontend: &str, r: &Row, rate: &str, rest: &[String]) {
     let _ = writeln!(
         t,
-        "| {} | {} | {} | n/a: {first} {}",
+        "| {frontend} | {} | {} | **{rate}** | {} |",
+        forwarder(&r.peer),
+        r.scenario,
+        rest.join(" | ")
+    );
+}
+
+fn failed(t: &mut String, r: &Row, frontend: &str, cols: usize) {
+    let _ = writeln!(
+        t,
+        "| {} | {} | {} | n/a: {} {}",
         frontend,
         forwarder(&r.peer),
         r.scenario,
+        r.failure(),
         "|".repeat(cols - 3)
     );
 }
@@ -90,22 +90,19 @@ pub fn dpdk_table(rows: &[Row]) -> String {
             _ => String::new(),
         };
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e6);
-        let _ = writeln!(
-            t,
-            "| {fe} | {} | {} | **{}** | {per_s} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            forwarder(&r.peer),
-            r.scenario,
-            f(Some(m.mpps), 2),
+        let rest = [
+            per_s,
             f(vs_testpmd(rows, r), 2),
             f(Some(m.offered_mpps), 2),
             f(counted, 2),
             f(m.cost.ns_per_pkt, 0),
             pct(m.cost.busy_share),
-            m.drops,
+            m.drops.to_string(),
             pct(Some(m.traffic_cpu_share)),
             pct(Some(m.other_load)),
             runs(r, "mpps"),
-        );
+        ];
+        row(&mut t, fe, r, &f(Some(m.mpps), 2), &rest);
     }
     t
 }
@@ -139,13 +136,9 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             _ => (None, None, "?"),
         };
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e3);
-        let _ = writeln!(
-            t,
-            "| {fe} | {} | {} | **{}** | {} | {offl} | {} | {} | {} | {} | {} | {} | {} |",
-            forwarder(&r.peer),
-            r.scenario,
-            f(Some(m.gbps), 3),
+        let rest = [
             f(vs_testpmd(rows, r), 2),
+            offl.to_owned(),
             loss.unwrap_or_else(|| "–".into()),
             retr.unwrap_or_else(|| "–".into()),
             f(counted, 0),
@@ -153,7 +146,8 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             pct(Some(m.traffic_cpu_share)),
             pct(Some(m.other_load)),
             runs(r, "gbps"),
-        );
+        ];
+        row(&mut t, fe, r, &f(Some(m.gbps), 3), &rest);
     }
     t
 }
