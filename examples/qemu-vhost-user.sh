@@ -62,7 +62,7 @@ exec "$QEMU" -name "vsw-guest,process=qemu-$(basename "$SOCKET")" \
   -object "memory-backend-memfd,id=mem,size=${MEM}M,share=on" -numa node,memdev=mem \
   -nodefaults -no-user-config -nographic -serial mon:stdio -no-reboot \
   -kernel "$KERNEL" -initrd "$INITRD" \
-  -append "console=ttyS0 quiet panic=-1 vsw.console=interactive vsw.mac=$MAC${IP:+ vsw.ip=$IP} ${APPEND:-}" \
+  -append "console=ttyS0 quiet panic=-1 no_timer_check vsw.console=interactive vsw.mac=$MAC${IP:+ vsw.ip=$IP} ${APPEND:-}" \
   -chardev "$CHARDEV" \
   -netdev vhost-user,id=net0,chardev=vhu0 \
   -device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0" \

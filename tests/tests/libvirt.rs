@@ -102,7 +102,7 @@ fn domain_xml(domain: &str, vm: &Vm, files: &Path, socket: &Path, console: &Path
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 vsw.console=harness vsw.hostname={name} vsw.ip={ip}/24 vsw.mac={mac}</cmdline>
+    <cmdline>console=ttyS0 quiet panic=-1 no_timer_check vsw.console=harness vsw.hostname={name} vsw.ip={ip}/24 vsw.mac={mac}</cmdline>
   </os>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>

@@ -132,8 +132,10 @@ impl GuestConfig {
             bail!("the guest's /init configures at most two NICs (eth0, eth1)");
         }
         let m = self.memory_mb;
+        // no_timer_check: under TCG on a loaded host the kernel's boot-time check of the
+        // IO-APIC timer can see too few ticks and panic ("IO-APIC + timer doesn't work").
         let mut cmdline = format!(
-            "console=ttyS0 quiet panic=-1 vsw.console=harness vsw.hostname={}",
+            "console=ttyS0 quiet panic=-1 no_timer_check vsw.console=harness vsw.hostname={}",
             hostname_of(&self.name)
         );
         let mut args: Vec<String> = [
