@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use vswitch_tests::{virtio_net_feature_names, GuestConfig, QemuGuest, SocketRole};
 
-use super::{mac_str, FrontendReport};
+use super::{guest_work, mac_str, FrontendReport};
 use crate::generator::{Measurement, TrafficOpts};
 use crate::peers::{Forwarder, Window};
 use crate::scenario::{Topology, NO_OFFLOADS};
@@ -138,6 +138,7 @@ pub fn run(
         "iperf3 -J -c {IP_B} -t {secs} -O 1{}",
         if udp { " -u -b 0" } else { "" }
     );
+    let work0 = [guest_work::read(&mut a)?, guest_work::read(&mut b)?];
     fwd.begin_window()?;
     let mut pids = fwd.pids();
     pids.extend([a.pid(), b.pid()]);
@@ -162,7 +163,13 @@ pub fn run(
         process_cpu_ns: proc1.saturating_sub(proc0),
         traffic_cpu_ns: self1.saturating_sub(self0),
     };
-    let cost = fwd.end_window(&w)?;
+    let mut cost = fwd.end_window(&w)?;
+    let work1 = [guest_work::read(&mut a)?, guest_work::read(&mut b)?];
+    let [guest_a, guest_b] = [work1[0].since(&work0[0]), work1[1].since(&work0[1])];
+    cost.notes
+        .push(format!("guest A (iperf3 client): {}", guest_a.describe()));
+    cost.notes
+        .push(format!("guest B (iperf3 server): {}", guest_b.describe()));
     let pps = frames / f64::from(secs);
     Ok(Measurement {
         secs: f64::from(secs),
@@ -189,6 +196,8 @@ pub fn run(
             packets: r.packets,
             retransmits: r.retransmits,
             offloads: negotiated,
+            guest_a,
+            guest_b,
         }),
     })
 }

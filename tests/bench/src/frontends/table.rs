@@ -56,6 +56,26 @@ fn runs(r: &Row, key: &str) -> String {
     })
 }
 
+/// Every run's guest IRQs per frame, "A/B".
+fn run_irqs(r: &Row) -> String {
+    r.result.as_ref().map_or(String::new(), |m| {
+        m.runs
+            .iter()
+            .map(
+                |x| match x.get("guest_irqs_per_frame").and_then(|v| v.as_array()) {
+                    Some(v) => v
+                        .iter()
+                        .map(|g| f(g.as_f64(), 2))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    None => "–".into(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 fn failed(t: &mut String, r: &Row, frontend: &str, cols: usize) {
     let why = r.error.as_deref().unwrap_or("not run");
     let first = why.lines().next().unwrap_or("").replace('|', "/");
@@ -113,8 +133,8 @@ pub fn dpdk_table(rows: &[Row]) -> String {
 /// The iperf3 rows; `scenarios` name each row's frontend.
 pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
     let mut t = String::from(
-        "| frontend | forwarder | scenario | Gbit/s received | x testpmd | offloads negotiated | UDP loss | TCP retransmits | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) |\n\
-         |---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|\n",
+        "| frontend | forwarder | scenario | Gbit/s received | median of runs | x testpmd | offloads negotiated | UDP loss | TCP retransmits | guest IRQs/frame A · B | B rx frame (B) | guests softirq+irq A · B | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) | runs: guest IRQs/frame A/B |\n\
+         |---|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n",
     );
     for r in rows {
         let fe = scenarios
@@ -122,29 +142,49 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             .find(|s| s.name == r.scenario)
             .map_or("?", Scenario::frontend);
         let Some(m) = &r.result else {
-            failed(&mut t, r, fe, 13);
+            failed(&mut t, r, fe, 18);
             continue;
         };
-        let (loss, retr, offl) = match &m.frontend {
+        let (loss, retr, offl, guests) = match &m.frontend {
             Some(FrontendReport::Iperf3 {
                 lost_percent,
                 retransmits,
                 offloads,
+                guest_a,
+                guest_b,
                 ..
             }) => (
                 lost_percent.map(|l| format!("{l:.1}%")),
                 retransmits.map(|n| n.to_string()),
                 offloads.as_str(),
+                Some((guest_a, guest_b)),
             ),
-            _ => (None, None, "?"),
+            _ => (None, None, "?", None),
         };
+        let (irqs, frame, softirq) = guests.map_or(Default::default(), |(a, b)| {
+            (
+                format!("{:.2} · {:.2}", a.irqs_per_frame(), b.irqs_per_frame()),
+                format!("{:.0}", b.rx_bytes as f64 / b.rx_frames.max(1) as f64),
+                format!(
+                    "{} · {}",
+                    pct(Some(a.irq_share())),
+                    pct(Some(b.irq_share()))
+                ),
+            )
+        });
+        let gbps: Vec<f64> = m
+            .runs
+            .iter()
+            .filter_map(|x| x.get("gbps").and_then(|v| v.as_f64()))
+            .collect();
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e3);
         let _ = writeln!(
             t,
-            "| {fe} | {} | {} | **{}** | {} | {offl} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {fe} | {} | {} | **{}** | {} | {} | {offl} | {} | {} | {irqs} | {frame} | {softirq} | {} | {} | {} | {} | {} | {} |",
             forwarder(&r.peer),
             r.scenario,
             f(Some(m.gbps), 3),
+            f(super::median(&gbps), 3),
             f(vs_testpmd(rows, r), 2),
             loss.unwrap_or_else(|| "–".into()),
             retr.unwrap_or_else(|| "–".into()),
@@ -153,6 +193,7 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             pct(Some(m.traffic_cpu_share)),
             pct(Some(m.other_load)),
             runs(r, "gbps"),
+            run_irqs(r),
         );
     }
     t
