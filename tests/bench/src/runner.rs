@@ -58,15 +58,11 @@ impl Pending {
                     "fwd_ns_per_pkt": m.cost.ns_per_pkt,
                     "other_load": m.other_load,
                 }));
-                if let (
-                    Some(frontends::FrontendReport::Iperf3 {
-                        guest_a, guest_b, ..
-                    }),
-                    Some(run),
-                ) = (&m.frontend, self.runs.last_mut())
+                if let (Some(frontends::FrontendReport::Iperf3 { guests, .. }), Some(run)) =
+                    (&m.frontend, self.runs.last_mut())
                 {
                     run["guest_irqs_per_frame"] =
-                        serde_json::json!([guest_a.irqs_per_frame(), guest_b.irqs_per_frame()]);
+                        serde_json::json!(guests.map(|g| g.irqs_per_frame()));
                 }
                 let better = match &self.best {
                     Some(Ok(b)) => m.rate() > b.rate(),

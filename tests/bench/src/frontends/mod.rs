@@ -40,10 +40,9 @@ pub enum FrontendReport {
         /// The checksum/segmentation offloads guest A negotiated (the same device and forwarder
         /// as guest B's), by virtio feature name, or "none".
         offloads: String,
-        /// What guest A (client) and guest B (server) counted themselves over the run
-        /// (interrupts, frames, segments, CPU time), read before and after it.
-        guest_a: guest_work::Counters,
-        guest_b: guest_work::Counters,
+        /// What guest A (client) and guest B (server), in that order, counted themselves over
+        /// the run (interrupts, frames, segments, CPU time), read before and after it.
+        guests: Box<[guest_work::Counters; 2]>,
     },
 }
 

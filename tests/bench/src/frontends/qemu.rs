@@ -196,8 +196,7 @@ pub fn run(
             packets: r.packets,
             retransmits: r.retransmits,
             offloads: negotiated,
-            guest_a,
-            guest_b,
+            guests: Box::new([guest_a, guest_b]),
         }),
     })
 }

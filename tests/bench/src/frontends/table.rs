@@ -150,14 +150,13 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
                 lost_percent,
                 retransmits,
                 offloads,
-                guest_a,
-                guest_b,
+                guests,
                 ..
             }) => (
                 lost_percent.map(|l| format!("{l:.1}%")),
                 retransmits.map(|n| n.to_string()),
                 offloads.as_str(),
-                Some((guest_a, guest_b)),
+                Some((&guests[0], &guests[1])),
             ),
             _ => (None, None, "?", None),
         };
