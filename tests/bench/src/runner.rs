@@ -58,6 +58,12 @@ impl Pending {
                     "fwd_ns_per_pkt": m.cost.ns_per_pkt,
                     "other_load": m.other_load,
                 }));
+                if let (Some(frontends::FrontendReport::Iperf3 { guests, .. }), Some(run)) =
+                    (&m.frontend, self.runs.last_mut())
+                {
+                    run["guest_irqs_per_frame"] =
+                        serde_json::json!(guests.map(|g| g.irqs_per_frame()));
+                }
                 let better = match &self.best {
                     Some(Ok(b)) => m.rate() > b.rate(),
                     _ => true,

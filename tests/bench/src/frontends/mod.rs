@@ -5,6 +5,7 @@
 //! what the frontends themselves reported in [`FrontendReport`].
 
 pub mod dpdk;
+pub mod guest_work;
 pub mod qemu;
 pub mod table;
 
@@ -47,6 +48,9 @@ pub enum FrontendReport {
         /// The checksum/segmentation offloads guest A negotiated (the same device and forwarder
         /// as guest B's), by virtio feature name, or "none".
         offloads: String,
+        /// What guest A (client) and guest B (server), in that order, counted themselves over
+        /// the run (interrupts, frames, segments, CPU time), read before and after it.
+        guests: Box<[guest_work::Counters; 2]>,
     },
 }
 

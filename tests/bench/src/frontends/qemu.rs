@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use vswitch_tests::{virtio_net_feature_names, GuestConfig, QemuGuest, SocketRole};
 
-use super::{mac_str, two_ports, CpuWindow, FrontendReport};
+use super::{guest_work, mac_str, two_ports, CpuWindow, FrontendReport};
 use crate::generator::{Measurement, TrafficOpts};
 use crate::peers::Forwarder;
 use crate::scenario::{Topology, NO_OFFLOADS};
@@ -135,6 +135,7 @@ pub fn run(
         "iperf3 -J -c {IP_B} -t {secs} -O 1{}",
         if udp { " -u -b 0" } else { "" }
     );
+    let work0 = [guest_work::read(&mut a)?, guest_work::read(&mut b)?];
     fwd.begin_window()?;
     let cpu = CpuWindow::start(fwd, [a.pid(), b.pid()]);
     let (out, other_load) = sys::foreign_load(&cpu.pids, || {
@@ -147,7 +148,13 @@ pub fn run(
         Some(p) => p as f64 * (1.0 - r.lost_percent.unwrap_or(0.0) / 100.0),
         None => r.bps * f64::from(secs) / 8.0 / 1448.0,
     };
-    let cost = fwd.end_window(&spent.window(frames as u64))?;
+    let mut cost = fwd.end_window(&spent.window(frames as u64))?;
+    let work1 = [guest_work::read(&mut a)?, guest_work::read(&mut b)?];
+    let [guest_a, guest_b] = [work1[0].since(&work0[0]), work1[1].since(&work0[1])];
+    cost.notes
+        .push(format!("guest A (iperf3 client): {}", guest_a.describe()));
+    cost.notes
+        .push(format!("guest B (iperf3 server): {}", guest_b.describe()));
     let pps = frames / f64::from(secs);
     Ok(Measurement {
         secs: f64::from(secs),
@@ -166,6 +173,7 @@ pub fn run(
             packets: r.packets,
             retransmits: r.retransmits,
             offloads: negotiated,
+            guests: Box::new([guest_a, guest_b]),
         }),
         ..Measurement::default()
     })

@@ -46,6 +46,26 @@ fn runs(r: &Row, key: &str) -> String {
     })
 }
 
+/// Every run's guest IRQs per frame, "A/B".
+fn run_irqs(r: &Row) -> String {
+    r.result.as_ref().map_or(String::new(), |m| {
+        m.runs
+            .iter()
+            .map(
+                |x| match x.get("guest_irqs_per_frame").and_then(|v| v.as_array()) {
+                    Some(v) => v
+                        .iter()
+                        .map(|g| f(g.as_f64(), 2))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    None => "–".into(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 /// A measured row: frontend, forwarder, scenario, the rate in bold, then `rest`.
 fn row(t: &mut String, frontend: &str, r: &Row, rate: &str, rest: &[String]) {
     let _ = writeln!(
@@ -110,8 +130,8 @@ pub fn dpdk_table(rows: &[Row]) -> String {
 /// The iperf3 rows; `scenarios` name each row's frontend.
 pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
     let mut t = String::from(
-        "| frontend | forwarder | scenario | Gbit/s received | x testpmd | offloads negotiated | UDP loss | TCP retransmits | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) |\n\
-         |---|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|\n",
+        "| frontend | forwarder | scenario | Gbit/s received | median of runs | x testpmd | offloads negotiated | UDP loss | TCP retransmits | guest IRQs/frame A · B | B rx frame (B) | guests softirq+irq A · B | fwd counted kpps | fwd busy | guests CPU | other load | runs (Gbit/s) | runs: guest IRQs/frame A/B |\n\
+         |---|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n",
     );
     for r in rows {
         let fe = scenarios
@@ -119,33 +139,56 @@ pub fn iperf_table(rows: &[Row], scenarios: &[Scenario]) -> String {
             .find(|s| s.name == r.scenario)
             .map_or("?", Scenario::frontend);
         let Some(m) = &r.result else {
-            failed(&mut t, r, fe, 13);
+            failed(&mut t, r, fe, 18);
             continue;
         };
-        let (loss, retr, offl) = match &m.frontend {
+        let (loss, retr, offl, guests) = match &m.frontend {
             Some(FrontendReport::Iperf3 {
                 lost_percent,
                 retransmits,
                 offloads,
+                guests,
                 ..
             }) => (
                 lost_percent.map(|l| format!("{l:.1}%")),
                 retransmits.map(|n| n.to_string()),
                 offloads.as_str(),
+                Some((&guests[0], &guests[1])),
             ),
-            _ => (None, None, "?"),
+            _ => (None, None, "?", None),
         };
+        let (irqs, frame, softirq) = guests.map_or(Default::default(), |(a, b)| {
+            (
+                format!("{:.2} · {:.2}", a.irqs_per_frame(), b.irqs_per_frame()),
+                format!("{:.0}", b.rx_bytes as f64 / b.rx_frames.max(1) as f64),
+                format!(
+                    "{} · {}",
+                    pct(Some(a.irq_share())),
+                    pct(Some(b.irq_share()))
+                ),
+            )
+        });
+        let gbps: Vec<f64> = m
+            .runs
+            .iter()
+            .filter_map(|x| x.get("gbps").and_then(|v| v.as_f64()))
+            .collect();
         let counted = m.cost.counted.map(|(n, _)| n as f64 / m.secs / 1e3);
         let rest = [
+            f(super::median(&gbps), 3),
             f(vs_testpmd(rows, r), 2),
             offl.to_owned(),
             loss.unwrap_or_else(|| "–".into()),
             retr.unwrap_or_else(|| "–".into()),
+            irqs,
+            frame,
+            softirq,
             f(counted, 0),
             pct(m.cost.busy_share),
             pct(Some(m.traffic_cpu_share)),
             pct(Some(m.other_load)),
             runs(r, "gbps"),
+            run_irqs(r),
         ];
         row(&mut t, fe, r, &f(Some(m.gbps), 3), &rest);
     }
