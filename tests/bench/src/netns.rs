@@ -39,27 +39,38 @@ pub fn if_counters(ns: &Netns, ifname: &str) -> Result<IfCounters> {
 /// An interface's counters from /proc/net/dev.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IfCounters {
+    /// Bytes received.
+    pub rx_bytes: u64,
     /// Packets received.
     pub rx_packets: u64,
     /// Packets the interface dropped on receive.
     pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
 }
 
 impl IfCounters {
-    fn parse(dev: &str, ifname: &str) -> Option<IfCounters> {
+    /// `ifname`'s line of /proc/net/dev text `dev` (other lines are skipped), or `None` when it
+    /// is missing or short.
+    pub fn parse(dev: &str, ifname: &str) -> Option<IfCounters> {
         dev.lines().find_map(|l| {
             let (name, rest) = l.split_once(':')?;
             if name.trim() != ifname {
                 return None;
             }
-            // rx: bytes packets errs drop fifo frame compressed multicast, then tx.
+            // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets ...
             let v: Vec<u64> = rest
                 .split_whitespace()
                 .map(|x| x.parse().ok())
                 .collect::<Option<_>>()?;
             Some(IfCounters {
+                rx_bytes: *v.first()?,
                 rx_packets: *v.get(1)?,
                 rx_dropped: *v.get(3)?,
+                tx_bytes: *v.get(8)?,
+                tx_packets: *v.get(9)?,
             })
         })
     }
